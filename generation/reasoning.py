@@ -1,0 +1,86 @@
+"""Split a thinking model's raw output into its reasoning trace and its answer.
+
+One parser for the whole project: generation, training and eval all call
+:func:`parse_reasoning`. Styles:
+
+- ``glm``: ``<think>…</think>``; the answer may sit in ``<answer>…</answer>``;
+  GLM-4.1V's box markers ``<|begin_of_box|>``/``<|end_of_box|>`` are removed,
+  their content kept.
+- ``kimi``: ``◁think▷…◁/think▷``, the answer is the text after.
+- ``think_tags``: ``<think>…</think>`` with an optional ``<answer>…</answer>``
+  (DeepSeek-R1-style models).
+- ``plain``: no reasoning; the whole text is the answer.
+
+Rules for the thinking styles:
+
+1. If a closing delimiter occurs, the first one splits the text: think is what
+   precedes it, minus everything up to and including an opening delimiter if
+   one precedes it (the chat template may have put the opening one in the
+   prompt); answer is what follows; ``closed`` is true.
+2. Else, if an opening delimiter occurs: think is everything after it, the
+   answer is empty, ``closed`` is false (truncated or malformed output).
+3. Else: think is empty, the answer is the whole text, ``closed`` is false.
+4. The answer is taken from inside the first ``<answer>…</answer>`` when
+   ``<answer>`` occurs (to the end if it is not closed). Both parts are
+   stripped of surrounding whitespace. Nothing raises on any string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
+GLM_BOX_MARKERS = ("<|begin_of_box|>", "<|end_of_box|>")
+
+
+@dataclass(frozen=True)
+class ThinkFormat:
+    """The delimiters of one output style; ``open``/``close`` are None for ``plain``."""
+
+    open: str | None
+    close: str | None
+    removed_markers: tuple[str, ...] = ()
+
+
+STYLES: dict[str, ThinkFormat] = {
+    "glm": ThinkFormat("<think>", "</think>", GLM_BOX_MARKERS),
+    "kimi": ThinkFormat("◁think▷", "◁/think▷"),
+    "think_tags": ThinkFormat("<think>", "</think>"),
+    "plain": ThinkFormat(None, None),
+}
+
+
+@dataclass(frozen=True)
+class Reasoning:
+    think: str
+    answer: str
+    closed: bool
+
+
+def parse_reasoning(text: str, style: str) -> Reasoning:
+    """Parse ``text`` written in ``style`` (one of :data:`STYLES`)."""
+    try:
+        fmt = STYLES[style]
+    except KeyError:
+        raise ValueError(f"unknown reasoning style {style!r}; expected one of {sorted(STYLES)}") from None
+    text = text if isinstance(text, str) else ""
+    for marker in fmt.removed_markers:
+        text = text.replace(marker, "")
+    if fmt.close is None:
+        return Reasoning(think="", answer=text.strip(), closed=True)
+
+    head, sep, tail = text.partition(fmt.close)
+    if sep:
+        _, opened, after_open = head.partition(fmt.open)
+        think = after_open if opened else head
+        answer, closed = tail, True
+    else:
+        _, opened, after_open = text.partition(fmt.open)
+        think, answer = (after_open, "") if opened else ("", text)
+        closed = False
+    return Reasoning(think=think.strip(), answer=_inside_answer_tags(answer).strip(), closed=closed)
+
+
+def _inside_answer_tags(answer: str) -> str:
+    _, opened, inside = answer.partition(ANSWER_OPEN)
+    return inside.partition(ANSWER_CLOSE)[0] if opened else answer

@@ -1,0 +1,155 @@
+"""The record schema: the contract between generation, the dataset builder, training and eval.
+
+Three kinds of row, each a pyarrow schema and a dataclass:
+
+- :class:`ManifestEntry`: one sampled image (``imagenet-think sample`` writes them).
+- :class:`GenerationRecord`: one image × annotator model (``imagenet-think generate``).
+- :class:`Reject`: an image or a generation that was kept out, with its reason.
+
+A run folder holds completed shards ``records-*.parquet`` and ``rejects-*.parquet``,
+each written atomically (:func:`write_parquet_atomic`); anything else is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RECORD_GLOB = "records-*.parquet"
+REJECT_GLOB = "rejects-*.parquet"
+MANIFEST_ROOT_KEY = b"imagenet_think.image_root"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    image_id: str  # file stem, e.g. n01530575_10086
+    wnid: str
+    image_path: str  # relative to the image root, with forward slashes
+    width: int
+    height: int
+    sha256: str  # of the file's bytes
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    image_id: str
+    wnid: str
+    image_path: str
+    annotator: str  # dataset config name: glm, kimi, ...
+    model_id: str  # hub id or local path
+    model_revision: str
+    parse_style: str  # a style of generation.reasoning.STYLES
+    question: str
+    output: str  # raw generated text
+    think: str
+    answer: str
+    think_closed: bool
+    finish_reason: str  # stop / length / abort
+    num_prompt_tokens: int
+    num_output_tokens: int
+    sampling: str  # the sampling parameters, as JSON
+    created_at: str  # ISO 8601, UTC
+
+
+@dataclass(frozen=True)
+class Reject:
+    image_id: str
+    image_path: str
+    stage: str  # sample / generate / build
+    annotator: str  # empty where no model was involved
+    reason: str  # a short machine-readable code, e.g. too_small, truncated, prompt_too_long
+    detail: str  # a human-readable explanation
+
+
+def _schema(cls, types: dict[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([pa.field(f.name, types.get(f.name, pa.string()), nullable=False) for f in fields(cls)])
+
+
+MANIFEST_SCHEMA = _schema(ManifestEntry, {"width": pa.int32(), "height": pa.int32()})
+RECORD_SCHEMA = _schema(
+    GenerationRecord,
+    {"think_closed": pa.bool_(), "num_prompt_tokens": pa.int32(), "num_output_tokens": pa.int32()},
+)
+REJECT_SCHEMA = _schema(Reject, {})
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def sampling_json(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def to_table(rows: Iterable, schema: pa.Schema) -> pa.Table:
+    """A table of dataclass rows (or dicts) in ``schema``'s column order."""
+    dicts = [row if isinstance(row, dict) else asdict(row) for row in rows]
+    return pa.Table.from_pylist(dicts, schema=schema)
+
+
+def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
+    """Write ``table`` to ``path`` so that readers see either nothing or the whole file.
+
+    The file is written under a temporary name in the same folder, flushed to
+    disk, then renamed; a run killed mid-way leaves only a ``.tmp-*`` file that
+    readers ignore and the next run removes.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            pq.write_table(table, sink, compression="zstd")
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> int:
+    removed = 0
+    for tmp in Path(folder).glob(".tmp-*"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def shard_files(folder: str | os.PathLike, pattern: str = RECORD_GLOB) -> list[Path]:
+    """Completed shards in ``folder``, in name order."""
+    return sorted(Path(folder).glob(pattern))
+
+
+def iter_rows(paths: Iterable[str | os.PathLike], columns: list[str] | None = None) -> Iterator[dict]:
+    """Rows of Parquet files as dicts, one row group at a time (bounded memory)."""
+    for path in paths:
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            yield from parquet.read_row_group(group, columns=columns).to_pylist()
+
+
+def write_manifest(entries: Iterable[ManifestEntry], path: str | os.PathLike, image_root: str | os.PathLike) -> Path:
+    table = to_table(entries, MANIFEST_SCHEMA)
+    metadata = {MANIFEST_ROOT_KEY: str(Path(image_root).resolve()).encode()}
+    return write_parquet_atomic(table.replace_schema_metadata(metadata), path)
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[pa.Table, Path]:
+    """The manifest table and the image root its ``image_path`` values are relative to."""
+    table = pq.read_table(path)
+    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path} is not an image manifest: columns {sorted(missing)} are missing")
+    root = (table.schema.metadata or {}).get(MANIFEST_ROOT_KEY)
+    if root is None:
+        raise ValueError(f"{path} does not name its image root; write it with generation.records.write_manifest")
+    return table.select(MANIFEST_SCHEMA.names), Path(root.decode())

@@ -1,0 +1,1 @@
+"""Dataset releases: build the Parquet + card folder, compute statistics, push to the Hub."""

@@ -1,0 +1,1 @@
+"""TRL + PEFT + DeepSpeed SFT recipes on ImageNet-Think."""
