@@ -1,0 +1,44 @@
+"""Render a release's README.md (the dataset card) from the ``dataset_card.md`` template."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jinja2
+
+from imagenet_think import _CITATION, ImageNetThink
+from release.stats import stats_markdown
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "dataset_card.md"
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
+
+
+def size_category(images: int) -> str:
+    return next((name for bound, name in SIZE_CATEGORIES if images < bound), "1M<n<10M")
+
+
+def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: str | None = None) -> str:
+    """The card: Hub YAML metadata (licence, tasks, ``configs:`` with data files) and the body."""
+    default = ImageNetThink.DEFAULT_CONFIG_NAME
+    configs = [
+        {"name": name, "splits": list(splits), "default": name == default}
+        for name, splits in summary.rows.items()
+    ]
+    configs.sort(key=lambda config: not config["default"])
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
+        TEMPLATE.read_text(encoding="utf-8")
+    )
+    return template.render(
+        size_category=size_category(stats["images"]),
+        configs=configs,
+        rows=summary.rows,
+        annotators=annotators,
+        models=summary.models,
+        load_name=summary.out.name,
+        questions=summary.questions,
+        rejected_by_reason=sorted(summary.rejected_by_reason.items()),
+        stats_markdown=stats_markdown(stats),
+        fractions=summary.fractions,
+        demo_note=demo_note,
+        citation=_CITATION,
+    )
