@@ -36,6 +36,8 @@ JOINT_CONFIG = ImageNetThink.DEFAULT_CONFIG_NAME
 class ReleaseSummary:
     out: Path
     rows: dict[str, dict[str, int]] = field(default_factory=dict)  # config -> split -> rows
+    arrow_bytes: dict[str, dict[str, int]] = field(default_factory=dict)  # config -> split -> Arrow bytes
+    parquet_bytes: dict[str, int] = field(default_factory=dict)  # config -> bytes on disk
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     models: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # annotator -> model ids/revisions
     questions: list[str] = field(default_factory=list)
@@ -49,7 +51,7 @@ class _ShardedParquetWriter:
         self.folder, self.split, self.features = folder, split, features
         self.max_bytes, self.rows_per_group = max_bytes, rows_per_group
         self.paths: list[Path] = []
-        self.rows = 0
+        self.rows = self.arrow_bytes = 0
         self._writer: ParquetWriter | None = None
 
     def write(self, table: pa.Table) -> None:
@@ -65,7 +67,7 @@ class _ShardedParquetWriter:
             self._close_shard()
 
     def _close_shard(self) -> None:
-        self._writer.finalize()
+        self.arrow_bytes += self._writer.finalize()[1]
         self._writer = None
 
     def finish(self) -> list[Path]:
@@ -139,7 +141,7 @@ def build_release(
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         splits = ("train",) if overrides["kind"] == "rejected" else SPLITS
-        summary.rows[name] = {}
+        summary.rows[name], summary.arrow_bytes[name] = {}, {}
         with tqdm(desc=f"writing {name}", unit=" rows") as progress:
             for split in splits:
                 writer = _ShardedParquetWriter(
@@ -148,8 +150,11 @@ def build_release(
                 for _, table in builder._generate_tables(split):
                     writer.write(table)
                     progress.update(table.num_rows)
-                writer.finish()
+                summary.parquet_bytes[name] = summary.parquet_bytes.get(name, 0) + sum(
+                    path.stat().st_size for path in writer.finish()
+                )
                 summary.rows[name][split] = writer.rows
+                summary.arrow_bytes[name][split] = writer.arrow_bytes
 
     stats = compute_stats(out, annotators=annotators, tokenizer=stats_tokenizer)
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

@@ -32,6 +32,8 @@ def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: st
         size_category=size_category(stats["images"]),
         configs=configs,
         rows=summary.rows,
+        arrow_bytes=summary.arrow_bytes,
+        parquet_bytes=summary.parquet_bytes,
         annotators=annotators,
         models=summary.models,
         load_name=summary.out.name,

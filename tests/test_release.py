@@ -1,0 +1,208 @@
+"""The dataset layer end to end: synthetic shards + real image files -> release -> load_dataset."""
+
+import json
+import random
+from collections import Counter
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+from synthetic import make_record, write_manifest_tree, write_run
+
+from generation.classes import NUM_CLASSES, imagenet21k_classes
+from generation.quality import is_repetition_loop, rejection_reason
+from generation.records import REJECT_SCHEMA, Reject, to_table, write_parquet_atomic
+from imagenet_think import ImageNetThink
+from imagenet_think_cli import main as cli
+from release.build import build_release
+from release.splits import assign_splits
+
+CLASSES, PER_CLASS = 5, 6
+LOOP = "the bird is red and the bird is red and " * 60
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A release with good records and one bad record of each kind, built through the CLI."""
+    root = tmp_path_factory.mktemp("release")
+    manifest, entries = write_manifest_tree(root, CLASSES, PER_CLASS)
+    rng = random.Random(0)
+    glm = [make_record(e, "glm", rng) for e in entries]
+    kimi = [make_record(e, "kimi", rng) for e in entries]
+    bad = {
+        entries[0].image_id: dict(finish_reason="length", think_closed=False, answer=""),  # truncated
+        entries[7].image_id: dict(think_closed=False),  # think_not_closed
+        entries[13].image_id: dict(answer="   "),  # empty_answer
+        entries[20].image_id: dict(think=LOOP),  # repetition_loop
+    }
+    kimi = [
+        make_record(e, "kimi", rng, **bad[e.image_id]) if e.image_id in bad else r
+        for e, r in zip(entries, kimi, strict=True)
+    ]
+    write_run(root / "runs" / "glm", glm, per_shard=7)
+    write_run(root / "runs" / "kimi", kimi + [kimi[3]], per_shard=11)  # one duplicate record
+    generation_reject = Reject(
+        entries[28].image_id, entries[28].image_path, "generate", "glm", "prompt_too_long", "x"
+    )
+    glm_folder = root / "runs" / "glm"
+    (glm_folder / "records-00000028.parquet").unlink()  # entries 28, 29 have no glm record ...
+    write_parquet_atomic(to_table([generation_reject], REJECT_SCHEMA), glm_folder / "rejects-0.parquet")
+    (glm_folder / ".tmp-junk.parquet").write_bytes(b"torn")  # ... and a torn temporary file is ignored
+    out = root / "imagenet_think"
+    assert (
+        cli(
+            [
+                "build",
+                *["--shards", str(root / "runs" / "glm"), str(root / "runs" / "kimi")],
+                *["--manifest", str(manifest), "--out", str(out)],
+                *["--validation-fraction", "0.2", "--test-fraction", "0.2", "--max-shard-mb", "1"],
+            ]
+        )
+        == 0
+    )
+    return {
+        "root": root,
+        "out": out,
+        "entries": entries,
+        "bad": bad,
+        "lost_glm": {e.image_id for e in entries[28:]},
+    }
+
+
+def _load(release, config, **kwargs):
+    return load_dataset(str(release["out"]), config, **kwargs)
+
+
+def test_configs_rows_and_filtering(release):
+    entries, bad = release["entries"], release["bad"]
+    all_ids = {e.image_id for e in entries}
+    glm = datasets.concatenate_datasets(list(_load(release, "glm").values()))
+    kimi = datasets.concatenate_datasets(list(_load(release, "kimi").values()))
+    both = datasets.concatenate_datasets(list(_load(release, "both").values()))
+    assert set(kimi["image_id"]) == all_ids - set(bad)
+    assert Counter(kimi["image_id"]).most_common(1)[0][1] == 1  # the duplicate record went to `rejected`
+    glm_ids = set(glm["image_id"])
+    assert glm_ids == all_ids - release["lost_glm"]
+    assert set(both["image_id"]) == glm_ids & set(kimi["image_id"])
+    rejected = _load(release, "rejected")["train"]
+    reasons = Counter(zip(rejected["annotator"], rejected["reject_reason"], strict=True))
+    assert reasons == {
+        ("kimi", "truncated"): 1,
+        ("kimi", "think_not_closed"): 1,
+        ("kimi", "empty_answer"): 1,
+        ("kimi", "repetition_loop"): 1,
+        ("kimi", "duplicate_record"): 1,
+        ("glm", "prompt_too_long"): 1,
+    }
+    loop_row = rejected.filter(lambda r: r["reject_reason"] == "repetition_loop")[0]
+    assert loop_row["think"] == LOOP
+    assert loop_row["image"] is not None and loop_row["split"] in {"train", "validation", "test"}
+
+
+def test_features_and_images(release):
+    both = _load(release, "both")
+    features = both["train"].features
+    assert isinstance(features["image"], datasets.Image)
+    assert isinstance(features["label"], datasets.ClassLabel) and features["label"].num_classes == NUM_CLASSES
+    assert {"glm_think", "glm_answer", "kimi_think", "kimi_answer", "glm_model_id"} <= set(features)
+    glm = _load(release, "glm")["train"]
+    assert {"think", "answer", "model_id", "model_revision", "finish_reason", "sampling"} <= set(glm.features)
+    classes = imagenet21k_classes()
+    for row in glm:
+        assert row["label"] == classes.index(row["wnid"]) and row["class_name"] == classes.name(row["wnid"])
+        image = row["image"]
+        image.load()
+        assert image.mode == "RGB" and image.size == (64, 48)  # CMYK, L, P, I;16, RGBA normalized
+
+
+def test_splits_disjoint_stratified_and_consistent(release):
+    split_of = {}
+    for config in ("glm", "kimi", "both"):
+        for split, ds in _load(release, config).items():
+            for image_id in ds["image_id"]:
+                assert split_of.setdefault(image_id, split) == split, f"{image_id} in two splits"
+    manifest_split = assign_splits(((e.image_id, e.wnid) for e in release["entries"]), 0.2, 0.2)
+    assert all(manifest_split[i] == s for i, s in split_of.items())
+    per_class = Counter((e.wnid, manifest_split[e.image_id]) for e in release["entries"])
+    assert all(per_class[(w, "test")] == 1 and per_class[(w, "validation")] == 1 for w, _ in per_class)
+
+
+def test_streaming_matches(release):
+    stream = _load(release, "both", split="validation", streaming=True)
+    eager = _load(release, "both", split="validation")
+    assert [r["image_id"] for r in stream] == eager["image_id"]
+
+
+def test_release_files_and_card(release):
+    out = release["out"]
+    for config in ("glm", "kimi", "both"):
+        for split in ("train", "validation", "test"):
+            shards = sorted((out / config).glob(f"{split}-*.parquet"))
+            assert shards and all(s.name.endswith(f"-of-{len(shards):05d}.parquet") for s in shards)
+            assert b"huggingface" in pq.read_schema(shards[0]).metadata  # datasets' features survive
+    card = (out / "README.md").read_text()
+    header = card.split("---")[1]
+    assert "license: cc-by-4.0" in header and "default: true" in header and "config_name: rejected" in header
+    assert "n01" not in header  # no class names in the YAML
+    assert "Total images" in card and "synthetic/glm" in card
+    assert json.loads((out / "stats.json").read_text())["images"] == len(release["entries"])
+
+
+def test_builder_instantiated_directly(release, tmp_path):
+    root = release["root"]
+    builder = ImageNetThink(
+        config_name="kimi",
+        cache_dir=str(tmp_path),
+        record_dirs=(str(root / "runs" / "kimi"),),
+        manifest=str(root / "manifest.parquet"),
+        validation_fraction=0.2,
+        test_fraction=0.2,
+    )
+    builder.download_and_prepare()
+    eager = builder.as_dataset("test")
+    assert eager["image_id"] == _load(release, "kimi", split="test")["image_id"]
+    streamed = builder.as_streaming_dataset("test")
+    assert [r["image_id"] for r in streamed] == eager["image_id"]
+    other = ImageNetThink(config_name="qwen", cache_dir=str(tmp_path), data_dir=str(root))
+    assert other.config.annotators == ("qwen",) and other.config.kind == "single"
+
+
+def test_stats_and_push_dry_run(release, capsys):
+    assert cli(["stats", str(release["out"])]) == 0
+    printed = capsys.readouterr().out
+    assert "Min tokens" in printed and "Avg. per class" in printed and "unique words per 1,000" in printed
+    assert cli(["push", str(release["out"]), "--repo-id", "org/imagenet-think", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "README.md" in listed and "both/train-00000-of-00001.parquet" in listed and "dry run" in listed
+
+
+def test_stats_numbers(release):
+    from release.stats import compute_stats
+
+    stats = compute_stats(release["out"], ("glm", "kimi"))
+    glm = _load(release, "glm")
+    tokens = [n for ds in glm.values() for n in ds["num_output_tokens"]]
+    assert stats["tokens_per_sample_by_annotator"]["glm"]["max"] == max(tokens)
+    assert stats["tokens_per_sample_by_annotator"]["glm"]["samples"] == len(tokens)
+    assert stats["classes"] == CLASSES and stats["images_per_class"]["max"] == PER_CLASS
+
+
+def test_quality_rules():
+    assert rejection_reason(True, "stop", "fine reasoning", "an answer") is None
+    assert rejection_reason(False, "length", "t", "") == "truncated"
+    assert rejection_reason(False, "stop", "t", "a") == "think_not_closed"
+    assert rejection_reason(True, "stop", "t", " \n") == "empty_answer"
+    assert is_repetition_loop(LOOP)
+    assert is_repetition_loop("A bird. " + "ok " * 3000)
+    prose = " ".join(f"word{i} follows word{i * 7 % 13} in sentence {i}." for i in range(400))
+    assert not is_repetition_loop(prose)
+    assert not is_repetition_loop("")
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        ImageNetThink(config_name="glm", data_dir=str(tmp_path), cache_dir=str(tmp_path)).sources  # noqa: B018
+    manifest, entries = write_manifest_tree(tmp_path, 1, 2)
+    with pytest.raises(FileNotFoundError, match="no records"):
+        build_release([tmp_path / "nothing"], manifest, tmp_path / "out")
