@@ -146,11 +146,14 @@ class Sources:
         self.wnids = self.manifest["wnid"].to_pylist()
         self.image_paths = self.manifest["image_path"].to_pylist()
         self.manifest_row = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        self.image_problems = {
-            image_id: problem
-            for image_id, relative in zip(self.image_ids, self.image_paths, strict=True)
-            if (problem := _image_problem(self.image_root / relative))
-        }
+        self.image_problems: dict[str, str] = {}
+        self.needs_rgb: set[int] = set()  # manifest rows whose image is stored re-encoded
+        for row, (image_id, relative) in enumerate(zip(self.image_ids, self.image_paths, strict=True)):
+            problem, kept_as_is = _inspect_image(self.image_root / relative)
+            if problem:
+                self.image_problems[image_id] = problem
+            elif not kept_as_is:
+                self.needs_rgb.add(row)
         self.splits = assign_splits(
             zip(self.image_ids, self.wnids, strict=True),
             validation=config.validation_fraction,
@@ -193,21 +196,27 @@ class Sources:
     def image_cell(self, manifest_row: int) -> dict:
         """The image as ``datasets.Image`` stores it: original bytes, or RGB re-encoded when it must be."""
         relative = self.image_paths[manifest_row]
+        path = self.image_root / relative
         try:
-            return {"bytes": _image_bytes(self.image_root / relative), "path": relative}
+            data = _rgb_bytes(path) if manifest_row in self.needs_rgb else path.read_bytes()
+            return {"bytes": data, "path": relative}
         except (OSError, UnidentifiedImageError, ValueError) as error:
             raise RuntimeError(
                 f"image {self.image_root / relative} became unreadable during the build: {error}"
             ) from error
 
 
-def _image_problem(path: Path) -> str | None:
+def _inspect_image(path: Path) -> tuple[str | None, bool]:
+    """(problem, kept as is): the file is stored untouched if it is a plain RGB JPEG/PNG/WebP without rotation."""
     try:
         with Image.open(path) as image:
+            kept_as_is = (
+                image.mode == "RGB" and image.format in KEPT_FORMATS and image.getexif().get(0x0112, 1) == 1
+            )
             image.verify()
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
-        return f"{type(error).__name__}: {error}"
-    return None
+        return f"{type(error).__name__}: {error}", False
+    return None, kept_as_is
 
 
 _REASON_DETAILS = {
@@ -221,22 +230,14 @@ _REASON_DETAILS = {
 _EMPTY = defaultdict(str, {pa.bool_(): False, pa.int32(): 0})
 
 
-def _image_bytes(path: Path) -> bytes:
-    """The file's bytes if it is a plain RGB JPEG/PNG/WebP without rotation, else an RGB re-encoding."""
+def _rgb_bytes(path: Path) -> bytes:
+    """The image as upright RGB: PNG for lossless sources, JPEG (quality 95) for JPEGs."""
     from generation.images import load_rgb
 
     with Image.open(path) as image:
-        orientation = image.getexif().get(0x0112, 1)
-        untouched = image.mode == "RGB" and image.format in KEPT_FORMATS and orientation == 1
         lossless = image.format != "JPEG"
-    if untouched:
-        return path.read_bytes()
     buffer = io.BytesIO()
-    rgb = load_rgb(path)
-    if lossless:
-        rgb.save(buffer, format="PNG")
-    else:
-        rgb.save(buffer, format="JPEG", quality=95)
+    load_rgb(path).save(buffer, format="PNG" if lossless else "JPEG", **({} if lossless else {"quality": 95}))
     return buffer.getvalue()
 
 

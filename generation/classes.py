@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 SYNSETS_FILE = "imagenet21k_miil_w21_synsets.txt"
@@ -23,22 +23,19 @@ class ImageNetClasses:
     definitions: dict[str, str]
 
     def index(self, wnid: str) -> int:
-        return self._positions()[wnid]
+        return self.positions[wnid]
 
     def name(self, wnid: str) -> str:
         """The first lemma, e.g. ``n01530575`` -> ``brambling``."""
         return self.lemmas[wnid][0]
 
     def __contains__(self, wnid: object) -> bool:
-        return wnid in self._positions()
+        return wnid in self.positions
 
-    def _positions(self) -> dict[str, int]:
-        return _positions(self.wnids)
-
-
-@cache
-def _positions(wnids: tuple[str, ...]) -> dict[str, int]:
-    return {wnid: i for i, wnid in enumerate(wnids)}
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        """wnid -> label index."""
+        return {wnid: i for i, wnid in enumerate(self.wnids)}
 
 
 def _timm_info_dir() -> Path:

@@ -1,0 +1,181 @@
+"""Release build throughput and memory against datasets' bare ParquetWriter.
+
+    .venv/bin/python benchmarks/bench_release.py --images 5000
+
+Writes ``--images`` synthetic JPEGs (~30 KB) with two annotators' records
+(~8 KB of text each), then in one run:
+
+- **baseline**: ``datasets.arrow_writer.ParquetWriter.write`` row by row over one
+  annotator's records joined with their image bytes, the same features, no checks;
+- **build**: ``imagenet-think build`` (quality checks, splits, the glm / kimi /
+  both / rejected configs, stats and card).
+
+It prints rows written per second for both and their ratio (target: build >= 0.7
+of the baseline), then the peak memory of the build, each in a fresh process, at
+``--images`` and twice as many (target: flat). Peak RSS counts the pages of the
+memory-mapped records that the kernel keeps in the page cache; peak anonymous
+memory (sampled every 20 ms) is what the process itself allocates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from synthetic import make_record, synthetic_text, write_run  # noqa: E402
+
+from generation.classes import imagenet21k_classes  # noqa: E402
+from generation.records import ManifestEntry, iter_rows, write_manifest  # noqa: E402
+
+DISTINCT_IMAGES = 64
+
+
+def write_inputs(folder: Path, images: int, seed: int = 0) -> Path:
+    """Image tree (24 per class), manifest and two annotators' run folders; returns the manifest."""
+    rng = np.random.default_rng(seed)
+    sources = []
+    for i in range(DISTINCT_IMAGES):
+        path = folder / f"source-{i}.JPEG"
+        Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(path, quality=90)
+        sources.append(path)
+    wnids = imagenet21k_classes().wnids
+    entries = []
+    for i in range(images):
+        wnid = wnids[i // 24]
+        relative = f"{wnid}/{wnid}_{i}.JPEG"
+        (folder / "images" / wnid).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(sources[i % DISTINCT_IMAGES], folder / "images" / relative)
+        entries.append(ManifestEntry(f"{wnid}_{i}", wnid, relative, 160, 120, str(i)))
+    manifest = write_manifest(entries, folder / "manifest.parquet", folder / "images")
+    text_rng = random.Random(seed)
+    for annotator in ("glm", "kimi"):
+        records = []
+        for entry in entries:
+            think, answer = synthetic_text(text_rng, 1100), synthetic_text(text_rng, 150)
+            records.append(make_record(entry, annotator, text_rng, think=think, answer=answer))
+        write_run(folder / "runs" / annotator, records, per_shard=500)
+    return manifest
+
+
+def run_baseline(folder: Path) -> tuple[int, float]:
+    """Bare ParquetWriter, row by row: one annotator's records + image bytes, the glm config's features."""
+    from datasets.arrow_writer import ParquetWriter
+
+    from imagenet_think import ImageNetThinkConfig, config_features
+
+    features = config_features(ImageNetThinkConfig(name="glm", kind="single", annotators=("glm",)))
+    classes = imagenet21k_classes()
+    start = time.perf_counter()
+    writer = ParquetWriter(path=str(folder / "baseline.parquet"), features=features, writer_batch_size=100)
+    rows = 0
+    for record in iter_rows(sorted((folder / "runs" / "glm").glob("records-*.parquet"))):
+        path = folder / "images" / record["image_path"]
+        example = {name: record[name] for name in features if name in record}
+        example.update(
+            image={"bytes": path.read_bytes(), "path": record["image_path"]},
+            label=classes.index(record["wnid"]),
+            class_name=classes.name(record["wnid"]),
+        )
+        writer.write(example)
+        rows += 1
+    writer.finalize()
+    return rows, time.perf_counter() - start
+
+
+def build_once(folder: Path) -> dict:
+    """One build in this process; returns rows written, seconds and peak memory."""
+    from release.build import build_release
+
+    peak_anon = [0]
+    done = threading.Event()
+
+    def sample_anonymous_memory():
+        while not done.wait(0.02):
+            peak_anon[0] = max(peak_anon[0], _status_kib("RssAnon"))
+
+    sampler = threading.Thread(target=sample_anonymous_memory, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    summary = build_release(
+        [folder / "runs" / "glm", folder / "runs" / "kimi"], folder / "manifest.parquet", folder / "out"
+    )
+    seconds = time.perf_counter() - start
+    done.set()
+    rows = sum(sum(splits.values()) for splits in summary.rows.values())
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "peak_rss_mib": _status_kib("VmHWM") / 1024,
+        "peak_anon_mib": peak_anon[0] / 1024,
+    }
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def build_in_fresh_process(folder: Path) -> dict:
+    output = subprocess.run(
+        [sys.executable, __file__, "--build-only", str(folder)], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--images", type=int, default=5000, help="images (records per annotator) at the first size"
+    )
+    parser.add_argument("--build-only", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build_only:
+        print(json.dumps(build_once(Path(args.build_only))))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-release-") as tmp:
+        results = {}
+        for images in (args.images, 2 * args.images):
+            folder = Path(tmp) / str(images)
+            folder.mkdir()
+            write_inputs(folder, images)
+            if images == args.images:
+                baseline_rows, baseline_seconds = run_baseline(folder)
+            results[images] = build_in_fresh_process(folder)
+            shutil.rmtree(folder)
+    first, second = results[args.images], results[2 * args.images]
+    baseline_rate = baseline_rows / baseline_seconds
+    build_rate = first["rows"] / first["seconds"]
+    print(f"records: {2 * args.images:,} ({args.images:,} images x 2 annotators)")
+    print(
+        f"baseline  datasets ParquetWriter.write, one config: {baseline_rows:,} rows in {baseline_seconds:.1f} s = {baseline_rate:,.0f} rows/s"
+    )
+    print(
+        f"build     imagenet-think build, glm+kimi+both+rejected: {first['rows']:,} rows in {first['seconds']:.1f} s = {build_rate:,.0f} rows/s"
+    )
+    print(f"ratio     build / baseline rows/s = {build_rate / baseline_rate:.2f} (target >= 0.7)")
+    for images, result in results.items():
+        print(
+            f"memory    {images:>6,} images: peak RSS {result['peak_rss_mib']:,.0f} MiB, peak anonymous {result['peak_anon_mib']:,.0f} MiB"
+        )
+    print(
+        f"ratio     peak anonymous memory at 2x / 1x = {second['peak_anon_mib'] / first['peak_anon_mib']:.2f} (target: flat, ~1.0)"
+    )
+
+
+if __name__ == "__main__":
+    main()
