@@ -1,0 +1,159 @@
+"""Run a thinking VLM over images with vLLM's offline engine and parse each output into a record.
+
+One :class:`Annotator` per process (or per Ray actor / GPU): it builds ``vllm.LLM``
+from a :class:`~generation.config.ModelConfig`, sends a whole chunk of images to
+``LLM.chat`` at once (vLLM batches and schedules them), and turns every output
+into a :class:`~generation.records.GenerationRecord` with ``parse_reasoning``.
+A request that fails alone (an unreadable image, a prompt over ``max_model_len``)
+becomes a :class:`~generation.records.Reject`; the others go on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from generation.config import ModelConfig
+from generation.images import load_rgb
+from generation.reasoning import parse_reasoning
+from generation.records import GenerationRecord, Reject, sampling_json, utc_now
+from generation.tiny_models import resolve_model
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    image_id: str
+    wnid: str
+    image_path: str  # relative to the image root
+    absolute_path: str
+
+
+@dataclass
+class ChunkResult:
+    records: list[GenerationRecord]
+    rejects: list[Reject]
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.num_output_tokens for r in self.records)
+
+
+def model_revision(config: ModelConfig, model_path: str) -> str:
+    """The revision a record names: the config's pin, else the local snapshot's commit, else ``local``."""
+    if config.revision:
+        return config.revision
+    snapshot = Path(model_path)
+    if snapshot.parent.name == "snapshots":
+        return snapshot.name
+    return "local" if snapshot.exists() else "unpinned"
+
+
+class Annotator:
+    """A vLLM engine for one model config."""
+
+    def __init__(self, config: ModelConfig):
+        import torch
+
+        if not torch.cuda.is_available():
+            cpu_engine_defaults()
+        from vllm import LLM, SamplingParams
+
+        self.config = config
+        self.model_path = resolve_model(config.model)
+        self.revision = model_revision(config, self.model_path)
+        self.question = config.question
+        self.llm = LLM(
+            model=self.model_path,
+            revision=config.revision,
+            trust_remote_code=config.trust_remote_code,
+            **config.engine,
+        )
+        sampling = dict(config.sampling)
+        if config.structured_output_regex:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            sampling["structured_outputs"] = StructuredOutputsParams(regex=config.structured_output_regex)
+        self.sampling_params = SamplingParams(**sampling)
+        self.sampling_record = sampling_json({**config.sampling, "regex": config.structured_output_regex})
+
+    def _messages(self, image) -> list[dict]:
+        messages = (
+            [{"role": "system", "content": self.config.system_prompt}] if self.config.system_prompt else []
+        )
+        content = [{"type": "image_pil", "image_pil": image}, {"type": "text", "text": self.question}]
+        return [*messages, {"role": "user", "content": content}]
+
+    def _chat(self, conversations: list[list[dict]]):
+        return self.llm.chat(
+            conversations,
+            self.sampling_params,
+            use_tqdm=False,
+            chat_template_kwargs=self.config.chat_template_kwargs or None,
+        )
+
+    def annotate(self, tasks: list[ImageTask]) -> ChunkResult:
+        """Records for the tasks that produced an output, rejects for the others."""
+        result = ChunkResult(records=[], rejects=[])
+        ready: list[tuple[ImageTask, list[dict]]] = []
+        for task in tasks:
+            try:
+                ready.append((task, self._messages(load_rgb(task.absolute_path))))
+            except Exception as error:  # any decoding failure of one image is that image's reject
+                result.rejects.append(self._reject(task, "unreadable_image", error))
+        self._run(ready, result)
+        return result
+
+    def _run(self, ready: list[tuple[ImageTask, list[dict]]], result: ChunkResult) -> None:
+        if not ready:
+            return
+        try:
+            outputs = self._chat([messages for _, messages in ready])
+        except (ValueError, RuntimeError) as error:
+            if len(ready) == 1:
+                reason = (
+                    "prompt_too_long"
+                    if "longer than the maximum model length" in str(error)
+                    else "engine_error"
+                )
+                result.rejects.append(self._reject(ready[0][0], reason, error))
+                return
+            middle = len(ready) // 2  # isolate the failing request(s); the rest of the chunk goes through
+            self._run(ready[:middle], result)
+            self._run(ready[middle:], result)
+            return
+        for (task, _), output in zip(ready, outputs, strict=True):
+            result.records.append(self._record(task, output))
+
+    def _record(self, task: ImageTask, output) -> GenerationRecord:
+        completion = output.outputs[0]
+        parsed = parse_reasoning(completion.text, self.config.parse_style)
+        return GenerationRecord(
+            image_id=task.image_id,
+            wnid=task.wnid,
+            image_path=task.image_path,
+            annotator=self.config.annotator,
+            model_id=self.config.model,
+            model_revision=self.revision,
+            parse_style=self.config.parse_style,
+            question=self.question,
+            output=completion.text,
+            think=parsed.think,
+            answer=parsed.answer,
+            think_closed=parsed.closed,
+            finish_reason=completion.finish_reason or "abort",
+            num_prompt_tokens=len(output.prompt_token_ids or ()),
+            num_output_tokens=len(completion.token_ids),
+            sampling=self.sampling_record,
+            created_at=utc_now(),
+        )
+
+    def _reject(self, task: ImageTask, reason: str, error: Exception) -> Reject:
+        detail = f"{type(error).__name__}: {error}"[:2000]
+        return Reject(task.image_id, task.image_path, "generate", self.config.annotator, reason, detail)
+
+
+def cpu_engine_defaults() -> None:
+    """Settings vLLM's CPU backend needs (a no-op where they are set or a GPU is used)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

@@ -1,0 +1,82 @@
+"""``imagenet-think generate --engine ray``: the same chunks, on a Ray cluster.
+
+Ray Data holds the pending chunks; ``map_batches`` sends them to an actor pool
+with one vLLM engine per actor (one per GPU, or ``--num-engines``). Each actor
+writes its chunks' shards itself with :func:`generation.generate.write_chunk`,
+so a Ray run resumes, and mixes with local runs, exactly like the default
+engine. On a multi-node cluster start Ray on every node (``ray start --head`` /
+``ray start --address=HEAD:6379``) and pass ``--ray-address auto``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from generation.config import ModelConfig
+from generation.engine import Annotator, ImageTask
+
+# Settings the driver passes on to the actors' processes.
+FORWARDED_ENV = (
+    "VLLM_CPU_KVCACHE_SPACE",
+    "VLLM_ENABLE_V1_MULTIPROCESSING",
+    "HF_HUB_OFFLINE",
+    "IMAGENET_THINK_CACHE",
+    "HF_HOME",
+)
+
+
+class ChunkWorker:
+    """A Ray Data actor: one engine, many chunks."""
+
+    def __init__(self, config_json: str, run_dir: str):
+        self.annotator = Annotator(ModelConfig(**json.loads(config_json)))
+        self.run_dir = Path(run_dir)
+
+    def __call__(self, batch: dict) -> dict:
+        from generation.generate import write_chunk
+
+        images, tokens = [], []
+        for index, tasks_json in zip(batch["chunk"], batch["tasks"], strict=True):
+            tasks = [ImageTask(**task) for task in json.loads(tasks_json)]
+            result = self.annotator.annotate(tasks)
+            write_chunk(self.run_dir, int(index), result)
+            images.append(len(tasks))
+            tokens.append(result.output_tokens)
+        return {"chunk": batch["chunk"], "images": images, "tokens": tokens}
+
+
+def run_with_ray(
+    config: ModelConfig, pending, run_dir: Path, address: str | None = None, num_engines: int | None = None
+):
+    """Annotate ``pending`` chunks with a pool of engines; returns (images, output tokens) done."""
+    import ray
+
+    env = {key: os.environ[key] for key in FORWARDED_ENV if key in os.environ}
+    ray.init(
+        address=address, ignore_reinit_error=True, include_dashboard=False, runtime_env={"env_vars": env}
+    )
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    engines = num_engines or max(gpus, 1)
+    gpus_per_engine = int(config.engine.get("tensor_parallel_size", 1)) if gpus else 0
+    items = [{"chunk": c.index, "tasks": json.dumps([asdict(t) for t in c.tasks])} for c in pending]
+    results = ray.data.from_items(items).map_batches(
+        ChunkWorker,
+        fn_constructor_kwargs={"config_json": json.dumps(asdict(config)), "run_dir": str(run_dir.resolve())},
+        batch_size=1,
+        concurrency=engines,
+        num_gpus=gpus_per_engine,
+        num_cpus=1,
+    )
+    images = tokens = 0
+    with tqdm(
+        total=sum(len(c.tasks) for c in pending), unit="img", desc=f"{config.annotator} (ray x{engines})"
+    ) as progress:
+        for row in results.iter_rows():
+            images, tokens = images + int(row["images"]), tokens + int(row["tokens"])
+            progress.update(int(row["images"]))
+    return images, tokens
