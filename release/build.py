@@ -121,7 +121,8 @@ def build_release(
     }
     sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind="joint", annotators=annotators, **common))
     configs = [(a, {"kind": "single", "annotators": (a,)}) for a in annotators]
-    configs += [(JOINT_CONFIG, {"kind": "joint", "annotators": annotators})]
+    if len(annotators) > 1:
+        configs += [(JOINT_CONFIG, {"kind": "joint", "annotators": annotators})]
     configs += [(REJECTED_CONFIG, {"kind": "rejected", "annotators": annotators})]
 
     summary = ReleaseSummary(
