@@ -11,6 +11,14 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "sample": (
+        "generation.sample",
+        "sample and check images from an ImageNet-21K-P (or ImageFolder) tree into a manifest",
+    ),
+    "generate": (
+        "generation.generate",
+        "annotate a manifest's images with a thinking VLM through vLLM (resumable)",
+    ),
     "build": ("release.build", "build a Hub-ready release (Parquet + dataset card) from generation shards"),
     "stats": ("release.stats", "print the paper's Table 1 / Table 2 statistics of a release"),
     "push": ("release.push", "upload a release folder to the Hugging Face Hub"),

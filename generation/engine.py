@@ -109,13 +109,9 @@ class Annotator:
             return
         try:
             outputs = self._chat([messages for _, messages in ready])
-        except (ValueError, RuntimeError) as error:
+        except (ValueError, RuntimeError, _vllm_error()) as error:
             if len(ready) == 1:
-                reason = (
-                    "prompt_too_long"
-                    if "longer than the maximum model length" in str(error)
-                    else "engine_error"
-                )
+                reason = "prompt_too_long" if _is_too_long(error) else "engine_error"
                 result.rejects.append(self._reject(ready[0][0], reason, error))
                 return
             middle = len(ready) // 2  # isolate the failing request(s); the rest of the chunk goes through
@@ -151,6 +147,19 @@ class Annotator:
     def _reject(self, task: ImageTask, reason: str, error: Exception) -> Reject:
         detail = f"{type(error).__name__}: {error}"[:2000]
         return Reject(task.image_id, task.image_path, "generate", self.config.annotator, reason, detail)
+
+
+def _vllm_error() -> type[Exception]:
+    try:
+        from vllm.exceptions import VLLMError
+    except ImportError:  # older vLLM raise ValueError / RuntimeError only
+        return RuntimeError
+    return VLLMError
+
+
+def _is_too_long(error: Exception) -> bool:
+    message = str(error)
+    return "maximum context length" in message or "longer than the maximum model length" in message
 
 
 def cpu_engine_defaults() -> None:

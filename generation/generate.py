@@ -79,9 +79,12 @@ def default_sharding() -> tuple[int, int]:
     return 1, 0
 
 
-def plan_chunks(manifest: str | Path, chunk_size: int, limit: int | None = None) -> tuple[list[Chunk], str]:
+def plan_chunks(
+    manifest: str | Path, chunk_size: int, limit: int | None = None, image_root: str | Path | None = None
+) -> tuple[list[Chunk], str]:
     """All chunks of the manifest (its first ``limit`` images) and a fingerprint of that image list."""
     table, root = read_manifest(manifest)
+    root = Path(image_root) if image_root else root
     if limit is not None:
         table = table.slice(0, limit)
     ids, wnids, paths = (table[c].to_pylist() for c in ("image_id", "wnid", "image_path"))
@@ -201,12 +204,13 @@ def generate(
     engine: str = "vllm",
     ray_address: str | None = None,
     num_engines: int | None = None,
+    image_root: str | Path | None = None,
 ) -> RunSummary:
     """Annotate this worker's pending chunks into ``out`` and summarize the whole run folder."""
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} is outside 0..{num_shards - 1}")
     run_dir, manifest = Path(out), Path(manifest)
-    chunks, fingerprint = plan_chunks(manifest, config.chunk_size, limit)
+    chunks, fingerprint = plan_chunks(manifest, config.chunk_size, limit, image_root)
     claim_run_dir(run_dir, config, manifest, fingerprint)
     done = completed_chunks(run_dir)
     mine = [c for c in chunks if c.index % num_shards == shard_index]
@@ -259,6 +263,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--limit", type=int, help="annotate only the manifest's first N images")
     parser.add_argument(
+        "--image-root", help="read images from here instead of the root recorded in the manifest"
+    )
+    parser.add_argument(
         "--num-shards",
         type=int,
         default=num_shards,
@@ -288,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine,
         ray_address=args.ray_address,
         num_engines=args.num_engines,
+        image_root=args.image_root,
     )
     print("\n".join(summary.lines()))
     print(f"records in {args.out}; build a release with `imagenet-think build --shards {args.out} ...`")

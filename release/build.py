@@ -71,9 +71,7 @@ class _ShardedParquetWriter:
         self._writer = None
 
     def finish(self) -> list[Path]:
-        """Close the last shard (an empty one if nothing was written) and give shards their final names."""
-        if self._writer is None and not self.paths:
-            self.write(pa.Table.from_batches([], schema=self.features.arrow_schema))
+        """Close the last shard and give shards their final names (none for an empty split)."""
         if self._writer is not None:
             self._close_shard()
         total = len(self.paths)
@@ -154,8 +152,12 @@ def build_release(
                 summary.parquet_bytes[name] = summary.parquet_bytes.get(name, 0) + sum(
                     path.stat().st_size for path in writer.finish()
                 )
-                summary.rows[name][split] = writer.rows
-                summary.arrow_bytes[name][split] = writer.arrow_bytes
+                if writer.rows:  # datasets cannot read a Parquet file without rows: empty splits are left out
+                    summary.rows[name][split] = writer.rows
+                    summary.arrow_bytes[name][split] = writer.arrow_bytes
+        if not summary.rows[name]:
+            del summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name]
+            folder.rmdir()
 
     stats = compute_stats(out, annotators=annotators, tokenizer=stats_tokenizer)
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")

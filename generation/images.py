@@ -1,0 +1,108 @@
+"""Reading images the way the models see them, and the checks an image must pass to be sampled.
+
+:func:`load_rgb` gives any image PIL can read as upright 8-bit RGB: EXIF orientation
+applied, 16-bit greyscale scaled to 8 bits, CMYK converted, transparency (alpha or a
+palette's transparent index) composited on white. :func:`check_image` tells whether
+a file's bytes make an image worth sampling (paper, section 3.1) and gives its
+upright size; a failure raises :class:`ImageRejected` with a reason code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MIN_SIDE = 224
+MAX_PIXELS = 89_478_485  # PIL's default Image.MAX_IMAGE_PIXELS
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+
+
+class ImageRejected(Exception):
+    """An image that fails a check: ``reason`` is a short code, ``detail`` explains it."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def load_rgb(path: str | os.PathLike) -> Image.Image:
+    """The image at ``path``, upright, in 8-bit RGB (see :func:`normalize`)."""
+    with Image.open(path) as image:
+        return normalize(image)
+
+
+def normalize(image: Image.Image) -> Image.Image:
+    """``image`` with its EXIF orientation applied, in 8-bit RGB, transparency composited on white."""
+    upright = ImageOps.exif_transpose(image)
+    if upright.mode in SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_rgb(upright)
+    if upright.mode in ALPHA_MODES or "transparency" in upright.info:
+        return _composite_on_white(upright.convert("RGBA"))
+    return upright.convert("RGB")
+
+
+def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
+    """Greyscale with 16-bit values (``I`` values are read as 16-bit too) scaled to 0-255."""
+    values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.rint(values / 257).astype(np.uint8)).convert("RGB")
+
+
+def _composite_on_white(rgba: Image.Image) -> Image.Image:
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def check_image(data: bytes, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """The upright ``(width, height)`` of an image file's bytes that pass the sampling checks.
+
+    In order: the file is not empty; PIL recognizes it; its declared size is at most
+    ``max_pixels`` and its shorter side at least ``min_side`` (both read from the
+    header, before any pixel is decoded); it decodes to the end and converts to RGB.
+    Raises :class:`ImageRejected` with reason ``empty_file``, ``not_an_image``,
+    ``decompression_bomb``, ``too_small``, ``truncated`` or ``unreadable``. PIL refuses
+    on its own any image over twice ``Image.MAX_IMAGE_PIXELS``; that is a
+    ``decompression_bomb`` too.
+    """
+    if not data:
+        raise ImageRejected("empty_file", "the file is empty (0 bytes)")
+    with _failures_as_rejections(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as image:
+            _check_declared_size(image.size, min_side, max_pixels)
+            image.load()
+            return normalize(image).size
+
+
+def _check_declared_size(size: tuple[int, int], min_side: int, max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageRejected(
+            "decompression_bomb",
+            f"declares {width}x{height} = {width * height:,} pixels, over the {max_pixels:,} limit; not decoded",
+        )
+    if min(width, height) < min_side:
+        raise ImageRejected("too_small", f"{width}x{height}: the shorter side is under {min_side} px")
+
+
+@contextmanager
+def _failures_as_rejections() -> Iterator[None]:
+    """Turn whatever PIL raises on a bad file into an :class:`ImageRejected`."""
+    try:
+        yield
+    except ImageRejected:
+        raise
+    except UnidentifiedImageError:
+        raise ImageRejected("not_an_image", "PIL recognizes no image format in the file") from None
+    except Image.DecompressionBombError as error:
+        raise ImageRejected("decompression_bomb", f"{error}; not decoded") from None
+    except Exception as error:
+        reason = "truncated" if "truncated" in str(error).lower() else "unreadable"
+        raise ImageRejected(reason, f"{type(error).__name__}: {error}") from None
