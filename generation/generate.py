@@ -205,8 +205,13 @@ def generate(
     ray_address: str | None = None,
     num_engines: int | None = None,
     image_root: str | Path | None = None,
+    annotator=None,
 ) -> RunSummary:
-    """Annotate this worker's pending chunks into ``out`` and summarize the whole run folder."""
+    """Annotate this worker's pending chunks into ``out`` and summarize the whole run folder.
+
+    ``annotator``: an :class:`~generation.engine.Annotator` already built for ``config`` (reused
+    rather than starting another engine).
+    """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"--shard-index {shard_index} is outside 0..{num_shards - 1}")
     run_dir, manifest = Path(out), Path(manifest)
@@ -225,15 +230,15 @@ def generate(
 
         images, tokens = run_with_ray(config, pending, run_dir, address=ray_address, num_engines=num_engines)
     elif pending:
-        images, tokens = _run_local(config, pending, run_dir)
+        images, tokens = _run_local(config, pending, run_dir, annotator)
     total_images = sum(len(c.tasks) for c in chunks)
     return summarize(run_dir, total_images, time.perf_counter() - start, images, tokens)
 
 
-def _run_local(config: ModelConfig, pending: list[Chunk], run_dir: Path) -> tuple[int, int]:
+def _run_local(config: ModelConfig, pending: list[Chunk], run_dir: Path, annotator=None) -> tuple[int, int]:
     from generation.engine import Annotator
 
-    annotator = Annotator(config)
+    annotator = annotator or Annotator(config)
     images = tokens = 0
     start = time.perf_counter()
     with tqdm(total=sum(len(c.tasks) for c in pending), unit="img", desc=config.annotator) as progress:
@@ -256,10 +261,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="the run folder (shards, run.json); rerun to resume")
     parser.add_argument(
         "--set",
-        nargs="*",
+        nargs="+",
+        action="extend",
         default=[],
         metavar="KEY=VALUE",
-        help="config overrides, e.g. sampling.max_tokens=2048",
+        help="config overrides, e.g. --set sampling.max_tokens=2048 engine.max_model_len=4096",
     )
     parser.add_argument("--limit", type=int, help="annotate only the manifest's first N images")
     parser.add_argument(
