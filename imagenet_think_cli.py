@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("release.build", "build a Hub-ready release (Parquet + dataset card) from generation shards"),
     "stats": ("release.stats", "print the paper's Table 1 / Table 2 statistics of a release"),
     "push": ("release.push", "upload a release folder to the Hugging Face Hub"),
+    "eval": ("eval.cli", "evaluate models on a release: generate, score (the paper's metrics), report"),
     "tiny-model": ("generation.tiny_models", "build a tiny random-weight VLM locally (tests, demo)"),
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 from pathlib import Path
 
 from datasets import load_dataset
@@ -26,6 +27,7 @@ EXAMPLE = (
     "--dataset imagenet_think --split test --out predictions/openvlthinker"
 )
 REFERENCE_CONFIG = "both"
+EVAL_FILE = "eval.json"  # what the predictions were made on: dataset, split, limit
 
 
 def load_references(dataset: str, split: str, limit: int | None = None, streaming: bool = False):
@@ -59,21 +61,33 @@ def materialize_split(dataset: str, split: str, folder: Path, limit: int | None 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="a model YAML (configs/models/*.yaml or configs/generation/*.yaml)")
+    parser.add_argument(
+        "--model", required=True, help="a model YAML (configs/models/*.yaml or configs/generation/*.yaml)"
+    )
     parser.add_argument("--dataset", required=True, help="a release folder or Hub dataset id")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, help="only the split's first N images")
     parser.add_argument("--out", required=True, help="the predictions folder; rerun to resume")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument(
+        "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
+    )
     parser.add_argument("--engine", choices=["vllm", "ray"], default="vllm")
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    asked = {"dataset": args.dataset, "split": args.split, "limit": args.limit}
+    if (out / EVAL_FILE).is_file() and json.loads((out / EVAL_FILE).read_text()) != asked:
+        raise RuntimeError(
+            f"{out} holds predictions for {(out / EVAL_FILE).read_text()}; use a new --out folder"
+        )
+    (out / EVAL_FILE).write_text(json.dumps(asked) + "\n")
     manifest = materialize_split(args.dataset, args.split, out, args.limit)
     config = load_model_config(args.model, args.set)
     summary = generate(config, manifest, out / "records", engine=args.engine)
     print("\n".join(summary.lines()))
-    print(f"predictions in {out}; score them with `imagenet-think eval score --predictions {out} --dataset {args.dataset}`")
+    print(
+        f"predictions in {out}; score them with `imagenet-think eval score --predictions {out} --dataset {args.dataset}`"
+    )
     return 0

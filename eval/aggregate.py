@@ -1,0 +1,167 @@
+"""Score candidates against several references and aggregate as the paper does (§5.3, eqs. 1–3).
+
+Per example and metric the candidate is scored against each reference (s1, s2, …);
+``m_avg`` is their mean and ``m_max`` their maximum. Over the M examples,
+Avg of Avg = mean of ``m_avg`` and Avg of Max = mean of ``m_max``. Each segment (full
+output, thinking tokens, answer tokens) is scored against the same segment of the
+references. :func:`summarize` adds percentile bootstrap confidence intervals: examples are
+resampled with replacement, the same resamples for every segment and metric.
+
+A segment that is empty on either side scores 0 for that pair (see :mod:`eval.metrics`),
+so an answer-only model scores 0 on thinking tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from eval import metrics as metric_suite
+from generation.reasoning import parse_reasoning
+
+SEGMENTS = ("full", "think", "answer")
+BACKBONE_OPTIONS = ("bertscore_model", "bertscore_layer", "sbert_model", "device")
+
+
+def segments(thinks: Sequence[str], answers: Sequence[str]) -> dict[str, list[str]]:
+    """The three segments from think and answer strings.
+
+    ``full`` is the think and the answer joined by a blank line, without the models'
+    own delimiters, so that outputs of different styles (GLM, Kimi) compare alike.
+    """
+    if len(thinks) != len(answers):
+        raise ValueError(f"{len(thinks)} thinks but {len(answers)} answers")
+    full = [
+        "\n\n".join(part for part in (think, answer) if part)
+        for think, answer in zip(thinks, answers, strict=True)
+    ]
+    return {"full": full, "think": list(thinks), "answer": list(answers)}
+
+
+def parse_segments(outputs: Sequence[str], style: str) -> dict[str, list[str]]:
+    """The three segments of raw model outputs, split by :func:`generation.reasoning.parse_reasoning`."""
+    parsed = [parse_reasoning(output, style) for output in outputs]
+    return segments([p.think for p in parsed], [p.answer for p in parsed])
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    """Per-example scores: ``scores[segment][metric]`` is an (examples, references) array."""
+
+    scores: dict[str, dict[str, np.ndarray]]
+    backbones: dict[str, dict]
+
+    @property
+    def n_examples(self) -> int:
+        return next((len(table) for by_metric in self.scores.values() for table in by_metric.values()), 0)
+
+    def per_example(self, segment: str, metric: str, how: str) -> np.ndarray:
+        """``m_avg`` (``how="avg"``) or ``m_max`` (``how="max"``) of each example."""
+        table = self.scores[segment][metric]
+        if how == "avg":
+            return table.mean(axis=1)
+        if how == "max":
+            return table.max(axis=1)
+        raise ValueError(f"how must be 'avg' or 'max', not {how!r}")
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Flat columns ``{segment}/{metric}/{s1…|avg|max}``, e.g. for ``pyarrow.table``."""
+        out = {}
+        for segment, by_metric in self.scores.items():
+            for metric, table in by_metric.items():
+                for k in range(table.shape[1]):
+                    out[f"{segment}/{metric}/s{k + 1}"] = table[:, k]
+                for how in ("avg", "max"):
+                    out[f"{segment}/{metric}/{how}"] = self.per_example(segment, metric, how)
+        return out
+
+
+def score_against_references(
+    candidates: Mapping[str, Sequence[str]],
+    references: Sequence[Mapping[str, Sequence[str]]],
+    metrics: Sequence[str] = metric_suite.PAPER_METRICS,
+    **options,
+) -> ReferenceScores:
+    """Score every segment of ``candidates`` against the same segment of each reference.
+
+    ``candidates`` maps a segment name to one text per example; ``references`` holds one
+    such mapping per reference (two in the paper). ``options`` go to
+    :func:`eval.metrics.similarities`.
+    """
+    if not references:
+        raise ValueError("at least one reference is needed")
+    scores = {}
+    for segment, texts in candidates.items():
+        reference_texts = [_segment_of(reference, segment, len(texts)) for reference in references]
+        flat = metric_suite.similarities(
+            metrics,
+            list(texts) * len(references),
+            [text for texts_k in reference_texts for text in texts_k],
+            **options,
+        )
+        scores[segment] = {
+            name: values.reshape(len(references), len(texts)).T for name, values in flat.items()
+        }
+    names = [name for by_metric in scores.values() for name in by_metric]
+    backbone_options = {key: options[key] for key in BACKBONE_OPTIONS if key in options}
+    return ReferenceScores(scores, metric_suite.backbones(list(dict.fromkeys(names)), **backbone_options))
+
+
+def _segment_of(reference: Mapping[str, Sequence[str]], segment: str, n_examples: int) -> list[str]:
+    if segment not in reference:
+        raise ValueError(f"a reference lacks the segment {segment!r}")
+    texts = list(reference[segment])
+    if len(texts) != n_examples:
+        raise ValueError(f"segment {segment!r}: {n_examples} candidates but {len(texts)} reference texts")
+    return texts
+
+
+def summarize(
+    per_example: ReferenceScores, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict:
+    """Avg of Avg and Avg of Max per segment and metric, with bootstrap confidence intervals.
+
+    Returns ``{"n_examples", "backbones", "bootstrap", "scores"}`` where
+    ``scores[segment][metric]`` holds ``avg_of_avg``, ``avg_of_max`` and their ``*_ci``
+    (low, high) pairs.
+    """
+    if per_example.n_examples == 0:
+        raise ValueError("no examples to summarize")
+    keys = [
+        (segment, metric, how)
+        for segment, by_metric in per_example.scores.items()
+        for metric in by_metric
+        for how in ("avg", "max")
+    ]
+    values = np.column_stack([per_example.per_example(*key) for key in keys])
+    means = values.mean(axis=0)
+    low, high = np.quantile(
+        bootstrap_means(values, n_boot, seed), [(1 - confidence) / 2, (1 + confidence) / 2], axis=0
+    )
+    scores: dict[str, dict[str, dict]] = {}
+    for (segment, metric, how), mean, lo, hi in zip(keys, means, low, high, strict=True):
+        entry = scores.setdefault(segment, {}).setdefault(metric, {})
+        entry[f"avg_of_{how}"] = float(mean)
+        entry[f"avg_of_{how}_ci"] = (float(lo), float(hi))
+    return {
+        "n_examples": per_example.n_examples,
+        "backbones": per_example.backbones,
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "confidence": confidence, "method": "percentile"},
+        "scores": scores,
+    }
+
+
+def bootstrap_means(values: np.ndarray, n_boot: int, seed: int, max_cells: int = 1 << 22) -> np.ndarray:
+    """Column means of ``n_boot`` resamples of the rows of ``values`` (rows × columns)."""
+    rng = np.random.default_rng(seed)
+    n_rows = len(values)
+    per_chunk = max(1, max_cells // n_rows)
+    chunks = []
+    for start in range(0, n_boot, per_chunk):
+        size = min(per_chunk, n_boot - start)
+        picks = rng.integers(0, n_rows, size=(size, n_rows)) + n_rows * np.arange(size)[:, None]
+        counts = np.bincount(picks.ravel(), minlength=size * n_rows).reshape(size, n_rows)
+        chunks.append(counts @ values / n_rows)
+    return np.concatenate(chunks)

