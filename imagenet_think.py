@@ -210,11 +210,12 @@ def _inspect_image(path: Path) -> tuple[str | None, bool]:
     """(problem, kept as is): the file is stored untouched if it is a plain RGB JPEG/PNG/WebP without rotation."""
     try:
         with Image.open(path) as image:
+            image.verify()  # must come straight after open; the file is opened again to read its header
+        with Image.open(path) as image:
             kept_as_is = (
                 image.mode == "RGB" and image.format in KEPT_FORMATS and image.getexif().get(0x0112, 1) == 1
             )
-            image.verify()
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, RuntimeError) as error:
         return f"{type(error).__name__}: {error}", False
     return None, kept_as_is
 

@@ -173,13 +173,24 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
     return written
 
 
+def _backbone_note(summaries: list[dict]) -> str:
+    """Which backbone, layer and token limit each semantic metric used (the same for every model, or per model)."""
+    described = {
+        f"{kind}: {b['model']}"
+        + (f", layer {b['layer']}" if b.get("layer") else "")
+        + f", first {b['max_tokens']} tokens"
+        for s in summaries
+        for kind, b in s["backbones"].items()
+    }
+    return "Backbones: " + "; ".join(sorted(described)) + ".\n\n"
+
+
 def write_report(summaries: list[dict], out: str | Path) -> list[Path]:
     """tables.md, tables.tex, tables.csv and the charts into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = table_rows(summaries)
-    backbones = {s["model"]: s["backbones"] for s in summaries}
-    note = "Backbones: " + json.dumps(backbones, sort_keys=True) + "\n\n"
+    note = _backbone_note(summaries)
     (out / "tables.md").write_text(note + _markdown(tables), encoding="utf-8")
     (out / "tables.tex").write_text(_latex(tables), encoding="utf-8")
     _csv(tables, out / "tables.csv")

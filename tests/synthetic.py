@@ -20,7 +20,7 @@ from generation.records import (
 )
 
 # Image modes the dataset layer must carry: the common case and the odd ones found in ImageNet-21K.
-MODES = ("RGB", "L", "CMYK", "P", "I;16", "RGBA")
+MODES = ("RGB", "L", "CMYK", "P", "I;16", "RGBA", "RGB;PNG")
 WORDS = (
     "the image shows a bird perched on branch with brown feathers and white belly so it is likely finch "
     "looking closely at texture colour beak shape background trees suggests outdoor habitat therefore"
@@ -37,7 +37,7 @@ def write_image(path: Path, mode: str, size: tuple[int, int], seed: int) -> None
         image = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
         image.info["transparency"] = 0
     else:
-        image = rgb.convert(mode)
+        image = rgb.convert(mode.split(";")[0])
     fmt = "JPEG" if mode in {"RGB", "L", "CMYK"} else "PNG"
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path.with_suffix(".JPEG" if fmt == "JPEG" else ".png"), format=fmt)
