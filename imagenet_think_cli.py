@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("release.stats", "print the paper's Table 1 / Table 2 statistics of a release"),
     "push": ("release.push", "upload a release folder to the Hugging Face Hub"),
     "eval": ("eval.cli", "evaluate models on a release: generate, score (the paper's metrics), report"),
+    "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),
     "tiny-model": ("generation.tiny_models", "build a tiny random-weight VLM locally (tests, demo)"),
 }
 

@@ -137,7 +137,9 @@ def iter_rows(paths: Iterable[str | os.PathLike], columns: list[str] | None = No
             yield from parquet.read_row_group(group, columns=columns).to_pylist()
 
 
-def write_manifest(entries: Iterable[ManifestEntry], path: str | os.PathLike, image_root: str | os.PathLike) -> Path:
+def write_manifest(
+    entries: Iterable[ManifestEntry], path: str | os.PathLike, image_root: str | os.PathLike
+) -> Path:
     table = to_table(entries, MANIFEST_SCHEMA)
     metadata = {MANIFEST_ROOT_KEY: str(Path(image_root).resolve()).encode()}
     return write_parquet_atomic(table.replace_schema_metadata(metadata), path)
@@ -151,5 +153,7 @@ def read_manifest(path: str | os.PathLike) -> tuple[pa.Table, Path]:
         raise ValueError(f"{path} is not an image manifest: columns {sorted(missing)} are missing")
     root = (table.schema.metadata or {}).get(MANIFEST_ROOT_KEY)
     if root is None:
-        raise ValueError(f"{path} does not name its image root; write it with generation.records.write_manifest")
+        raise ValueError(
+            f"{path} does not name its image root; write it with generation.records.write_manifest"
+        )
     return table.select(MANIFEST_SCHEMA.names), Path(root.decode())

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-BUILD_VERSION = 1  # bump when a build changes, so caches rebuild
+BUILD_VERSION = 2  # bump when a build changes, so caches rebuild
 TINY_PREFIX = "tiny:"
 EXAMPLE = "imagenet-think tiny-model glm4v --out tiny-glm"
 
@@ -74,7 +74,12 @@ GLM4V_CHAT_TEMPLATE = r"""[gMASK]<sop>
             {%- endfor -%}
         {%- endif -%}
     {%- elif message.role == 'assistant' -%}
-        <|assistant|>{{ message.metadata or '' }}{{ '\n' }}{{ message.content }}
+        <|assistant|>{{ message.metadata or '' }}{{ '\n' }}
+        {%- if message.content is string -%}
+            {{ message.content }}
+        {%- else -%}
+            {%- for part in message.content if part.type == 'text' -%}{{ part.text }}{%- endfor -%}
+        {%- endif -%}
     {%- endif -%}
 {%- endfor -%}
 {%- if add_generation_prompt -%}

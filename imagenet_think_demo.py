@@ -1,0 +1,291 @@
+"""``imagenet-think demo``: the whole pipeline on a CPU, on photos that ship inside installed packages.
+
+sample -> generate (two tiny annotators through vLLM) -> build -> load_dataset -> SFT
+(accelerate + TRL) -> merge -> eval (the trained student and an untrained baseline)
+-> tables, charts and a preview page. The models are tiny random-weight stand-ins
+built locally: every text they write is random, and says nothing about the images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+REPO = Path(__file__).resolve().parent
+EXAMPLE = "imagenet-think demo --out demo"
+DEMO_NOTE = (
+    "Demo release: the think and answer texts come from tiny random-weight stand-in models, "
+    "constrained to the think/answer format; they are not meaningful."
+)
+
+
+@dataclass(frozen=True)
+class Photo:
+    package: str  # skimage or sklearn
+    file: str
+    wnid: str
+    credit: str
+
+
+PHOTOS = (
+    Photo("skimage", "astronaut.png", "n09818022", "NASA (Eileen Collins), public domain"),
+    Photo("skimage", "chelsea.png", "n02123045", "Stefan van der Walt, CC0"),
+    Photo("skimage", "coffee.png", "n07920052", "Rachel Michetti, CC0"),
+    Photo("skimage", "rocket.jpg", "n04099429", "SpaceX, public domain"),
+    Photo("skimage", "camera.png", "n02942699", "Lav Varshney, CC0"),
+    Photo("skimage", "brick.png", "n02897820", "CC0Textures, CC0"),
+    Photo("sklearn", "china.jpg", "n04407435", "danielbuechele on Flickr, CC BY 2.0"),
+    Photo("sklearn", "flower.jpg", "n11669921", "vultilion on Flickr, CC BY 2.0"),
+)
+SPLITS = {"validation_fraction": 0.0, "test_fraction": 0.5}  # two views per class: one trains, one tests
+
+
+def photo_path(photo: Photo) -> Path:
+    import skimage
+    import sklearn
+
+    if photo.package == "skimage":
+        return Path(skimage.__file__).parent / "data" / photo.file
+    return Path(sklearn.__file__).parent / "datasets" / "images" / photo.file
+
+
+def write_photo_tree(root: Path) -> None:
+    """Each photo and its mirror image in an ImageNet-style tree, plus one truncated file."""
+    for photo in PHOTOS:
+        source = photo_path(photo)
+        folder = root / photo.wnid
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{photo.wnid}_{Path(photo.file).stem}"
+        shutil.copyfile(source, folder / f"{stem}{source.suffix}")
+        ImageOps.mirror(Image.open(source)).save(folder / f"{stem}_mirrored.png")
+    broken = photo_path(PHOTOS[3]).read_bytes()[:4000]
+    (root / PHOTOS[3].wnid / f"{PHOTOS[3].wnid}_broken.JPEG").write_bytes(broken)
+
+
+class Stages:
+    """Prints what each stage does, where its output went, and how long it took."""
+
+    def __init__(self, total: int):
+        self.total, self.index, self.start = total, 0, time.perf_counter()
+
+    def begin(self, what: str) -> None:
+        self.index += 1
+        self.stage_start = time.perf_counter()
+        print(f"\n[{self.index}/{self.total}] {what}", flush=True)
+
+    def done(self, where: str) -> None:
+        print(f"      -> {where} ({time.perf_counter() - self.stage_start:.0f} s)", flush=True)
+
+
+def _cli(*args: str) -> None:
+    from imagenet_think_cli import main
+
+    if main(list(args)) != 0:
+        raise RuntimeError(f"imagenet-think {' '.join(args)} failed")
+
+
+def _subprocess(command: list[str], log: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
+    with open(log, "w") as handle:
+        finished = subprocess.run(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if finished.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed; see {log}:\n" + log.read_text()[-3000:])
+
+
+def _thumbnail(cell: dict) -> str:
+    image = Image.open(io.BytesIO(cell["bytes"])).convert("RGB")
+    image.thumbnail((220, 220))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def write_preview(out: Path, report: Path) -> Path:
+    """One HTML page: a few samples (image, think, answer per annotator) and the eval charts."""
+    from datasets import load_dataset
+
+    rows = load_dataset(str(out / "imagenet_think"), "both", split="train").cast_column("image", _raw_image())
+    cards = []
+    for row in rows.select(range(min(4, len(rows)))):
+        blocks = "".join(
+            f"<h4>{a}</h4><p class=t><b>think</b> {html.escape(row[f'{a}_think'])}</p>"
+            f"<p><b>answer</b> {html.escape(row[f'{a}_answer'])}</p>"
+            for a in ("glm", "kimi")
+        )
+        cards.append(
+            f"<div class=card><img src='data:image/jpeg;base64,{_thumbnail(row['image'])}'>"
+            f"<h3>{html.escape(row['class_name'])} <small>{row['wnid']}</small></h3>{blocks}</div>"
+        )
+    charts = "".join(
+        f"<img class=chart src='{p.relative_to(out)}'>" for p in sorted(report.glob("chart_*.png"))
+    )
+    tables = html.escape((report / "tables.md").read_text())
+    page = f"""<!doctype html><html><head><meta charset=utf-8><title>ImageNet-Think demo</title><style>
+body{{font-family:sans-serif;margin:2em;max-width:1200px}} .card{{border:1px solid #ccc;border-radius:8px;
+padding:1em;margin:1em 0}} .card img{{float:right;margin-left:1em}} .t{{color:#555}} .chart{{margin:.5em}}
+pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
+<h1>ImageNet-Think demo</h1><p><b>{html.escape(DEMO_NOTE)}</b></p>
+<h2>Samples (config <code>both</code>, split train)</h2>{"".join(cards)}
+<h2>Evaluation: trained student vs untrained baseline (split test)</h2>{charts}<pre>{tables}</pre>
+</body></html>"""
+    path = out / "preview.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _raw_image():
+    from datasets import Image as ImageFeature
+
+    return ImageFeature(decode=False)
+
+
+def run_demo(out: str | Path) -> None:
+    out = Path(out).resolve()
+    stages = Stages(total=8)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    release = out / "imagenet_think"
+
+    stages.begin("sample: photos from scikit-image / scikit-learn, mirrored, plus one broken file")
+    write_photo_tree(out / "photos")
+    manifest = out / "manifest.parquet"
+    _cli(
+        "sample",
+        "--source",
+        str(out / "photos"),
+        "--out",
+        str(manifest),
+        "--min-per-class",
+        "1",
+        "--workers",
+        "1",
+    )
+    stages.done(f"{manifest} and {manifest.with_suffix('')}.rejects.parquet")
+
+    stages.begin("generate: tiny GLM-4.1V (`glm`) and tiny Qwen2-VL in Kimi's format (`kimi`) through vLLM")
+    for annotator in ("glm", "kimi"):
+        config = REPO / "configs" / "generation" / f"demo_{annotator}.yaml"
+        _cli(
+            "generate",
+            "--config",
+            str(config),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out / "runs" / annotator),
+        )
+    stages.done(f"{out / 'runs'}")
+
+    stages.begin("build the release (Parquet shards + dataset card)")
+    from release.build import build_release
+
+    build_release(
+        [out / "runs" / "glm", out / "runs" / "kimi"], manifest, release, card_note=DEMO_NOTE, **SPLITS
+    )
+    stages.done(f"{release} (card: {release / 'README.md'})")
+
+    stages.begin(f'load it: cd {out} && python -c \'load_dataset("imagenet_think", "both")\'')
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from datasets import load_dataset; print(load_dataset('imagenet_think', 'both'))",
+        ],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    print(loaded.stdout)
+    stages.done("loaded from the folder name, offline")
+
+    stages.begin("train: accelerate launch training/sft.py --config configs/sft/tiny.yaml (LoRA, TRL)")
+    student = out / "student"
+    _subprocess(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "training/sft.py",
+         "--config", "configs/sft/tiny.yaml", "--dataset_name", str(release), "--output_dir", str(student)],
+        out / "train.log",
+    )  # fmt: skip
+    _subprocess(
+        [
+            sys.executable,
+            "training/merge.py",
+            "--adapter",
+            str(student),
+            "--out",
+            str(out / "student-merged"),
+        ],
+        out / "merge.log",
+    )
+    stages.done(f"adapter {student}, merged model {out / 'student-merged'}, log {out / 'train.log'}")
+
+    stages.begin("eval generate: the trained student and the untrained tiny baseline on the test split")
+    baseline = str(REPO / "configs" / "models" / "tiny_baseline.yaml")
+    models = {"student": ["--set", f"model={out / 'student-merged'}", "annotator=student"], "baseline": []}
+    for name, overrides in models.items():
+        _cli(
+            "eval",
+            "generate",
+            "--model",
+            baseline,
+            *overrides,
+            "--dataset",
+            str(release),
+            "--split",
+            "test",
+            "--out",
+            str(out / "eval" / name),
+        )
+    stages.done(f"{out / 'eval'}")
+
+    stages.begin("eval score + report: the paper's eight metrics, label accuracy, Tables 3-7, charts")
+    for name in models:
+        _cli(
+            "eval",
+            "score",
+            "--predictions",
+            str(out / "eval" / name),
+            "--out",
+            str(out / "eval" / f"{name}-report"),
+            "--name",
+            name,
+            "--bootstrap",
+            "200",
+        )
+    report = out / "eval" / "report"
+    _cli("eval", "report", *(str(out / "eval" / f"{n}-report") for n in models), "--out", str(report))
+    stages.done(f"{report}")
+
+    stages.begin("preview page")
+    preview = write_preview(out, report)
+    stages.done(f"{preview}")
+    summary = json.loads((release / "stats.json").read_text())
+    print(
+        f"\nDemo finished in {time.perf_counter() - stages.start:.0f} s: {summary['images']} images, {summary['samples']} samples."
+    )
+    print(f"  open {preview}")
+    print(
+        f'  cd {out} && python -c \'from datasets import load_dataset; print(load_dataset("imagenet_think", "both"))\''
+    )
+    print(f"  tables: {report / 'tables.md'}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo", help="the demo folder (replaced)")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(args.out)
+    return 0
