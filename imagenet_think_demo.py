@@ -61,17 +61,17 @@ def photo_path(photo: Photo) -> Path:
     return Path(sklearn.__file__).parent / "datasets" / "images" / photo.file
 
 
-def write_photo_tree(root: Path) -> None:
+def write_photo_tree(root: Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
     """Each photo and its mirror image in an ImageNet-style tree, plus one truncated file."""
-    for photo in PHOTOS:
+    for photo in photos:
         source = photo_path(photo)
         folder = root / photo.wnid
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{photo.wnid}_{Path(photo.file).stem}"
         shutil.copyfile(source, folder / f"{stem}{source.suffix}")
         ImageOps.mirror(Image.open(source)).save(folder / f"{stem}_mirrored.png")
-    broken = photo_path(PHOTOS[3]).read_bytes()[:4000]
-    (root / PHOTOS[3].wnid / f"{PHOTOS[3].wnid}_broken.JPEG").write_bytes(broken)
+    broken = photo_path(photos[0]).read_bytes()[:4000]
+    (root / photos[0].wnid / f"{photos[0].wnid}_broken{photo_path(photos[0]).suffix}").write_bytes(broken)
 
 
 class Stages:
@@ -151,7 +151,7 @@ def _raw_image():
     return ImageFeature(decode=False)
 
 
-def run_demo(out: str | Path) -> None:
+def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
     out = Path(out).resolve()
     stages = Stages(total=8)
     shutil.rmtree(out, ignore_errors=True)
@@ -159,7 +159,7 @@ def run_demo(out: str | Path) -> None:
     release = out / "imagenet_think"
 
     stages.begin("sample: photos from scikit-image / scikit-learn, mirrored, plus one broken file")
-    write_photo_tree(out / "photos")
+    write_photo_tree(out / "photos", photos)
     manifest = out / "manifest.parquet"
     _cli(
         "sample",

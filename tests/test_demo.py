@@ -1,0 +1,42 @@
+"""The demo pipeline end to end on a reduced input: every stage's output is checked."""
+
+import json
+
+import pyarrow.parquet as pq
+from datasets import load_dataset
+
+from generation.records import RECORD_GLOB, iter_rows, shard_files
+from imagenet_think_demo import PHOTOS, run_demo
+
+REDUCED = (PHOTOS[1], PHOTOS[3], PHOTOS[6])  # a PNG, a JPEG from scikit-image, a JPEG from scikit-learn
+
+
+def test_demo_pipeline(tmp_path, capsys):
+    out = tmp_path / "demo"
+    run_demo(out, photos=REDUCED)
+    printed = capsys.readouterr().out
+    assert "Demo finished" in printed and "preview.html" in printed
+
+    rejects = pq.read_table(out / "manifest.rejects.parquet").to_pylist()
+    assert [(r["reason"], r["image_id"]) for r in rejects] == [("truncated", f"{REDUCED[0].wnid}_broken")]
+    images = 2 * len(REDUCED)
+    for annotator in ("glm", "kimi"):
+        records = list(iter_rows(shard_files(out / "runs" / annotator, RECORD_GLOB)))
+        assert len(records) == images
+        complete = [r for r in records if r["think_closed"] and r["answer"] and r["finish_reason"] == "stop"]
+        assert len(complete) >= 0.9 * images  # structured outputs keep the stand-ins in format
+
+    release = out / "imagenet_think"
+    assert "tiny random-weight stand-in models" in (release / "README.md").read_text()
+    for config in ("glm", "kimi", "both"):
+        splits = load_dataset(str(release), config)
+        assert sum(ds.num_rows for ds in splits.values()) == images and set(splits) == {"train", "test"}
+
+    assert (out / "student" / "adapter_config.json").is_file()
+    assert (out / "student-merged" / "config.json").is_file()
+    for name in ("student", "baseline"):
+        summary = json.loads((out / "eval" / f"{name}-report" / "summary.json").read_text())
+        assert summary["n_examples"] == len(REDUCED) and summary["model"] == name
+    report = out / "eval" / "report"
+    assert "student" in (report / "tables.md").read_text() and (report / "chart_semantic.png").is_file()
+    assert "<img" in (out / "preview.html").read_text()
