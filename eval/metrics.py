@@ -56,10 +56,12 @@ from functools import cache, cached_property
 
 import numpy as np
 from scipy import sparse
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("semantic", "ngram", "set", "vector")
+PROGRESS_MIN_STEPS = 4  # neural scoring shows a progress bar from this many batches / blocks on
 
 
 @dataclass(frozen=True)
@@ -681,7 +683,8 @@ def _bertscore(pairs: _Pairs, backbone: Backbone, full_length: bool, device: str
     np.maximum.at(last_use, pairs.references[order], np.arange(len(order)))
     embedded: dict[int, _TokenEmbedding] = {}
     block = batch_size * 8
-    for start in range(0, len(order), block):
+    blocks = range(0, len(order), block)
+    for start in tqdm(blocks, desc="BERTScore", unit="block", disable=len(blocks) < PROGRESS_MIN_STEPS):
         positions = order[start : start + block]
         needed = sorted({*pairs.candidates[positions], *pairs.references[positions]} - embedded.keys())
         embedded.update(zip(needed, encoder.embed([pairs.texts[row] for row in needed]), strict=True))
@@ -719,7 +722,10 @@ def _sbert_cosine(pairs: _Pairs, backbone: Backbone, full_length: bool, device: 
         embeddings = _sbert_full_length(model, texts, device, batch_size)
     else:
         embeddings = model.encode(
-            texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=len(texts) >= PROGRESS_MIN_STEPS * batch_size,
         )
     embeddings = embeddings.astype(np.float64)
     embeddings /= np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
