@@ -9,23 +9,34 @@ Texts have about ``--words`` words, drawn deterministically from the vocabulary 
 ImageNet-21K class glosses, with a pool of sentences shared within an example so that
 texts overlap as model outputs do.
 
-The naive loops are the libraries called per pair: rouge-score's ``RougeScorer``, sklearn's
-vectorizers fitted per pair, Python sets of rouge-score tokens, ``bert_score.score`` and
-sentence-transformers ``encode`` + cosine. ROUGE-L (pure-Python LCS, about 0.6 s a pair)
-is timed on the first ``--lcs-pairs`` pairs and the neural metrics on the first
-``--semantic-pairs``; times are reported per 1,000 pairs, measured on the pairs each row names.
+The naive loops (tests/reference_metrics.py) are the libraries called per pair: rouge-score's
+``RougeScorer``, sklearn's vectorizers fitted per pair, Python sets of rouge-score tokens,
+``bert_score.score`` and sentence-transformers ``encode`` + cosine. ROUGE-L (pure-Python LCS,
+about 0.6 s a pair) is timed on the first ``--lcs-pairs`` pairs and the neural metrics on the
+first ``--semantic-pairs``; times are reported per 1,000 pairs, measured on the pairs each row
+names.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from eval import metrics
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from reference_metrics import (  # noqa: E402
+    LEXICAL_REFERENCES,
+    bert_score_reference,
+    sbert_cosine_reference,
+)
+
+from eval import metrics  # noqa: E402
 
 LEXICAL = ("rouge1", "rougeL", "jaccard", "overlap", "tfidf_cosine", "tf_cosine")
 SEMANTIC = ("bertscore_f1", "sbert_cosine")
@@ -78,55 +89,11 @@ def make_pairs(n_pairs: int, n_words: int, seed: int = 0, models: int = 1) -> tu
     return candidates[:n_pairs], references[:n_pairs]
 
 
-def naive_lexical(metric: str) -> Callable[[str, str], float]:
-    from rouge_score import rouge_scorer, tokenize
-    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
-    from sklearn.metrics.pairwise import cosine_similarity
-
-    def rouge(candidate: str, reference: str) -> float:
-        return (
-            rouge_scorer.RougeScorer([metric], use_stemmer=False).score(reference, candidate)[metric].fmeasure
-        )
-
-    def token_sets(candidate: str, reference: str) -> tuple[set, set]:
-        return set(tokenize.tokenize(candidate, None)), set(tokenize.tokenize(reference, None))
-
-    def jaccard(candidate: str, reference: str) -> float:
-        a, b = token_sets(candidate, reference)
-        return len(a & b) / len(a | b) if a | b else 0.0
-
-    def overlap(candidate: str, reference: str) -> float:
-        a, b = token_sets(candidate, reference)
-        return len(a & b) / min(len(a), len(b)) if a and b else 0.0
-
-    def vector_cosine(vectorizer) -> Callable[[str, str], float]:
-        def score(candidate: str, reference: str) -> float:
-            matrix = vectorizer().fit_transform([candidate, reference])
-            return float(cosine_similarity(matrix[0], matrix[1])[0, 0])
-
-        return score
-
-    return {
-        "rouge1": rouge,
-        "rougeL": rouge,
-        "jaccard": jaccard,
-        "overlap": overlap,
-        "tfidf_cosine": vector_cosine(TfidfVectorizer),
-        "tf_cosine": vector_cosine(CountVectorizer),
-    }[metric]
-
-
 def naive_semantic(metric: str) -> Callable[[str, str], float]:
-    import bert_score
-    from sentence_transformers import SentenceTransformer, util
-
     backbone = metrics.resolve_backbone("bertscore" if metric.startswith("bertscore") else "sbert")
     if metric == "bertscore_f1":
-        return lambda c, r: float(
-            bert_score.score([c], [r], model_type=backbone.model, num_layers=backbone.layer)[2][0]
-        )
-    model = SentenceTransformer(backbone.model)
-    return lambda c, r: float(util.cos_sim(model.encode(c), model.encode(r))[0, 0])
+        return lambda c, r: float(bert_score_reference([c], [r], backbone.model, backbone.layer)[2][0])
+    return sbert_cosine_reference(backbone.model)
 
 
 def timed(function: Callable, *args) -> tuple[float, object]:
@@ -187,7 +154,7 @@ def main() -> None:
     rows = [
         compare(
             metric,
-            naive_lexical(metric),
+            LEXICAL_REFERENCES[metric],
             candidates,
             references,
             args.lcs_pairs if metric == "rougeL" else len(candidates),

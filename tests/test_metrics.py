@@ -4,8 +4,8 @@ import itertools
 
 import numpy as np
 import pytest
-from rouge_score import rouge_scorer, tokenize
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from reference_metrics import LEXICAL_REFERENCES, bert_score_reference, sbert_cosine_reference
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
 from eval import metrics
@@ -44,46 +44,6 @@ TEXTS = {
 PAIRS = list(itertools.product(TEXTS, repeat=2))
 CANDIDATES = [TEXTS[a] for a, _ in PAIRS]
 REFERENCES = [TEXTS[b] for _, b in PAIRS]
-
-
-def rouge_reference(metric: str):
-    scorer = rouge_scorer.RougeScorer([metric], use_stemmer=False)
-    return lambda candidate, reference: scorer.score(reference, candidate)[metric].fmeasure
-
-
-def token_sets(candidate: str, reference: str) -> tuple[set, set]:
-    return set(tokenize.tokenize(candidate, None)), set(tokenize.tokenize(reference, None))
-
-
-def jaccard_reference(candidate: str, reference: str) -> float:
-    a, b = token_sets(candidate, reference)
-    return len(a & b) / len(a | b) if a | b else 0.0
-
-
-def overlap_reference(candidate: str, reference: str) -> float:
-    a, b = token_sets(candidate, reference)
-    return len(a & b) / min(len(a), len(b)) if a and b else 0.0
-
-
-def pair_fitted_cosine(vectorizer):
-    def score(candidate: str, reference: str) -> float:
-        try:
-            matrix = vectorizer().fit_transform([candidate, reference])
-        except ValueError:  # empty vocabulary: neither text has a term
-            return 0.0
-        return float(cosine_similarity(matrix[0], matrix[1])[0, 0])
-
-    return score
-
-
-LEXICAL_REFERENCES = {
-    "rouge1": rouge_reference("rouge1"),
-    "rougeL": rouge_reference("rougeL"),
-    "jaccard": jaccard_reference,
-    "overlap": overlap_reference,
-    "tf_cosine": pair_fitted_cosine(CountVectorizer),
-    "tfidf_cosine": pair_fitted_cosine(TfidfVectorizer),
-}
 
 
 @pytest.fixture(scope="module")
@@ -203,12 +163,8 @@ def neural_scores():
 
 
 def test_bertscore_equals_bert_score_per_pair(neural_scores, minilm_path):
-    import bert_score
-
-    # batch_size=1 scores each pair alone, as a per-pair call does; in larger batches
-    # bert_score's zero padding can replace a negative best cosine by 0.
-    precision, recall, f1 = bert_score.score(
-        NEURAL_CANDIDATES, NEURAL_REFERENCES, model_type=minilm_path, num_layers=6, batch_size=1
+    precision, recall, f1 = bert_score_reference(
+        NEURAL_CANDIDATES, NEURAL_REFERENCES, minilm_path, num_layers=6
     )
     for name, expected in [("precision", precision), ("recall", recall), ("f1", f1)]:
         np.testing.assert_allclose(
@@ -217,13 +173,8 @@ def test_bertscore_equals_bert_score_per_pair(neural_scores, minilm_path):
 
 
 def test_sbert_cosine_equals_sentence_transformers(neural_scores, minilm_path):
-    from sentence_transformers import SentenceTransformer, util
-
-    model = SentenceTransformer(minilm_path, device="cpu")
-    expected = [
-        util.cos_sim(model.encode(c), model.encode(r)).item()
-        for c, r in zip(NEURAL_CANDIDATES, NEURAL_REFERENCES, strict=True)
-    ]
+    sbert_cosine = sbert_cosine_reference(minilm_path, device="cpu")
+    expected = [sbert_cosine(c, r) for c, r in zip(NEURAL_CANDIDATES, NEURAL_REFERENCES, strict=True)]
     np.testing.assert_allclose(
         neural_scores["sbert_cosine"], np.clip(expected, 0, 1), rtol=0, atol=NEURAL_TOLERANCE
     )
