@@ -26,6 +26,7 @@ $(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
 	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && test -d "$$site" \
 		&& cp tools/torchvision_cpu_compat.py "$$site/" \
 		&& echo "import torchvision_cpu_compat" > "$$site/torchvision_cpu_compat.pth"
+	$(BIN)/python -c "import torchvision, transformers, vllm, trl, datasets; print('environment ok: torch', __import__('torch').__version__)"
 	touch $@
 
 test: install
