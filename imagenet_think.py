@@ -23,14 +23,17 @@ that ``load_dataset`` reads::
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 from PIL import Image, UnidentifiedImageError
@@ -48,7 +51,6 @@ from release.splits import DEFAULT_FRACTIONS, DEFAULT_SEED, SPLITS, assign_split
 
 ANNOTATORS = ("glm", "kimi")
 MANIFEST_FILE = "manifest.parquet"
-KEPT_FORMATS = {"JPEG", "PNG", "WEBP"}
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 _CITATION = """\
@@ -141,19 +143,19 @@ class Sources:
         self.classes = imagenet21k_classes()
         self._workdir = tempfile.TemporaryDirectory(prefix="imagenet-think-")
         self.records = _memory_mapped_records(record_dirs, Path(self._workdir.name) / "records.arrow")
+        self._record_batches = self.records.to_batches()
+        self._batch_starts = np.cumsum([0] + [batch.num_rows for batch in self._record_batches])
         self.generation_rejects = list(iter_rows(_find(record_dirs, REJECT_GLOB)))
         self.image_ids = self.manifest["image_id"].to_pylist()
         self.wnids = self.manifest["wnid"].to_pylist()
         self.image_paths = self.manifest["image_path"].to_pylist()
         self.manifest_row = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        self.image_problems: dict[str, str] = {}
-        self.needs_rgb: set[int] = set()  # manifest rows whose image is stored re-encoded
-        for row, (image_id, relative) in enumerate(zip(self.image_ids, self.image_paths, strict=True)):
-            problem, kept_as_is = _inspect_image(self.image_root / relative)
-            if problem:
-                self.image_problems[image_id] = problem
-            elif not kept_as_is:
-                self.needs_rgb.add(row)
+        self.plain_rgb = self.manifest["plain_rgb"].to_pylist()  # stored as they are; the others re-encoded
+        self.image_problems = {  # the sampler decoded every image fully: here, only its presence is checked
+            image_id: f"no file {self.image_root / relative}"
+            for image_id, relative in zip(self.image_ids, self.image_paths, strict=True)
+            if not (self.image_root / relative).is_file()
+        }
         self.splits = assign_splits(
             zip(self.image_ids, self.wnids, strict=True),
             validation=config.validation_fraction,
@@ -165,26 +167,23 @@ class Sources:
     def _judge_records(self) -> tuple[dict[tuple[str, str], int], list[RejectedRecord]]:
         good: dict[tuple[str, str], int] = {}
         rejected: list[RejectedRecord] = []
-        columns = ["image_id", "annotator", "think_closed", "finish_reason", "think", "answer"]
         row = 0
-        for batch in self.records.select(columns).to_batches(max_chunksize=1000):
-            for record in batch.to_pylist():
-                key = (record["image_id"], record["annotator"])
-                reason = rejection_reason(
-                    record["think_closed"], record["finish_reason"], record["think"], record["answer"]
-                )
-                if reason is None and key in good:
-                    reason = "duplicate_record"
-                if reason is None and record["image_id"] not in self.manifest_row:
-                    reason = "image_not_in_manifest"
-                detail = _REASON_DETAILS.get(reason, "")
-                if reason is None and record["image_id"] in self.image_problems:
-                    reason, detail = "image_unreadable", self.image_problems[record["image_id"]]
-                if reason is None:
-                    good[key] = row
-                else:
-                    rejected.append(RejectedRecord(*key, reason, detail, row))
-                row += 1
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
+            for keys, quality in pool.map(_judge_batch, self.records.to_batches()):
+                for (image_id, annotator), reason in zip(keys, quality, strict=True):
+                    key = (image_id, annotator)
+                    if reason is None and key in good:
+                        reason = "duplicate_record"
+                    if reason is None and image_id not in self.manifest_row:
+                        reason = "image_not_in_manifest"
+                    detail = _REASON_DETAILS.get(reason, "")
+                    if reason is None and image_id in self.image_problems:
+                        reason, detail = "image_unreadable", self.image_problems[image_id]
+                    if reason is None:
+                        good[key] = row
+                    else:
+                        rejected.append(RejectedRecord(image_id, annotator, reason, detail, row))
+                    row += 1
         for reject in self.generation_rejects:
             rejected.append(
                 RejectedRecord(
@@ -193,31 +192,33 @@ class Sources:
             )
         return good, rejected
 
+    def take_records(self, rows: list[int]) -> pa.Table:
+        """Records at ``rows``, in that order, taken batch by batch.
+
+        ``Table.take`` on the memory-mapped table would concatenate every chunk of a column
+        first; here only the few record batches the rows fall in are touched.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        batch_of = np.searchsorted(self._batch_starts, rows, side="right") - 1
+        order = np.argsort(batch_of, kind="stable")
+        pieces = []
+        for batch in np.unique(batch_of):
+            wanted = rows[order][batch_of[order] == batch] - self._batch_starts[batch]
+            pieces.append(self._record_batches[batch].take(pa.array(wanted)))
+        gathered = pa.Table.from_batches(pieces, schema=self.records.schema).combine_chunks()
+        return gathered.take(pa.array(np.argsort(order)))
+
     def image_cell(self, manifest_row: int) -> dict:
         """The image as ``datasets.Image`` stores it: original bytes, or RGB re-encoded when it must be."""
         relative = self.image_paths[manifest_row]
         path = self.image_root / relative
         try:
-            data = _rgb_bytes(path) if manifest_row in self.needs_rgb else path.read_bytes()
+            data = path.read_bytes() if self.plain_rgb[manifest_row] else _rgb_bytes(path)
             return {"bytes": data, "path": relative}
         except (OSError, UnidentifiedImageError, ValueError) as error:
             raise RuntimeError(
                 f"image {self.image_root / relative} became unreadable during the build: {error}"
             ) from error
-
-
-def _inspect_image(path: Path) -> tuple[str | None, bool]:
-    """(problem, kept as is): the file is stored untouched if it is a plain RGB JPEG/PNG/WebP without rotation."""
-    try:
-        with Image.open(path) as image:
-            image.verify()  # must come straight after open; the file is opened again to read its header
-        with Image.open(path) as image:
-            kept_as_is = (
-                image.mode == "RGB" and image.format in KEPT_FORMATS and image.getexif().get(0x0112, 1) == 1
-            )
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, RuntimeError) as error:
-        return f"{type(error).__name__}: {error}", False
-    return None, kept_as_is
 
 
 _REASON_DETAILS = {
@@ -240,6 +241,25 @@ def _rgb_bytes(path: Path) -> bytes:
     buffer = io.BytesIO()
     load_rgb(path).save(buffer, format="PNG" if lossless else "JPEG", **({} if lossless else {"quality": 95}))
     return buffer.getvalue()
+
+
+def _judge_batch(batch: pa.RecordBatch) -> tuple[list[tuple[str, str]], list[str | None]]:
+    """(image_id, annotator) and the quality verdict of each record of a batch."""
+    columns = batch.select(
+        ["image_id", "annotator", "think_closed", "finish_reason", "think", "answer"]
+    ).to_pydict()
+    keys = list(zip(columns["image_id"], columns["annotator"], strict=True))
+    verdicts = [
+        rejection_reason(*fields)
+        for fields in zip(
+            columns["think_closed"],
+            columns["finish_reason"],
+            columns["think"],
+            columns["answer"],
+            strict=True,
+        )
+    ]
+    return keys, verdicts
 
 
 def _find(dirs: tuple[Path, ...], pattern: str) -> list[Path]:
@@ -380,7 +400,7 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
 
     def _single_table(self, batch) -> pa.Table:
         rows, cells, records = zip(*batch, strict=True)
-        taken = self.sources.records.take(list(records))
+        taken = self.sources.take_records(list(records))
         columns = self._image_columns(list(rows), list(cells))
         columns["question"] = taken["question"]
         columns.update({name: taken[name] for name in RECORD_COLUMNS})
@@ -392,7 +412,7 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
         for position, (annotator, records) in enumerate(
             zip(self.config.annotators, per_annotator, strict=True)
         ):
-            taken = self.sources.records.take(list(records))
+            taken = self.sources.take_records(list(records))
             if position == 0:
                 columns["question"] = taken["question"]
             columns.update({f"{annotator}_{suffix}": taken[suffix] for suffix in JOINT_SUFFIXES})
@@ -400,10 +420,10 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
 
     def _rejected_table(self, batch) -> pa.Table:
         rows, cells, rejects = zip(*batch, strict=True)
-        records = self.sources.records
         record_rows = [r.record_row for r in rejects]
-        found = records.take([r for r in record_rows if r is not None]).to_pylist()
-        by_row = dict(zip([r for r in record_rows if r is not None], found, strict=True))
+        known = [r for r in record_rows if r is not None]
+        found = self.sources.take_records(known).to_pylist() if known else []
+        by_row = dict(zip(known, found, strict=True))
         fields = list(RECORD_COLUMNS) + ["question", "output"]
         values: dict[str, list] = defaultdict(list)
         for reject in rejects:

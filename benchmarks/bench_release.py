@@ -5,8 +5,9 @@
 Writes ``--images`` synthetic JPEGs (~30 KB) with two annotators' records
 (~8 KB of text each), then in one run:
 
-- **baseline**: ``datasets.arrow_writer.ParquetWriter.write`` row by row over one
-  annotator's records joined with their image bytes, the same features, no checks;
+- **baseline**: ``datasets.arrow_writer.ParquetWriter.write`` row by row over the same rows
+  the release holds (configs glm, kimi and both: records joined with their image bytes and,
+  for both, with each other), the same features, no checks, no splits, no statistics;
 - **build**: ``imagenet-think build`` (quality checks, splits, the glm / kimi /
   both / rejected configs, stats and card).
 
@@ -58,7 +59,7 @@ def write_inputs(folder: Path, images: int, seed: int = 0) -> Path:
         relative = f"{wnid}/{wnid}_{i}.JPEG"
         (folder / "images" / wnid).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sources[i % DISTINCT_IMAGES], folder / "images" / relative)
-        entries.append(ManifestEntry(f"{wnid}_{i}", wnid, relative, 160, 120, str(i)))
+        entries.append(ManifestEntry(f"{wnid}_{i}", wnid, relative, 160, 120, str(i), True))
     manifest = write_manifest(entries, folder / "manifest.parquet", folder / "images")
     text_rng = random.Random(seed)
     for annotator in ("glm", "kimi"):
@@ -71,27 +72,49 @@ def write_inputs(folder: Path, images: int, seed: int = 0) -> Path:
 
 
 def run_baseline(folder: Path) -> tuple[int, float]:
-    """Bare ParquetWriter, row by row: one annotator's records + image bytes, the glm config's features."""
+    """Bare ParquetWriter, row by row, over the same rows the release holds: each annotator's records
+    with their image bytes (configs glm and kimi), then both joined per image (config both)."""
     from datasets.arrow_writer import ParquetWriter
 
     from imagenet_think import ImageNetThinkConfig, config_features
 
-    features = config_features(ImageNetThinkConfig(name="glm", kind="single", annotators=("glm",)))
     classes = imagenet21k_classes()
     start = time.perf_counter()
-    writer = ParquetWriter(path=str(folder / "baseline.parquet"), features=features, writer_batch_size=100)
-    rows = 0
-    for record in iter_rows(sorted((folder / "runs" / "glm").glob("records-*.parquet"))):
+    records = {
+        annotator: {
+            r["image_id"]: r
+            for r in iter_rows(sorted((folder / "runs" / annotator).glob("records-*.parquet")))
+        }
+        for annotator in ("glm", "kimi")
+    }
+
+    def image_columns(record: dict) -> dict:
         path = folder / "images" / record["image_path"]
-        example = {name: record[name] for name in features if name in record}
-        example.update(
-            image={"bytes": path.read_bytes(), "path": record["image_path"]},
-            label=classes.index(record["wnid"]),
-            class_name=classes.name(record["wnid"]),
+        return {
+            "image": {"bytes": path.read_bytes(), "path": record["image_path"]},
+            "label": classes.index(record["wnid"]),
+            "class_name": classes.name(record["wnid"]),
+        }
+
+    rows = 0
+    for name in ("glm", "kimi", "both"):
+        kind, annotators = ("joint", ("glm", "kimi")) if name == "both" else ("single", (name,))
+        features = config_features(ImageNetThinkConfig(name=name, kind=kind, annotators=annotators))
+        writer = ParquetWriter(
+            path=str(folder / f"baseline-{name}.parquet"), features=features, writer_batch_size=100
         )
-        writer.write(example)
-        rows += 1
-    writer.finalize()
+        for image_id, first in records[annotators[0]].items():
+            if kind == "single":
+                example = {column: first[column] for column in features if column in first}
+            else:
+                example = {column: first[column] for column in ("image_id", "wnid", "question")}
+                for annotator in annotators:
+                    record = records[annotator][image_id]
+                    example.update({f"{annotator}_{c}": record[c] for c in ("think", "answer", "model_id")})
+            example.update(image_columns(first))
+            writer.write(example)
+            rows += 1
+        writer.finalize()
     return rows, time.perf_counter() - start
 
 
@@ -162,7 +185,7 @@ def main() -> None:
     build_rate = first["rows"] / first["seconds"]
     print(f"records: {2 * args.images:,} ({args.images:,} images x 2 annotators)")
     print(
-        f"baseline  datasets ParquetWriter.write, one config: {baseline_rows:,} rows in {baseline_seconds:.1f} s = {baseline_rate:,.0f} rows/s"
+        f"baseline  datasets ParquetWriter.write, glm+kimi+both rows: {baseline_rows:,} rows in {baseline_seconds:.1f} s = {baseline_rate:,.0f} rows/s"
     )
     print(
         f"build     imagenet-think build, glm+kimi+both+rejected: {first['rows']:,} rows in {first['seconds']:.1f} s = {build_rate:,.0f} rows/s"

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from generation.config import load_model_config
 from generation.generate import generate
+from generation.images import is_plain_rgb
 from generation.records import ManifestEntry, write_manifest
 
 EXAMPLE = (
@@ -52,9 +53,9 @@ def materialize_split(dataset: str, split: str, folder: Path, limit: int | None 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(row["image"]["bytes"])
         with Image.open(io.BytesIO(row["image"]["bytes"])) as image:
-            width, height = image.size
+            width, height, plain = *image.size, is_plain_rgb(image)
         digest = hashlib.sha256(row["image"]["bytes"]).hexdigest()
-        entries.append(ManifestEntry(row["image_id"], row["wnid"], relative, width, height, digest))
+        entries.append(ManifestEntry(row["image_id"], row["wnid"], relative, width, height, digest, plain))
     if not entries:
         raise ValueError(f"{dataset} has no rows in {REFERENCE_CONFIG}/{split}")
     return write_manifest(entries, manifest, folder / "images")

@@ -60,8 +60,24 @@ def _composite_on_white(rgba: Image.Image) -> Image.Image:
     return Image.alpha_composite(white, rgba).convert("RGB")
 
 
-def check_image(data: bytes, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """The upright ``(width, height)`` of an image file's bytes that pass the sampling checks.
+PLAIN_FORMATS = {"JPEG", "PNG", "WEBP"}
+EXIF_ORIENTATION = 0x0112
+
+
+def is_plain_rgb(image: Image.Image) -> bool:
+    """An RGB JPEG/PNG/WebP without EXIF rotation: a release can store its bytes as they are."""
+    return (
+        image.mode == "RGB"
+        and image.format in PLAIN_FORMATS
+        and image.getexif().get(EXIF_ORIENTATION, 1) == 1
+    )
+
+
+def check_image(
+    data: bytes, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS
+) -> tuple[int, int, bool]:
+    """The upright ``(width, height)`` of an image file's bytes that pass the sampling checks, and
+    whether it is :func:`is_plain_rgb`.
 
     In order: the file is not empty; PIL recognizes it; its declared size is at most
     ``max_pixels`` and its shorter side at least ``min_side`` (both read from the
@@ -77,8 +93,9 @@ def check_image(data: bytes, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(io.BytesIO(data)) as image:
             _check_declared_size(image.size, min_side, max_pixels)
+            plain = is_plain_rgb(image)
             image.load()
-            return normalize(image).size
+            return (*normalize(image).size, plain)
 
 
 def _check_declared_size(size: tuple[int, int], min_side: int, max_pixels: int) -> None:

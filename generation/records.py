@@ -36,6 +36,7 @@ class ManifestEntry:
     width: int
     height: int
     sha256: str  # of the file's bytes
+    plain_rgb: bool  # an RGB JPEG/PNG/WebP without EXIF rotation (generation.images.is_plain_rgb)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _schema(cls, types: dict[str, pa.DataType]) -> pa.Schema:
     return pa.schema([pa.field(f.name, types.get(f.name, pa.string()), nullable=False) for f in fields(cls)])
 
 
-MANIFEST_SCHEMA = _schema(ManifestEntry, {"width": pa.int32(), "height": pa.int32()})
+MANIFEST_SCHEMA = _schema(ManifestEntry, {"width": pa.int32(), "height": pa.int32(), "plain_rgb": pa.bool_()})
 RECORD_SCHEMA = _schema(
     GenerationRecord,
     {"think_closed": pa.bool_(), "num_prompt_tokens": pa.int32(), "num_output_tokens": pa.int32()},

@@ -81,6 +81,7 @@ class Checked:
     width: int = 0
     height: int = 0
     sha256: str = ""
+    plain_rgb: bool = False
     reason: str = ""
     detail: str = ""
 
@@ -381,7 +382,13 @@ def _image_reject(image: Checked, reason: str, detail: str) -> Reject:
 
 def _entry(wnid: str, image: Checked) -> ManifestEntry:
     return ManifestEntry(
-        PurePosixPath(image.path).stem, wnid, image.path, image.width, image.height, image.sha256
+        PurePosixPath(image.path).stem,
+        wnid,
+        image.path,
+        image.width,
+        image.height,
+        image.sha256,
+        image.plain_rgb,
     )
 
 
@@ -420,10 +427,10 @@ def check_file(
         return Checked(path, reason="unreadable", detail=f"{type(error).__name__}: {error}")
     sha256 = hashlib.sha256(data).hexdigest()
     try:
-        width, height = check_image(data, min_side=min_side, max_pixels=max_pixels)
+        width, height, plain_rgb = check_image(data, min_side=min_side, max_pixels=max_pixels)
     except ImageRejected as rejection:
         return Checked(path, sha256=sha256, reason=rejection.reason, detail=rejection.detail)
-    return Checked(path, width, height, sha256)
+    return Checked(path, width, height, sha256, plain_rgb)
 
 
 def rejects_path(manifest: str | os.PathLike) -> Path:

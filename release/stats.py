@@ -7,32 +7,45 @@ counts ``think`` + ``answer`` with another tokenizer instead (so that releases
 made with different models compare). Words, for the vocabulary figure, are
 lowercase ``[a-z]+`` runs of the think text; unique words are counted per
 consecutive block of 1,000 samples and averaged over the full blocks (over all
-samples, if there are fewer than 1,000).
+samples, if there are fewer than 1,000); past 50 blocks, every k-th block is
+counted, evenly over the release, so that the cost stays bounded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
 VOCABULARY_BLOCK = 1000
-_WORD = re.compile(r"[a-z]+")
+MAX_VOCABULARY_BLOCKS = 50  # past 50,000 samples, every k-th block is counted, evenly over the release
+# Everything but a-z becomes a space, so that split() gives exactly re.findall("[a-z]+", text.lower()).
+_NOT_A_LETTER = bytes(c if ord("a") <= c <= ord("z") else ord(" ") for c in range(256))
+
+
+def unique_words(thinks: list[str]) -> int:
+    """How many distinct lowercase ``[a-z]+`` runs the texts hold together."""
+    seen: set[bytes] = set()
+    for think in thinks:
+        seen.update(think.lower().encode("ascii", "replace").translate(_NOT_A_LETTER).split())
+    return len(seen)
+
+
 COLUMNS = ["image_id", "wnid", "think", "answer", "num_output_tokens"]
 
 
-def _batches(out: Path, annotator: str, columns: list[str]) -> Iterator[dict[str, list]]:
+def _batches(out: Path, annotator: str, columns: list[str]) -> Iterator[pa.Table]:
     for path in sorted((out / annotator).glob("*.parquet")):
         parquet = pq.ParquetFile(path)
         for group in range(parquet.num_row_groups):
-            yield parquet.read_row_group(group, columns=columns).to_pydict()
+            yield parquet.read_row_group(group, columns=columns)
 
 
 def _token_counter(tokenizer: str | None):
@@ -69,24 +82,35 @@ def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str |
     tokenizer_name, count_tokens = _token_counter(tokenizer)
     images: dict[str, str] = {}
     tokens: dict[str, list[int]] = {a: [] for a in annotators}
-    blocks, block = [], set()
-    block_samples = 0
+    total = sum(pq.ParquetFile(p).metadata.num_rows for a in annotators for p in (out / a).glob("*.parquet"))
+    stride = max(1, -(-total // (VOCABULARY_BLOCK * MAX_VOCABULARY_BLOCKS)))  # count every stride-th block
+    blocks: list[int] = []
+    pending: list[str] = []  # think texts of the block being filled
+    filled = 0  # full blocks seen
     for annotator in annotators:
         for batch in _batches(out, annotator, COLUMNS):
-            images.update(zip(batch["image_id"], batch["wnid"], strict=True))
+            images.update(zip(batch["image_id"].to_pylist(), batch["wnid"].to_pylist(), strict=True))
             counts = (
-                count_tokens(batch["think"], batch["answer"]) if count_tokens else batch["num_output_tokens"]
+                count_tokens(batch["think"].to_pylist(), batch["answer"].to_pylist())
+                if count_tokens
+                else batch["num_output_tokens"].to_pylist()
             )
             tokens[annotator].extend(counts)
-            for think in batch["think"]:
-                block.update(_WORD.findall(think.lower()))
-                block_samples += 1
-                if block_samples == VOCABULARY_BLOCK:
-                    blocks.append(len(block))
-                    block, block_samples = set(), 0
+            position = 0
+            while position < batch.num_rows:
+                take = min(VOCABULARY_BLOCK - len(pending), batch.num_rows - position)
+                if filled % stride == 0:
+                    pending.extend(batch["think"].slice(position, take).to_pylist())
+                else:
+                    pending.extend([""] * take)  # a block not counted: only its size matters
+                position += take
+                if len(pending) == VOCABULARY_BLOCK:
+                    if filled % stride == 0:
+                        blocks.append(unique_words(pending))
+                    pending, filled = [], filled + 1
     all_tokens = [n for counts in tokens.values() for n in counts]
     per_class = list(Counter(images.values()).values())
-    vocabulary = float(np.mean(blocks)) if blocks else float(len(block))
+    vocabulary = float(np.mean(blocks)) if blocks else float(unique_words(pending))
     return {
         "images": len(images),
         "classes": len(per_class),
@@ -96,8 +120,8 @@ def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str |
         "tokens_per_sample": _summary(all_tokens),
         "tokens_per_sample_by_annotator": {a: {**_summary(c), "samples": len(c)} for a, c in tokens.items()},
         "unique_words_per_1000_samples": vocabulary,
-        "vocabulary_blocks": len(blocks) or (1 if block_samples else 0),
-        "vocabulary_block_size": VOCABULARY_BLOCK if blocks else block_samples,
+        "vocabulary_blocks": len(blocks) or (1 if pending else 0),
+        "vocabulary_block_size": VOCABULARY_BLOCK if blocks else len(pending),
     }
 
 

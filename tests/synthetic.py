@@ -55,7 +55,9 @@ def write_image_tree(root: Path, classes: int, per_class: int, size=(64, 48)) ->
             write_image(stem, mode, size, seed=c * 1000 + i)
             path = next(stem.parent.glob(f"{image_id}.*"))
             entries.append(
-                ManifestEntry(image_id, wnid, path.relative_to(root).as_posix(), size[0], size[1], f"{c}-{i}")
+                ManifestEntry(
+                    image_id, wnid, path.relative_to(root).as_posix(), *size, f"{c}-{i}", mode == "RGB"
+                )
             )
     return entries
 

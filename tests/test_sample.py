@@ -56,6 +56,12 @@ def test_every_good_image_is_kept_with_its_upright_size(tree, sampled):
     )
 
 
+def test_plain_rgb_marks_what_a_release_stores_unchanged(tree, sampled):
+    plain = {entry.image_path: entry.plain_rgb for entry in sampled.entries}
+    assert all(plain[file.path] for file in tree.good() if file.kind == "good")  # RGB JPEGs
+    assert not any(plain[tree.by_kind(kind).path] for kind in ("cmyk", "gray16", "palette", "exif6", "gray"))
+
+
 def test_the_duplicate_names_the_first_copy_by_path(tree, sampled):
     copy = next(reject for reject in sampled.rejects if reject.reason == "duplicate")
     original = f"{A}/{A}_00000.JPEG"
@@ -117,7 +123,7 @@ def test_check_image_rejects_bombs_before_decoding():
 
 def test_check_image_min_side_is_configurable(tree):
     data = (tree.root / tree.by_kind("small").path).read_bytes()  # 300x200
-    assert check_image(data, min_side=200) == (300, 200)
+    assert check_image(data, min_side=200)[:2] == (300, 200)
     with pytest.raises(ImageRejected, match="too_small"):
         check_image(data, min_side=201)
 
