@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 from PIL import Image
 from skimage import data
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from vllm_greedy import vllm_greedy
 
 from generation.tiny_models import ARCHS, BUILD_VERSION, REASONING_TOKENS, build_tiny_model, resolve_model
 from imagenet_think_cli import main
@@ -145,23 +145,7 @@ def test_transformers_generates_for_an_image(models, image, arch):
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_vllm_generates_what_transformers_generates(models, image, arch):
-    from vllm import LLM, SamplingParams
-
-    llm = LLM(
-        model=str(models[arch]),
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=512,
-        max_num_seqs=2,
-        limit_mm_per_prompt={"image": 1, "video": 0},
-    )
-    try:
-        parts = [{"type": "image_pil", "image_pil": image}, {"type": "text", "text": QUESTION}]
-        params = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
-        (output,) = llm.chat([{"role": "user", "content": parts}], params, use_tqdm=False)
-    finally:
-        del llm
-        gc.collect()
+    output = vllm_greedy(models[arch], image, QUESTION, NEW_TOKENS)
     prompt_ids, new_ids = _transformers_greedy(models[arch], image)
     assert output.prompt_token_ids == prompt_ids
     assert list(output.outputs[0].token_ids[: len(new_ids)]) == new_ids

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import random
@@ -22,6 +21,7 @@ from PIL import Image
 from synthetic import make_record, write_manifest_tree, write_run
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig
+from vllm_greedy import vllm_greedy
 
 from generation.reasoning import parse_reasoning
 from generation.tiny_models import resolve_model
@@ -249,7 +249,6 @@ def _greedy(model, processor, image, tokens: int = 12) -> list[int]:
 
 @pytest.mark.slow
 def test_one_process_trains_reloads_merges_and_serves(tiny_cache, release, tmp_path):
-    from vllm import LLM, SamplingParams
 
     out, merged = tmp_path / "adapter", tmp_path / "merged"
     output = _launch("single_gpu.yaml", ["--dataset_name", str(release), "--output_dir", str(out)])
@@ -270,21 +269,7 @@ def test_one_process_trains_reloads_merges_and_serves(tiny_cache, release, tmp_p
     )
     assert merged_tokens == adapter_tokens
 
-    llm = LLM(
-        model=str(merged),
-        dtype="float32",
-        enforce_eager=True,
-        max_model_len=512,
-        max_num_seqs=2,
-        limit_mm_per_prompt={"image": 1, "video": 0},
-    )
-    try:
-        parts = [{"type": "image_pil", "image_pil": image}, {"type": "text", "text": QUESTION}]
-        params = SamplingParams(max_tokens=len(merged_tokens), temperature=0.0, ignore_eos=True)
-        (result,) = llm.chat([{"role": "user", "content": parts}], params, use_tqdm=False)
-    finally:
-        del llm
-        gc.collect()
+    result = vllm_greedy(merged, image, QUESTION, len(merged_tokens))
     assert list(result.outputs[0].token_ids) == merged_tokens
 
 
