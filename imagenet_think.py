@@ -23,11 +23,9 @@ that ``load_dataset`` reads::
 from __future__ import annotations
 
 import io
-import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -168,22 +166,21 @@ class Sources:
         good: dict[tuple[str, str], int] = {}
         rejected: list[RejectedRecord] = []
         row = 0
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
-            for keys, quality in pool.map(_judge_batch, self.records.to_batches()):
-                for (image_id, annotator), reason in zip(keys, quality, strict=True):
-                    key = (image_id, annotator)
-                    if reason is None and key in good:
-                        reason = "duplicate_record"
-                    if reason is None and image_id not in self.manifest_row:
-                        reason = "image_not_in_manifest"
-                    detail = _REASON_DETAILS.get(reason, "")
-                    if reason is None and image_id in self.image_problems:
-                        reason, detail = "image_unreadable", self.image_problems[image_id]
-                    if reason is None:
-                        good[key] = row
-                    else:
-                        rejected.append(RejectedRecord(image_id, annotator, reason, detail, row))
-                    row += 1
+        for keys, quality in map(_judge_batch, self.records.to_batches()):
+            for (image_id, annotator), reason in zip(keys, quality, strict=True):
+                key = (image_id, annotator)
+                if reason is None and key in good:
+                    reason = "duplicate_record"
+                if reason is None and image_id not in self.manifest_row:
+                    reason = "image_not_in_manifest"
+                detail = _REASON_DETAILS.get(reason, "")
+                if reason is None and image_id in self.image_problems:
+                    reason, detail = "image_unreadable", self.image_problems[image_id]
+                if reason is None:
+                    good[key] = row
+                else:
+                    rejected.append(RejectedRecord(image_id, annotator, reason, detail, row))
+                row += 1
         for reject in self.generation_rejects:
             rejected.append(
                 RejectedRecord(
