@@ -23,9 +23,11 @@ that ``load_dataset`` reads::
 from __future__ import annotations
 
 import io
+import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -166,21 +168,22 @@ class Sources:
         good: dict[tuple[str, str], int] = {}
         rejected: list[RejectedRecord] = []
         row = 0
-        for keys, quality in map(_judge_batch, self.records.to_batches()):
-            for (image_id, annotator), reason in zip(keys, quality, strict=True):
-                key = (image_id, annotator)
-                if reason is None and key in good:
-                    reason = "duplicate_record"
-                if reason is None and image_id not in self.manifest_row:
-                    reason = "image_not_in_manifest"
-                detail = _REASON_DETAILS.get(reason, "")
-                if reason is None and image_id in self.image_problems:
-                    reason, detail = "image_unreadable", self.image_problems[image_id]
-                if reason is None:
-                    good[key] = row
-                else:
-                    rejected.append(RejectedRecord(image_id, annotator, reason, detail, row))
-                row += 1
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
+            for keys, quality in pool.map(_judge_batch, self.records.to_batches()):
+                for (image_id, annotator), reason in zip(keys, quality, strict=True):
+                    key = (image_id, annotator)
+                    if reason is None and key in good:
+                        reason = "duplicate_record"
+                    if reason is None and image_id not in self.manifest_row:
+                        reason = "image_not_in_manifest"
+                    detail = _REASON_DETAILS.get(reason, "")
+                    if reason is None and image_id in self.image_problems:
+                        reason, detail = "image_unreadable", self.image_problems[image_id]
+                    if reason is None:
+                        good[key] = row
+                    else:
+                        rejected.append(RejectedRecord(image_id, annotator, reason, detail, row))
+                    row += 1
         for reject in self.generation_rejects:
             rejected.append(
                 RejectedRecord(
@@ -204,6 +207,12 @@ class Sources:
             pieces.append(self._record_batches[batch].take(pa.array(wanted)))
         gathered = pa.Table.from_batches(pieces, schema=self.records.schema).combine_chunks()
         return gathered.take(pa.array(np.argsort(order)))
+
+    def image_batches(self, split: str, size: int) -> Iterator[list[int]]:
+        """Manifest rows of the images in ``split``, in manifest order, ``size`` at a time."""
+        rows = [row for row, image_id in enumerate(self.image_ids) if self.splits[image_id] == split]
+        for start in range(0, len(rows), size):
+            yield rows[start : start + size]
 
     def image_cell(self, manifest_row: int) -> dict:
         """The image as ``datasets.Image`` stores it: original bytes, or RGB re-encoded when it must be."""
@@ -340,47 +349,56 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
         return [datasets.SplitGenerator(name=name, gen_kwargs={"split": name}) for name in names]
 
     def _generate_tables(self, split: str) -> Iterator[tuple[str, pa.Table]]:
-        batches = {"single": self._single_rows, "joint": self._joint_rows, "rejected": self._rejected_rows}
-        make_table = {
-            "single": self._single_table,
-            "joint": self._joint_table,
-            "rejected": self._rejected_table,
-        }
-        batch, index = [], 0
-        for row in batches[self.config.kind](split):
-            batch.append(row)
-            if len(batch) == self.config.rows_per_batch:
-                yield f"{split}-{index}", make_table[self.config.kind](batch)
-                batch, index = [], index + 1
-        if batch:
-            yield f"{split}-{index}", make_table[self.config.kind](batch)
+        if self.config.kind == "rejected":
+            rejects = self._rejects()
+            for index in range(0, len(rejects), self.config.rows_per_batch):
+                yield (
+                    f"{split}-{index}",
+                    self._rejected_table(rejects[index : index + self.config.rows_per_batch]),
+                )
+            return
+        for index, rows in enumerate(self.sources.image_batches(split, self.config.rows_per_batch)):
+            table = self.rows_table(rows, self.sources.image_cell)
+            if table is not None:
+                yield f"{split}-{index}", table
 
-    # Row selection: tuples of (manifest row, image cell, record rows...), in manifest order.
-    def _images_in(self, split: str) -> Iterator[tuple[int, str]]:
-        for row, image_id in enumerate(self.sources.image_ids):
-            if self.sources.splits[image_id] == split:
-                yield row, image_id
+    def rows_table(self, rows: list[int], image_cell: Callable[[int], dict]) -> pa.Table | None:
+        """This config's rows for the images at manifest ``rows`` (None when it has none of them).
 
-    def _single_rows(self, split: str):
-        (annotator,) = self.config.annotators
-        for row, image_id in self._images_in(split):
-            record = self.sources.good.get((image_id, annotator))
-            if record is not None:
-                yield row, self.sources.image_cell(row), record
+        ``image_cell`` reads an image's cell: the release build passes one cached per batch, so
+        that the glm, kimi and both configs read each image once.
+        """
+        ids, good = self.sources.image_ids, self.sources.good
+        kept, records = [], []
+        for row in rows:
+            found = [good.get((ids[row], annotator)) for annotator in self.config.annotators]
+            if None not in found:
+                kept.append(row)
+                records.append(found)
+        if not kept:
+            return None
+        columns = self._image_columns(kept, [image_cell(row) for row in kept])
+        for position, (annotator, record_rows) in enumerate(
+            zip(self.config.annotators, zip(*records, strict=True), strict=True)
+        ):
+            taken = self.sources.take_records(list(record_rows))
+            if position == 0:
+                columns["question"] = taken["question"]
+            if self.config.kind == "single":
+                columns.update({name: taken[name] for name in RECORD_COLUMNS})
+            else:
+                columns.update({f"{annotator}_{suffix}": taken[suffix] for suffix in JOINT_SUFFIXES})
+        return pa.table(columns)
 
-    def _joint_rows(self, split: str):
-        for row, image_id in self._images_in(split):
-            records = [self.sources.good.get((image_id, a)) for a in self.config.annotators]
-            if None not in records:
-                yield row, self.sources.image_cell(row), *records
-
-    def _rejected_rows(self, split: str):
-        wanted = set(self.config.annotators)
+    def _rejects(self) -> list[tuple[int | None, dict | None, RejectedRecord]]:
+        """(manifest row, whether its image can be read, reject) for this config's annotators' rejects."""
+        wanted, rejects = set(self.config.annotators), []
         for reject in self.sources.rejected:
             if reject.annotator in wanted:
                 row = self.sources.manifest_row.get(reject.image_id)
                 usable = row is not None and reject.image_id not in self.sources.image_problems
-                yield row, self.sources.image_cell(row) if usable else None, reject
+                rejects.append((row, usable, reject))
+        return rejects
 
     # Table assembly: Arrow columns taken from the manifest and the memory-mapped records.
     def _image_columns(self, rows: list[int | None], cells: list[dict | None]) -> dict[str, pa.Array]:
@@ -395,28 +413,9 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
             "class_name": pa.array([classes.name(w) if w in classes else w for w in wnids], pa.string()),
         }
 
-    def _single_table(self, batch) -> pa.Table:
-        rows, cells, records = zip(*batch, strict=True)
-        taken = self.sources.take_records(list(records))
-        columns = self._image_columns(list(rows), list(cells))
-        columns["question"] = taken["question"]
-        columns.update({name: taken[name] for name in RECORD_COLUMNS})
-        return pa.table(columns)
-
-    def _joint_table(self, batch) -> pa.Table:
-        rows, cells, *per_annotator = zip(*batch, strict=True)
-        columns = self._image_columns(list(rows), list(cells))
-        for position, (annotator, records) in enumerate(
-            zip(self.config.annotators, per_annotator, strict=True)
-        ):
-            taken = self.sources.take_records(list(records))
-            if position == 0:
-                columns["question"] = taken["question"]
-            columns.update({f"{annotator}_{suffix}": taken[suffix] for suffix in JOINT_SUFFIXES})
-        return pa.table(columns)
-
     def _rejected_table(self, batch) -> pa.Table:
-        rows, cells, rejects = zip(*batch, strict=True)
+        rows, usable, rejects = zip(*batch, strict=True)
+        cells = [self.sources.image_cell(row) if ok else None for row, ok in zip(rows, usable, strict=True)]
         record_rows = [r.record_row for r in rejects]
         known = [r for r in record_rows if r is not None]
         found = self.sources.take_records(known).to_pylist() if known else []

@@ -11,8 +11,10 @@ records are memory-mapped, rows are written a batch at a time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from tqdm.auto import tqdm
 from imagenet_think import ANNOTATORS, ImageNetThink, ImageNetThinkConfig, Sources
 from release.card import render_card
 from release.splits import DEFAULT_FRACTIONS, SPLITS
-from release.stats import compute_stats
+from release.stats import ReleaseStats
 
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
 DEFAULT_MAX_SHARD_BYTES = 500 * 2**20
@@ -81,6 +83,15 @@ class _ShardedParquetWriter:
         return final
 
 
+def _record_split(summary: ReleaseSummary, name: str, split: str, writer: _ShardedParquetWriter) -> None:
+    """Close ``writer`` and count what it wrote (datasets cannot read a Parquet file without rows:
+    an empty split gets no file)."""
+    summary.parquet_bytes[name] += sum(path.stat().st_size for path in writer.finish())
+    if writer.rows:
+        summary.rows[name][split] = writer.rows
+        summary.arrow_bytes[name][split] = writer.arrow_bytes
+
+
 def _models_by_annotator(sources: Sources) -> dict[str, list[dict[str, str]]]:
     table = sources.records.select(["annotator", "model_id", "model_revision"])
     groups = table.group_by(["annotator", "model_id", "model_revision"]).aggregate([])
@@ -133,33 +144,46 @@ def build_release(
         if reject.annotator in annotators:
             summary.rejected_by_reason[reject.reason] = summary.rejected_by_reason.get(reject.reason, 0) + 1
     out.mkdir(parents=True, exist_ok=True)
+    builders = {}
     for name, overrides in configs:
-        builder = ImageNetThink(config_name=name, **common, **overrides)
-        builder.sources = sources
-        folder = out / name
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        splits = ("train",) if overrides["kind"] == "rejected" else SPLITS
-        summary.rows[name], summary.arrow_bytes[name] = {}, {}
-        with tqdm(desc=f"writing {name}", unit=" rows") as progress:
-            for split in splits:
-                writer = _ShardedParquetWriter(
-                    folder, split, builder.info.features, max_shard_bytes, rows_per_group
-                )
-                for _, table in builder._generate_tables(split):
-                    writer.write(table)
-                    progress.update(table.num_rows)
-                summary.parquet_bytes[name] = summary.parquet_bytes.get(name, 0) + sum(
-                    path.stat().st_size for path in writer.finish()
-                )
-                if writer.rows:  # datasets cannot read a Parquet file without rows: empty splits are left out
-                    summary.rows[name][split] = writer.rows
-                    summary.arrow_bytes[name][split] = writer.arrow_bytes
+        builders[name] = ImageNetThink(config_name=name, **common, **overrides)
+        builders[name].sources = sources
+        shutil.rmtree(out / name, ignore_errors=True)
+        (out / name).mkdir(parents=True)
+        summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name] = {}, {}, 0
+    rejected = builders.pop(REJECTED_CONFIG)
+    samples = Counter(annotator for _, annotator in sources.good)
+    stats = ReleaseStats({a: samples[a] for a in annotators}, tokenizer=stats_tokenizer)
+
+    def writer(name: str, split: str) -> _ShardedParquetWriter:
+        features = builders.get(name, rejected).info.features
+        return _ShardedParquetWriter(out / name, split, features, max_shard_bytes, rows_per_group)
+
+    # One pass over the images, split by split, writing every config at once: each image is read once.
+    with tqdm(total=len(sources.image_ids), desc="writing release", unit=" images") as progress:
+        for split in SPLITS:
+            writers = {name: writer(name, split) for name in builders}
+            for rows in sources.image_batches(split, rows_per_group):
+                image_cell = functools.cache(sources.image_cell)  # this batch's images, read once
+                for name, builder in builders.items():
+                    table = builder.rows_table(rows, image_cell)
+                    if table is not None:
+                        writers[name].write(table)
+                        if name in annotators:
+                            stats.add(name, table)  # the rows as `imagenet-think stats` reads them back
+                progress.update(len(rows))
+            for name, split_writer in writers.items():
+                _record_split(summary, name, split, split_writer)
+    rejected_writer = writer(REJECTED_CONFIG, "train")
+    for _, table in rejected._generate_tables("train"):
+        rejected_writer.write(table)
+    _record_split(summary, REJECTED_CONFIG, "train", rejected_writer)
+    for name in list(summary.rows):
         if not summary.rows[name]:
             del summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name]
-            folder.rmdir()
+            (out / name).rmdir()
 
-    stats = compute_stats(out, annotators=annotators, tokenizer=stats_tokenizer)
+    stats = stats.result()
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(
         render_card(summary, stats, annotators, demo_note=card_note), encoding="utf-8"

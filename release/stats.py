@@ -6,46 +6,50 @@ tokenizer over the whole raw output, delimiters included; ``--tokenizer``
 counts ``think`` + ``answer`` with another tokenizer instead (so that releases
 made with different models compare). Words, for the vocabulary figure, are
 lowercase ``[a-z]+`` runs of the think text; unique words are counted per
-consecutive block of 1,000 samples and averaged over the full blocks (over all
-samples, if there are fewer than 1,000); past 50 blocks, every k-th block is
-counted, evenly over the release, so that the cost stays bounded.
+block of 1,000 consecutive samples of one annotator (in release order: splits
+train, validation, test) and averaged over the full blocks (over all samples,
+if no annotator has 1,000); past 50 blocks, every k-th block is counted, evenly
+over the release, so that the cost stays bounded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections import Counter
-from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from release.splits import SPLITS
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
 VOCABULARY_BLOCK = 1000
 MAX_VOCABULARY_BLOCKS = 50  # past 50,000 samples, every k-th block is counted, evenly over the release
+MAX_VOCABULARY_THREADS = 4  # a block in counting holds ~30 MB
 # Everything but a-z becomes a space, so that split() gives exactly re.findall("[a-z]+", text.lower()).
 _NOT_A_LETTER = bytes(c if ord("a") <= c <= ord("z") else ord(" ") for c in range(256))
 
 
 def unique_words(thinks: list[str]) -> int:
-    """How many distinct lowercase ``[a-z]+`` runs the texts hold together."""
-    seen: set[bytes] = set()
-    for think in thinks:
-        seen.update(think.lower().encode("ascii", "replace").translate(_NOT_A_LETTER).split())
-    return len(seen)
+    """How many distinct lowercase ``[a-z]+`` runs the texts hold together.
+
+    Python lowercases and keeps only letters; Arrow splits and hashes the words
+    (without the GIL, so that blocks are counted in parallel threads).
+    """
+    letters = " ".join(thinks).lower().encode("ascii", "replace").translate(_NOT_A_LETTER).strip()
+    if not letters:
+        return 0
+    words = pc.ascii_split_whitespace(pa.array([letters], pa.large_string()))
+    return len(pc.unique(pc.list_flatten(words)))
 
 
 COLUMNS = ["image_id", "wnid", "think", "answer", "num_output_tokens"]
-
-
-def _batches(out: Path, annotator: str, columns: list[str]) -> Iterator[pa.Table]:
-    for path in sorted((out / annotator).glob("*.parquet")):
-        parquet = pq.ParquetFile(path)
-        for group in range(parquet.num_row_groups):
-            yield parquet.read_row_group(group, columns=columns)
 
 
 def _token_counter(tokenizer: str | None):
@@ -76,53 +80,99 @@ def _summary(values: list[int]) -> dict[str, float]:
     }
 
 
+class ReleaseStats:
+    """Statistics accumulated over a release's per-annotator rows, fed table by table.
+
+    ``samples`` gives each annotator's row count up front (it sets which vocabulary
+    blocks are counted). Each annotator's rows must come in release order: splits
+    train, validation, test, then shards and rows in order. ``imagenet-think build``
+    feeds the tables as it writes them; ``compute_stats`` reads a written release.
+    """
+
+    def __init__(self, samples: dict[str, int], tokenizer: str | None = None):
+        self.tokenizer_name, self._count_tokens = _token_counter(tokenizer)
+        blocks = sum(n // VOCABULARY_BLOCK for n in samples.values())
+        self._stride = max(1, -(-blocks // MAX_VOCABULARY_BLOCKS))  # count every stride-th block
+        self._workers = min(MAX_VOCABULARY_THREADS, os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._images: dict[str, str] = {}
+        self._tokens: dict[str, list[int]] = {a: [] for a in samples}
+        self._pending: dict[str, list[str]] = {a: [] for a in samples}  # thinks of the block being filled
+        self._filled = 0  # full blocks seen, over all annotators
+        self._blocks: list[Future[int]] = []  # unique words of each counted block, counted in threads
+
+    def add(self, annotator: str, table: pa.Table) -> None:
+        """Count the rows of ``table`` (columns ``COLUMNS``), the next rows of ``annotator``."""
+        self._images.update(zip(table["image_id"].to_pylist(), table["wnid"].to_pylist(), strict=True))
+        thinks = table["think"]
+        counts = (
+            self._count_tokens(thinks.to_pylist(), table["answer"].to_pylist())
+            if self._count_tokens
+            else table["num_output_tokens"].to_pylist()
+        )
+        self._tokens[annotator].extend(counts)
+        pending, position = self._pending[annotator], 0
+        while position < table.num_rows:
+            take = min(VOCABULARY_BLOCK - len(pending), table.num_rows - position)
+            counted = self._filled % self._stride == 0
+            # A block not counted keeps only its size.
+            pending.extend(thinks.slice(position, take).to_pylist() if counted else [""] * take)
+            position += take
+            if len(pending) == VOCABULARY_BLOCK:
+                if counted:
+                    if len(self._blocks) >= self._workers:  # at most one block per thread in memory
+                        self._blocks[-self._workers].result()
+                    self._blocks.append(self._pool.submit(unique_words, pending))
+                pending = self._pending[annotator] = []
+                self._filled += 1
+
+    def result(self) -> dict:
+        with self._pool:
+            block_words = [block.result() for block in self._blocks]
+        tokens = self._tokens
+        all_tokens = [n for counts in tokens.values() for n in counts]
+        per_class = list(Counter(self._images.values()).values())
+        leftover = [think for pending in self._pending.values() for think in pending]
+        return {
+            "images": len(self._images),
+            "classes": len(per_class),
+            "images_per_class": {k: v for k, v in _summary(per_class).items() if k != "total"},
+            "samples": len(all_tokens),
+            "tokenizer": self.tokenizer_name,
+            "tokens_per_sample": _summary(all_tokens),
+            "tokens_per_sample_by_annotator": {
+                a: {**_summary(c), "samples": len(c)} for a, c in tokens.items()
+            },
+            "unique_words_per_1000_samples": float(np.mean(block_words))
+            if block_words
+            else float(unique_words(leftover)),
+            "vocabulary_blocks": len(block_words) or (1 if leftover else 0),
+            "vocabulary_block_size": VOCABULARY_BLOCK if block_words else len(leftover),
+        }
+
+
+def release_files(out: Path, config: str) -> list[Path]:
+    """A config's Parquet shards in release order: splits train, validation, test, then shard index."""
+    order = {split: i for i, split in enumerate(SPLITS)}
+    return sorted(
+        (out / config).glob("*.parquet"),
+        key=lambda path: (order.get(path.name.split("-")[0], len(order)), path.name),
+    )
+
+
 def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str | None = None) -> dict:
     """Statistics of the release folder ``out`` over its per-annotator configs (all splits)."""
     out = Path(out)
-    tokenizer_name, count_tokens = _token_counter(tokenizer)
-    images: dict[str, str] = {}
-    tokens: dict[str, list[int]] = {a: [] for a in annotators}
-    total = sum(pq.ParquetFile(p).metadata.num_rows for a in annotators for p in (out / a).glob("*.parquet"))
-    stride = max(1, -(-total // (VOCABULARY_BLOCK * MAX_VOCABULARY_BLOCKS)))  # count every stride-th block
-    blocks: list[int] = []
-    pending: list[str] = []  # think texts of the block being filled
-    filled = 0  # full blocks seen
-    for annotator in annotators:
-        for batch in _batches(out, annotator, COLUMNS):
-            images.update(zip(batch["image_id"].to_pylist(), batch["wnid"].to_pylist(), strict=True))
-            counts = (
-                count_tokens(batch["think"].to_pylist(), batch["answer"].to_pylist())
-                if count_tokens
-                else batch["num_output_tokens"].to_pylist()
-            )
-            tokens[annotator].extend(counts)
-            position = 0
-            while position < batch.num_rows:
-                take = min(VOCABULARY_BLOCK - len(pending), batch.num_rows - position)
-                if filled % stride == 0:
-                    pending.extend(batch["think"].slice(position, take).to_pylist())
-                else:
-                    pending.extend([""] * take)  # a block not counted: only its size matters
-                position += take
-                if len(pending) == VOCABULARY_BLOCK:
-                    if filled % stride == 0:
-                        blocks.append(unique_words(pending))
-                    pending, filled = [], filled + 1
-    all_tokens = [n for counts in tokens.values() for n in counts]
-    per_class = list(Counter(images.values()).values())
-    vocabulary = float(np.mean(blocks)) if blocks else float(unique_words(pending))
-    return {
-        "images": len(images),
-        "classes": len(per_class),
-        "images_per_class": {k: v for k, v in _summary(per_class).items() if k != "total"},
-        "samples": len(all_tokens),
-        "tokenizer": tokenizer_name,
-        "tokens_per_sample": _summary(all_tokens),
-        "tokens_per_sample_by_annotator": {a: {**_summary(c), "samples": len(c)} for a, c in tokens.items()},
-        "unique_words_per_1000_samples": vocabulary,
-        "vocabulary_blocks": len(blocks) or (1 if pending else 0),
-        "vocabulary_block_size": VOCABULARY_BLOCK if blocks else len(pending),
-    }
+    files = {a: release_files(out, a) for a in annotators}
+    stats = ReleaseStats(
+        {a: sum(pq.ParquetFile(p).metadata.num_rows for p in paths) for a, paths in files.items()}, tokenizer
+    )
+    for annotator, paths in files.items():
+        for path in paths:
+            parquet = pq.ParquetFile(path)
+            for group in range(parquet.num_row_groups):
+                stats.add(annotator, parquet.read_row_group(group, columns=COLUMNS))
+    return stats.result()
 
 
 def _number(value: float) -> str:

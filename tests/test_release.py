@@ -208,29 +208,34 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         build_release([tmp_path / "nothing"], manifest, tmp_path / "out")
 
 
-def test_vocabulary_is_the_mean_over_blocks_of_1000_samples(tmp_path):
+def test_vocabulary_is_the_mean_over_blocks_of_1000_samples_of_one_annotator(tmp_path):
     import re
 
     import numpy as np
 
     from release.stats import compute_stats
 
-    manifest, entries = write_manifest_tree(tmp_path, classes=25, per_class=30)  # 750 images, 1,500 samples
+    manifest, entries = write_manifest_tree(tmp_path, classes=50, per_class=30)  # 1,500 images per annotator
     rng = random.Random(3)
-    for annotator in ("glm", "kimi"):
+    for annotator, top in (("glm", 3000), ("kimi", 600)):  # different vocabularies
         records = []
         for entry in entries:
-            think = " ".join(f"Word{rng.randint(0, 3000):x}" for _ in range(30))  # hex digits split words
+            think = " ".join(f"Word{rng.randint(0, top):x}" for _ in range(30))  # hex digits split words
             records.append(make_record(entry, annotator, rng, think=think))
         write_run(tmp_path / annotator, records, per_shard=300)
-    build_release([tmp_path / "glm", tmp_path / "kimi"], manifest, tmp_path / "out")
-    thinks = [
-        think
-        for annotator in ("glm", "kimi")
-        for shard in sorted((tmp_path / "out" / annotator).glob("*.parquet"))
-        for think in pq.read_table(shard, columns=["think"])["think"].to_pylist()
-    ]
-    stats = compute_stats(tmp_path / "out", ("glm", "kimi"))
-    first_block = {word for think in thinks[:1000] for word in re.findall("[a-z]+", think.lower())}
-    assert stats["vocabulary_blocks"] == 1 and stats["vocabulary_block_size"] == 1000
-    assert stats["unique_words_per_1000_samples"] == float(np.mean([len(first_block)]))
+    out = tmp_path / "out"
+    build_release([tmp_path / "glm", tmp_path / "kimi"], manifest, out)
+    blocks = []
+    for annotator in ("glm", "kimi"):  # release order: train, validation, test
+        thinks = [
+            think
+            for split in ("train", "validation", "test")
+            for shard in sorted((out / annotator).glob(f"{split}-*.parquet"))
+            for think in pq.read_table(shard, columns=["think"])["think"].to_pylist()
+        ]
+        assert len(thinks) == 1500
+        blocks.append({word for think in thinks[:1000] for word in re.findall("[a-z]+", think.lower())})
+    stats = compute_stats(out, ("glm", "kimi"))
+    assert stats["vocabulary_blocks"] == 2 and stats["vocabulary_block_size"] == 1000
+    assert stats["unique_words_per_1000_samples"] == float(np.mean([len(block) for block in blocks]))
+    assert json.loads((out / "stats.json").read_text()) == stats  # counted while writing = read back
