@@ -200,13 +200,14 @@ class Sources:
         """
         rows = np.asarray(rows, dtype=np.int64)
         batch_of = np.searchsorted(self._batch_starts, rows, side="right") - 1
-        order = np.argsort(batch_of, kind="stable")
+        ascending = bool(np.all(rows[1:] > rows[:-1]))  # the usual case: records written in manifest order
+        order = np.arange(len(rows)) if ascending else np.argsort(batch_of, kind="stable")
         pieces = []
         for batch in np.unique(batch_of):
             wanted = rows[order][batch_of[order] == batch] - self._batch_starts[batch]
             pieces.append(self._record_batches[batch].take(pa.array(wanted)))
-        gathered = pa.Table.from_batches(pieces, schema=self.records.schema).combine_chunks()
-        return gathered.take(pa.array(np.argsort(order)))
+        gathered = pa.Table.from_batches(pieces, schema=self.records.schema)
+        return gathered if ascending else gathered.combine_chunks().take(pa.array(np.argsort(order)))
 
     def image_batches(self, split: str, size: int) -> Iterator[list[int]]:
         """Manifest rows of the images in ``split``, in manifest order, ``size`` at a time."""

@@ -13,6 +13,7 @@ import zlib
 LOOP_WINDOW_CHARS = 4000
 LOOP_MIN_CHARS = 1000
 LOOP_MAX_COMPRESSION = 0.10
+LOOP_ZLIB_LEVEL = 1
 
 
 def is_repetition_loop(text: str) -> bool:
@@ -20,10 +21,14 @@ def is_repetition_loop(text: str) -> bool:
 
     The last 4,000 characters (the whole text if shorter, from 1,000 up) are
     compressed with zlib: a loop shrinks below 10% of its size, while English
-    prose, reasoning included, stays around 40–60%.
+    prose, reasoning included, stays around 40–60%. Level 1 is twice as fast as
+    the default and moves the boundary little (a 700-character period repeated
+    compresses to 9.7% instead of 9.1%).
     """
     window = text[-LOOP_WINDOW_CHARS:].encode("utf-8")
-    return len(window) >= LOOP_MIN_CHARS and len(zlib.compress(window)) < LOOP_MAX_COMPRESSION * len(window)
+    return len(window) >= LOOP_MIN_CHARS and len(
+        zlib.compress(window, LOOP_ZLIB_LEVEL)
+    ) < LOOP_MAX_COMPRESSION * len(window)
 
 
 def rejection_reason(think_closed: bool, finish_reason: str, think: str, answer: str) -> str | None:
