@@ -391,7 +391,7 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
                 columns.update({f"{annotator}_{suffix}": taken[suffix] for suffix in JOINT_SUFFIXES})
         return pa.table(columns)
 
-    def _rejects(self) -> list[tuple[int | None, dict | None, RejectedRecord]]:
+    def _rejects(self) -> list[tuple[int | None, bool, RejectedRecord]]:
         """(manifest row, whether its image can be read, reject) for this config's annotators' rejects."""
         wanted, rejects = set(self.config.annotators), []
         for reject in self.sources.rejected:

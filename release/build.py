@@ -153,7 +153,7 @@ def build_release(
         summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name] = {}, {}, 0
     rejected = builders.pop(REJECTED_CONFIG)
     samples = Counter(annotator for _, annotator in sources.good)
-    stats = ReleaseStats({a: samples[a] for a in annotators}, tokenizer=stats_tokenizer)
+    counted = ReleaseStats({a: samples[a] for a in annotators}, tokenizer=stats_tokenizer)
 
     def writer(name: str, split: str) -> _ShardedParquetWriter:
         features = builders.get(name, rejected).info.features
@@ -169,8 +169,8 @@ def build_release(
                     table = builder.rows_table(rows, image_cell)
                     if table is not None:
                         writers[name].write(table)
-                        if name in annotators:
-                            stats.add(name, table)  # the rows as `imagenet-think stats` reads them back
+                        if builder.config.kind == "single":  # in the order `imagenet-think stats` reads them
+                            counted.add(name, table)
                 progress.update(len(rows))
             for name, split_writer in writers.items():
                 _record_split(summary, name, split, split_writer)
@@ -183,7 +183,7 @@ def build_release(
             del summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name]
             (out / name).rmdir()
 
-    stats = stats.result()
+    stats = counted.result()
     (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(
         render_card(summary, stats, annotators, demo_note=card_note), encoding="utf-8"
