@@ -33,7 +33,8 @@ The rule, deterministic for a seed whatever the number of workers:
    duplicates took and share the budget dropped classes left.
 
 Writes the manifest (:func:`generation.records.write_manifest`, sorted by wnid and
-image_id; width and height are after EXIF rotation) and ``<stem>.rejects.parquet``
+image_id; width and height are after EXIF rotation; image_id is the file stem, or
+the path with ``/`` written ``__`` where sampled files share a stem) and ``<stem>.rejects.parquet``
 next to it, then prints a summary. A bad file is a reject row, never an error.
 """
 
@@ -367,7 +368,9 @@ class Sampling:
             self.dropped[wnid] = len(kept)
 
     def result(self) -> SampleResult:
-        entries = [_entry(wnid, image) for wnid, state in self.states.items() for image in state.kept]
+        kept = [(wnid, image) for wnid, state in self.states.items() for image in state.kept]
+        ids = image_ids([image.path for _, image in kept])
+        entries = [_entry(wnid, image, ids[image.path]) for wnid, image in kept]
         return SampleResult(
             entries=sorted(entries, key=lambda entry: (entry.wnid, entry.image_id)),
             rejects=sorted(self.rejects, key=lambda reject: (reject.image_path, reject.reason)),
@@ -380,9 +383,22 @@ def _image_reject(image: Checked, reason: str, detail: str) -> Reject:
     return _reject(PurePosixPath(image.path).stem, image.path, reason, detail)
 
 
-def _entry(wnid: str, image: Checked) -> ManifestEntry:
+def image_ids(paths: list[str]) -> dict[str, str]:
+    """Each sampled path's ``image_id``: its file stem (``n01530575_10086`` in ImageNet), or,
+    for a stem that several sampled files share, the path with ``/`` written ``__``."""
+    stems = {path: PurePosixPath(path).stem for path in paths}
+    shared = Counter(stems.values())
+    ids = {path: stem if shared[stem] == 1 else path.replace("/", "__") for path, stem in stems.items()}
+    taken = Counter(ids.values())
+    clashes = sorted(path for path in paths if taken[ids[path]] > 1)
+    if clashes:
+        raise ValueError(f"these files would share an image_id; rename one of each: {clashes[:10]}")
+    return ids
+
+
+def _entry(wnid: str, image: Checked, image_id: str) -> ManifestEntry:
     return ManifestEntry(
-        PurePosixPath(image.path).stem,
+        image_id,
         wnid,
         image.path,
         image.width,

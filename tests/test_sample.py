@@ -230,3 +230,22 @@ def test_cli_writes_manifest_rejects_and_summary(tree, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"kept {len(tree.good())} images of 3 classes" in printed
     assert "truncated" in printed and str(out) in printed
+
+
+def test_files_sharing_a_stem_get_path_ids(tmp_path):
+    write_image_tree(tmp_path, 2, split="train", odd_files=False)
+    write_image_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
+    (tmp_path / "val" / A / f"{A}_00100.JPEG").rename(tmp_path / "val" / A / f"{A}_00000.JPEG")  # as in train
+    result = sample(tmp_path)
+    ids = {entry.image_path: entry.image_id for entry in result.entries}
+    assert len(ids) == 9 and len(set(ids.values())) == 9
+    assert ids[f"val/{A}/{A}_00000.JPEG"] == f"val__{A}__{A}_00000.JPEG"
+    assert ids[f"train/{A}/{A}_00000.JPEG"] == f"train__{A}__{A}_00000.JPEG"
+    assert ids[f"train/{A}/{A}_00001.JPEG"] == f"{A}_00001"  # a stem no other file has stays the id
+
+
+def test_image_ids_that_still_clash_are_an_error():
+    from generation.sample import image_ids
+
+    with pytest.raises(ValueError, match="share an image_id"):
+        image_ids(["x/a__b.jpg.png", "a/b.jpg", "c/b.jpg"])  # stem "a__b.jpg" = path id of a/b.jpg
