@@ -203,7 +203,11 @@ def stats_markdown(stats: dict) -> str:
         f"{_number(per_class['max'])} | {_number(per_class['avg'])} |",
         "",
         f"Vocabulary: {stats['unique_words_per_1000_samples']:,.0f} unique words per 1,000 reasoning samples "
-        f"({stats['vocabulary_blocks']} block(s) of {stats['vocabulary_block_size']:,} samples).",
+        + (
+            f"(mean over {stats['vocabulary_blocks']} block(s) of 1,000 consecutive samples of one annotator)."
+            if stats["vocabulary_block_size"] == VOCABULARY_BLOCK
+            else f"(all {stats['vocabulary_block_size']:,} samples: no annotator has 1,000)."
+        ),
     ]
     return "\n".join(lines)
 
