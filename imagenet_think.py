@@ -44,6 +44,7 @@ from generation.records import (
     RECORD_GLOB,
     RECORD_SCHEMA,
     REJECT_GLOB,
+    committed_reject_shards,
     iter_rows,
     read_manifest,
 )
@@ -145,7 +146,7 @@ class Sources:
         self.records = _memory_mapped_records(record_dirs, Path(self._workdir.name) / "records.arrow")
         self._record_batches = self.records.to_batches()
         self._batch_starts = np.cumsum([0] + [batch.num_rows for batch in self._record_batches])
-        self.generation_rejects = list(iter_rows(_find(record_dirs, REJECT_GLOB)))
+        self.generation_rejects = list(iter_rows(committed_reject_shards(_find(record_dirs, REJECT_GLOB))))
         self.image_ids = self.manifest["image_id"].to_pylist()
         self.wnids = self.manifest["wnid"].to_pylist()
         self.image_paths = self.manifest["image_path"].to_pylist()

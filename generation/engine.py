@@ -5,7 +5,9 @@ from a :class:`~generation.config.ModelConfig`, sends a whole chunk of images to
 ``LLM.chat`` at once (vLLM batches and schedules them), and turns every output
 into a :class:`~generation.records.GenerationRecord` with ``parse_reasoning``.
 A request that fails alone (an unreadable image, a prompt over ``max_model_len``)
-becomes a :class:`~generation.records.Reject`; the others go on.
+becomes a :class:`~generation.records.Reject`; the others go on. An engine that
+cannot go on (dead, out of memory, or failing every request of a chunk) stops the
+run instead, before the chunk is committed, so that a resume redoes it.
 """
 
 from __future__ import annotations
@@ -102,6 +104,12 @@ class Annotator:
             except Exception as error:  # any decoding failure of one image is that image's reject
                 result.rejects.append(self._reject(task, "unreadable_image", error))
         self._run(ready, result)
+        failed = [reject for reject in result.rejects if reject.reason == "engine_error"]
+        if len(failed) > 1 and len(failed) == len(ready):
+            raise RuntimeError(
+                f"every request of the chunk failed in the engine, e.g. {failed[0].detail}; "
+                "stopping (a resume redoes this chunk)"
+            )
         return result
 
     def _run(self, ready: list[tuple[ImageTask, list[dict]]], result: ChunkResult) -> None:
@@ -109,6 +117,8 @@ class Annotator:
             return
         try:
             outputs = self._chat([messages for _, messages in ready])
+        except _fatal_errors():
+            raise
         except (ValueError, RuntimeError, _vllm_error()) as error:
             if len(ready) == 1:
                 reason = "prompt_too_long" if _is_too_long(error) else "engine_error"
@@ -155,6 +165,17 @@ def _vllm_error() -> type[Exception]:
     except ImportError:  # older vLLM raise ValueError / RuntimeError only
         return RuntimeError
     return VLLMError
+
+
+def _fatal_errors() -> tuple[type[Exception], ...]:
+    """Errors after which the engine cannot serve any request."""
+    import torch
+
+    try:
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:
+        return (torch.OutOfMemoryError,)
+    return torch.OutOfMemoryError, EngineDeadError
 
 
 def _is_too_long(error: Exception) -> bool:

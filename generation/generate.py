@@ -40,9 +40,11 @@ from generation.records import (
     RECORD_SCHEMA,
     REJECT_GLOB,
     REJECT_SCHEMA,
+    committed_reject_shards,
     read_manifest,
     remove_temporary_files,
     shard_files,
+    temporary_prefix,
     to_table,
     write_parquet_atomic,
 )
@@ -71,11 +73,23 @@ def completed_chunks(run_dir: Path) -> set[int]:
 
 
 def default_sharding() -> tuple[int, int]:
-    """(num_shards, shard_index) from SLURM array or torchrun-style variables, else (1, 0)."""
-    for count, index in (("SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_ID"), ("WORLD_SIZE", "RANK")):
-        if os.environ.get(count) and os.environ.get(index):
-            offset = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0")) if index.startswith("SLURM") else 0
-            return int(os.environ[count]), int(os.environ[index]) - offset
+    """(num_shards, shard_index) from SLURM array or torchrun-style variables, else (1, 0).
+
+    A SLURM array must be a range, with or without a step (``--array=0-63``, ``--array=1-127:2``).
+    """
+    if os.environ.get("SLURM_ARRAY_TASK_COUNT") and os.environ.get("SLURM_ARRAY_TASK_ID"):
+        count = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
+        first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        step = int(os.environ.get("SLURM_ARRAY_TASK_STEP", "1"))
+        offset = int(os.environ["SLURM_ARRAY_TASK_ID"]) - first
+        if offset % step or not 0 <= offset // step < count:
+            raise ValueError(
+                f"SLURM array task {os.environ['SLURM_ARRAY_TASK_ID']} is not one of {count} tasks from "
+                f"{first} in steps of {step}: submit the array as a range (--array=0-{count - 1})"
+            )
+        return count, offset // step
+    if os.environ.get("WORLD_SIZE") and os.environ.get("RANK"):
+        return int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     return 1, 0
 
 
@@ -117,7 +131,7 @@ def claim_run_dir(run_dir: Path, config: ModelConfig, manifest: Path, fingerprin
         "versions": _versions(),
         "host": socket.gethostname(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=run_dir)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(), dir=run_dir)
     with os.fdopen(fd, "w") as handle:
         json.dump(spec, handle, indent=2, default=str)
     try:
@@ -127,7 +141,8 @@ def claim_run_dir(run_dir: Path, config: ModelConfig, manifest: Path, fingerprin
         mismatched = [
             key
             for key in pinned
-            if json.dumps(existing.get(key), default=str) != json.dumps(pinned[key], default=str)
+            if json.dumps(existing.get(key), default=str, sort_keys=True)
+            != json.dumps(pinned[key], default=str, sort_keys=True)
         ]
         if mismatched:
             raise RuntimeError(
@@ -135,7 +150,7 @@ def claim_run_dir(run_dir: Path, config: ModelConfig, manifest: Path, fingerprin
                 "manifest and --limit, or write to a new --out folder"
             ) from None
     finally:
-        os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def write_chunk(run_dir: Path, index: int, result: ChunkResult) -> None:
@@ -179,7 +194,7 @@ def summarize(
         table = pq.read_table(path, columns=["finish_reason", "think_closed"])
         finish.update(table["finish_reason"].to_pylist())
         closed.update(table["think_closed"].to_pylist())
-    for path in shard_files(run_dir, REJECT_GLOB):
+    for path in committed_reject_shards(shard_files(run_dir, REJECT_GLOB)):
         reasons.update(pq.read_table(path, columns=["reason"])["reason"].to_pylist())
     return RunSummary(
         images=images,

@@ -65,10 +65,12 @@ EXIF_ORIENTATION = 0x0112
 
 
 def is_plain_rgb(image: Image.Image) -> bool:
-    """An RGB JPEG/PNG/WebP without EXIF rotation: a release can store its bytes as they are."""
+    """An RGB JPEG/PNG/WebP without EXIF rotation or a transparent colour: a release can store
+    its bytes as they are (they decode to what :func:`normalize` gives the annotators)."""
     return (
         image.mode == "RGB"
         and image.format in PLAIN_FORMATS
+        and "transparency" not in image.info
         and image.getexif().get(EXIF_ORIENTATION, 1) == 1
     )
 

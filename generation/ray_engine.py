@@ -1,7 +1,7 @@
 """``imagenet-think generate --engine ray``: the same chunks, on a Ray cluster.
 
 Ray Data holds the pending chunks; ``map_batches`` sends them to an actor pool
-with one vLLM engine per actor (one per GPU, or ``--num-engines``). Each actor
+with one vLLM engine per actor (one per GPU or tensor-parallel group, or ``--num-engines``). Each actor
 writes its chunks' shards itself with :func:`generation.generate.write_chunk`,
 so a Ray run resumes, and mixes with local runs, exactly like the default
 engine. On a multi-node cluster start Ray on every node (``ray start --head`` /
@@ -61,8 +61,8 @@ def run_with_ray(
         address=address, ignore_reinit_error=True, include_dashboard=False, runtime_env={"env_vars": env}
     )
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    engines = num_engines or max(gpus, 1)
     gpus_per_engine = int(config.engine.get("tensor_parallel_size", 1)) if gpus else 0
+    engines = num_engines or max(gpus // max(gpus_per_engine, 1), 1)  # one engine per tensor-parallel group
     items = [{"chunk": c.index, "tasks": json.dumps([asdict(t) for t in c.tasks])} for c in pending]
     results = ray.data.from_items(items).map_batches(
         ChunkWorker,

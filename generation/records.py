@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -25,6 +27,7 @@ import pyarrow.parquet as pq
 
 RECORD_GLOB = "records-*.parquet"
 REJECT_GLOB = "rejects-*.parquet"
+STALE_TEMPORARY_SECONDS = 24 * 3600
 MANIFEST_ROOT_KEY = b"imagenet_think.image_root"
 
 
@@ -101,10 +104,10 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
 
     The file is written under a temporary name in the same folder, flushed to
     disk, then renamed; a run killed mid-way leaves only a ``.tmp-*`` file that
-    readers ignore and the next run removes.
+    readers ignore and :func:`remove_temporary_files` removes.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(), suffix=".parquet", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as sink:
             pq.write_table(table, sink, compression="zstd")
@@ -117,12 +120,44 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     return path
 
 
+def temporary_prefix() -> str:
+    """``.tmp-<pid>@<host>@``: temporary files name their writer, so that workers sharing a
+    folder remove only torn ones."""
+    return f".tmp-{os.getpid()}@{socket.gethostname()}@"
+
+
 def remove_temporary_files(folder: str | os.PathLike) -> int:
-    removed = 0
+    """Remove the torn temporary files in ``folder``: those of this host's processes that are
+    gone, and any older than a day (a live writer renames its file within seconds)."""
+    removed, host = 0, socket.gethostname()
     for tmp in Path(folder).glob(".tmp-*"):
-        tmp.unlink(missing_ok=True)
-        removed += 1
+        pid, _, rest = tmp.name.removeprefix(".tmp-").partition("@")
+        writer_gone = pid.isdigit() and rest.startswith(f"{host}@") and not _process_alive(int(pid))
+        try:
+            stale = time.time() - tmp.stat().st_mtime > STALE_TEMPORARY_SECONDS
+        except FileNotFoundError:  # its writer renamed it meanwhile
+            continue
+        if writer_gone or stale:
+            tmp.unlink(missing_ok=True)
+            removed += 1
     return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def committed_reject_shards(paths: Iterable[Path]) -> list[Path]:
+    """The reject shards whose records shard exists. A chunk writes its rejects just before
+    its records (the mark that it is done): rejects alone are from a chunk killed in
+    between, which a resume redoes."""
+    return [path for path in paths if path.with_name(path.name.replace("rejects-", "records-", 1)).is_file()]
 
 
 def shard_files(folder: str | os.PathLike, pattern: str = RECORD_GLOB) -> list[Path]:

@@ -184,7 +184,11 @@ def sample_images(
     """
     root = source_root(source, image_root)
     known = None if any_classes else imagenet21k_classes()
-    listing = list_tree(root, known, progress) if Path(source).is_dir() else list_file(Path(source), known)
+    listing = (
+        list_tree(Path(source), root, known, progress)
+        if Path(source).is_dir()
+        else list_file(Path(source), known)
+    )
     sampling = Sampling(rule, *listing)
     sampling.drop_short_classes()
     if rule.budget is not None and rule.budget < rule.min_per_class * len(sampling.states):
@@ -207,12 +211,16 @@ def source_root(source: str | os.PathLike, image_root: str | os.PathLike | None 
 
 
 def list_tree(
-    root: Path, known: Collection[str] | None, progress: bool = False
+    tree: Path, root: Path, known: Collection[str] | None, progress: bool = False
 ) -> tuple[dict[str, list[str]], list[Reject]]:
-    """Candidate paths per class of a tree, and a reject row per folder of an unknown class."""
+    """Candidate paths (relative to ``root``) per class of ``tree``, and a reject row per folder
+    of an unknown class."""
+    if not tree.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"the tree {tree} is not under the image root {root}")
+    tree = root / tree.resolve().relative_to(root.resolve())
     candidates: dict[str, list[str]] = defaultdict(list)
     rejects = []
-    for folder in tqdm(class_folders(root), desc="listing", unit="folder", disable=not progress):
+    for folder in tqdm(class_folders(tree), desc="listing", unit="folder", disable=not progress):
         relative = folder.relative_to(root).as_posix()
         if known is not None and folder.name not in known:
             rejects.append(_unknown_class("", relative, folder.name, "its folder was not read"))

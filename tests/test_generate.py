@@ -90,6 +90,26 @@ def test_failed_requests_become_rejects(sampled, tmp_path):
     assert not _records(tmp_path / "run")
 
 
+def test_an_engine_that_cannot_go_on_stops_the_run_uncommitted(sampled, tmp_path):
+    """Failures injected at vLLM's boundary: a dead engine, and one failing every request."""
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    from generation.engine import Annotator
+
+    config = load_model_config(TINY_GLM)
+    annotator = Annotator(config)
+    for error, expected in ((EngineDeadError(), EngineDeadError), (RuntimeError("boom"), RuntimeError)):
+
+        def broken(*args, error=error, **kwargs):
+            raise error
+
+        annotator.llm.chat = broken
+        run = tmp_path / type(error).__name__
+        with pytest.raises(expected):
+            generate(config, sampled["manifest"], run, limit=3, annotator=annotator)
+        assert not completed_chunks(run) and not _rejects(run)  # nothing committed: a resume redoes it
+
+
 def _generate_command(manifest, out, config=TINY_GLM):
     return [
         sys.executable,
@@ -155,3 +175,59 @@ def test_ray_engine_matches_default_engine(sampled, tmp_path):
     remote = sorted(tuple(r[f] for f in fields) for r in _records(tmp_path / "ray"))
     assert local == remote and len(local) == 5
     assert completed_chunks(tmp_path / "ray") == {0, 1}
+
+
+def test_slurm_arrays_with_a_step_shard_by_position(monkeypatch):
+    from generation.generate import default_sharding
+
+    for name, value in {
+        "SLURM_ARRAY_TASK_COUNT": "4",
+        "SLURM_ARRAY_TASK_MIN": "0",
+        "SLURM_ARRAY_TASK_STEP": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "6")  # --array=0-6:2 runs 0, 2, 4, 6
+    assert default_sharding() == (4, 3)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    with pytest.raises(ValueError, match="submit the array as a range"):
+        default_sharding()
+
+
+def test_only_torn_temporary_files_are_removed(tmp_path):
+    from generation.records import remove_temporary_files, temporary_prefix
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = temporary_prefix().split("@")[1]
+    live = tmp_path / f"{temporary_prefix()}a.parquet"  # this process is writing it
+    torn = tmp_path / f".tmp-{gone.stdout.strip()}@{host}@b.parquet"  # its writer has exited
+    elsewhere = tmp_path / ".tmp-1@another-host@c.parquet"  # cannot be checked: kept until stale
+    stale = tmp_path / ".tmp-2@another-host@d.parquet"
+    for path in (live, torn, elsewhere, stale):
+        path.write_bytes(b"partial")
+    os.utime(stale, (time.time() - 2 * 24 * 3600,) * 2)
+    assert remove_temporary_files(tmp_path) == 2
+    assert sorted(tmp_path.iterdir()) == sorted([live, elsewhere])
+
+
+def test_a_resume_accepts_the_same_config_written_in_another_key_order(tmp_path):
+    import dataclasses
+
+    from generation.generate import claim_run_dir, plan_chunks
+
+    config = load_model_config(TINY_GLM)
+    manifest = tmp_path / "m.parquet"
+    write_image_tree(tmp_path / "tree", good_per_class=1, odd_files=False)
+    assert (
+        cli(["sample", "--source", str(tmp_path / "tree"), "--out", str(manifest), "--min-per-class", "1"])
+        == 0
+    )
+    _, fingerprint = plan_chunks(manifest, 8)
+    claim_run_dir(tmp_path / "run", config, manifest, fingerprint)
+    reordered = dataclasses.replace(config, sampling=dict(reversed(list(config.sampling.items()))))
+    assert list(reordered.sampling) != list(config.sampling)
+    claim_run_dir(tmp_path / "run", reordered, manifest, fingerprint)  # no "another config" error
+    changed = dataclasses.replace(config, sampling={**config.sampling, "temperature": 0.123})
+    with pytest.raises(RuntimeError, match="another config"):
+        claim_run_dir(tmp_path / "run", changed, manifest, fingerprint)

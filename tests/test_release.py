@@ -47,7 +47,12 @@ def release(tmp_path_factory):
     )
     glm_folder = root / "runs" / "glm"
     (glm_folder / "records-00000028.parquet").unlink()  # entries 28, 29 have no glm record ...
-    write_parquet_atomic(to_table([generation_reject], REJECT_SCHEMA), glm_folder / "rejects-0.parquet")
+    write_parquet_atomic(
+        to_table([generation_reject], REJECT_SCHEMA), glm_folder / "rejects-00000021.parquet"
+    )
+    orphan = Reject(entries[29].image_id, entries[29].image_path, "generate", "glm", "engine_error", "x")
+    # Rejects without their records shard: a chunk killed between its two writes, not counted.
+    write_parquet_atomic(to_table([orphan], REJECT_SCHEMA), glm_folder / "rejects-00000028.parquet")
     (glm_folder / ".tmp-junk.parquet").write_bytes(b"torn")  # ... and a torn temporary file is ignored
     out = root / "imagenet_think"
     assert (

@@ -249,3 +249,25 @@ def test_image_ids_that_still_clash_are_an_error():
 
     with pytest.raises(ValueError, match="share an image_id"):
         image_ids(["x/a__b.jpg.png", "a/b.jpg", "c/b.jpg"])  # stem "a__b.jpg" = path id of a/b.jpg
+
+
+def test_a_tree_source_under_the_image_root_lists_only_itself(tmp_path):
+    write_image_tree(tmp_path, 1, split="train", odd_files=False)
+    write_image_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
+    result = sample(tmp_path / "train", image_root=tmp_path)
+    assert sorted(entry.image_path for entry in result.entries) == [
+        f"train/{w}/{w}_00000.JPEG" for w in TREE_WNIDS
+    ]
+    with pytest.raises(ValueError, match="not under the image root"):
+        sample(tmp_path / "train", image_root=tmp_path / "val")
+
+
+def test_an_rgb_png_with_a_transparent_colour_is_not_stored_as_is(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "keyed.png"
+    image = Image.new("RGB", (300, 300), (0, 0, 0))
+    image.paste(RED, (150, 0, 300, 300))
+    image.save(path, transparency=(0, 0, 0))
+    assert check_image(path.read_bytes()) == (300, 300, False)  # annotators see white where the bytes hold black
+    assert load_rgb(path).getpixel((0, 0)) == (255, 255, 255)
