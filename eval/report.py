@@ -175,13 +175,19 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
 
 def _backbone_note(summaries: list[dict]) -> str:
     """Which backbone, layer and token limit each semantic metric used (the same for every model, or per model)."""
-    described = {
-        f"{kind}: {b['model']}"
-        + (f", layer {b['layer']}" if b.get("layer") else "")
-        + f", first {b['max_tokens']} tokens"
-        for s in summaries
-        for kind, b in s["backbones"].items()
-    }
+    described = set()
+    for summary in summaries:
+        scored = {name for segment in summary["scores"].values() for name in segment}
+        for kind, b in summary["backbones"].items():
+            whole = any(name.endswith("_full") and METRICS[name].backbone == kind for name in scored)
+            reach = (
+                f"whole text in windows of {b['max_tokens']} tokens"
+                if whole
+                else f"first {b['max_tokens']} tokens"
+            )
+            described.add(
+                f"{kind}: {b['model']}" + (f", layer {b['layer']}" if b.get("layer") else "") + f", {reach}"
+            )
     return "Backbones: " + "; ".join(sorted(described)) + ".\n\n"
 
 

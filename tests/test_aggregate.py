@@ -109,6 +109,20 @@ def test_summary_names_the_backbones_of_neural_metrics():
     summary = aggregate.summarize(scores, n_boot=10)
     assert summary["backbones"]["sbert"]["model"]
     assert 0 < summary["scores"]["answer"]["sbert_cosine"]["avg_of_avg"] <= 1
+    with pytest.raises(ValueError, match="at least 1 bootstrap resample"):
+        aggregate.summarize(scores, n_boot=0)
+
+
+def test_the_report_says_how_much_of_the_text_the_backbones_read():
+    from eval.report import _backbone_note
+
+    summary = {
+        "scores": {"full": {"sbert_cosine": {}}},
+        "backbones": {"sbert": {"model": "m", "max_tokens": 256}},
+    }
+    assert "sbert: m, first 256 tokens" in _backbone_note([summary])
+    summary["scores"]["full"] = {"sbert_cosine_full": {}}
+    assert "sbert: m, whole text in windows of 256 tokens" in _backbone_note([summary])
 
 
 @pytest.mark.parametrize(

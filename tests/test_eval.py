@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic import make_record, write_manifest_tree, write_run
 
+from generation.records import iter_rows
 from imagenet_think_cli import main as cli
 from release.build import build_release
 
@@ -37,7 +38,16 @@ def test_generate_score_report(release, tmp_path):
     dataset = str(release / "imagenet_think")
     predictions, report = tmp_path / "pred", tmp_path / "report"
     args = ["eval", "generate", "--model", "configs/models/tiny_baseline.yaml", "--dataset", dataset]
-    assert cli([*args, "--split", "test", "--out", str(predictions)]) == 0
+    with pytest.raises(ValueError, match="split"):
+        cli([*args, "--split", "tset", "--out", str(predictions)])  # a typo ...
+    assert cli([*args, "--split", "test", "--out", str(predictions)]) == 0  # ... locks nothing
+    moved = tmp_path / "moved"
+    predictions.rename(moved)
+    for shard in (moved / "records").glob("*-c*.parquet"):
+        shard.unlink()  # the predictions are redone, from the images where the folder is now
+    assert cli([*args, "--split", "test", "--out", str(moved)]) == 0
+    assert not list(iter_rows(sorted((moved / "records").glob("rejects-*.parquet"))))  # none unreadable
+    moved.rename(predictions)
     assert cli([*args, "--split", "test", "--out", str(predictions)]) == 0  # resumes: nothing left to do
     assert (
         cli(["eval", "score", "--predictions", str(predictions), "--out", str(report), "--bootstrap", "50"])

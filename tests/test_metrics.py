@@ -219,3 +219,12 @@ def test_backbones_report_names_the_offline_fallback():
     assert report["sbert"]["max_tokens"] == 256 and report["sbert"]["layer"] is None
     assert all("fallback" in entry["source"] for entry in report.values())
     assert metrics.backbones(["rouge1"]) == {}
+
+
+def test_a_bertscore_layer_alone_changes_the_layer(minilm_path):
+    assert metrics.backbones(["bertscore_f1"], bertscore_layer=2)["bertscore"]["layer"] == 2
+    got = metrics.similarity("bertscore_f1", NEURAL_CANDIDATES[:3], NEURAL_REFERENCES[:3], bertscore_layer=2)
+    expected = bert_score_reference(NEURAL_CANDIDATES[:3], NEURAL_REFERENCES[:3], minilm_path, num_layers=2)[
+        2
+    ]
+    np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=NEURAL_TOLERANCE)

@@ -116,7 +116,9 @@ def test_select_traces_per_config_and_annotator(release):
     both = load_dataset(str(release), "both", split="train")
     each = select_traces(both, EACH)
     assert len(each) == 2 * len(both) and sorted(set(each["annotator"])) == ["glm", "kimi"]
-    assert list(each["think"]) == list(both["glm_think"]) + list(both["kimi_think"])
+    pairs = zip(both["glm_think"], both["kimi_think"], strict=True)
+    assert list(each["think"]) == [think for pair in pairs for think in pair]  # image by image
+    assert each["annotator"][:2] == ["glm", "kimi"]
     kimi = select_traces(both, "kimi")
     assert list(kimi["answer"]) == list(both["kimi_answer"])
     assert kimi.column_names == ["image", "question", "think", "answer", "annotator"]
@@ -204,6 +206,13 @@ def test_lora_adapts_the_language_model_only(tiny_cache):
     assert len(adapted) == 2 * 4 and all(".language_model." in name for name in adapted)
     trainable = [name for name, p in peft_model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
+
+    for names, expected in ((["q_proj"], 2), (["all-linear"], None)):  # TRL passes one name as a string
+        one = ModelConfig(model_name_or_path=path, use_peft=True, lora_target_modules=names)
+        model = get_peft_model(AutoModelForImageTextToText.from_pretrained(path), peft_config_for(one, False))
+        adapted = {name for name, module in model.named_modules() if hasattr(module, "lora_A")}
+        assert adapted and all(".language_model." in name for name in adapted)
+        assert len(adapted) == expected if expected else len(adapted) > 2 * 4
 
     with_vision = get_peft_model(
         AutoModelForImageTextToText.from_pretrained(path), peft_config_for(model_args, True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from datasets import Dataset, concatenate_datasets
+from datasets import Dataset, interleave_datasets
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from generation.reasoning import ANSWER_CLOSE, ANSWER_OPEN, STYLES
@@ -59,8 +59,9 @@ def select_traces(dataset: Dataset, annotator: str = EACH) -> Dataset:
     """Rows with ``image``, ``question``, ``think``, ``answer``, ``annotator`` for the chosen trace(s).
 
     ``annotator`` names whose trace to train on, or :data:`EACH` for every
-    annotator's, one example each. A per-annotator config (``glm``, ``kimi``) has
-    one trace per row; the ``both`` config has ``<name>_think`` and ``<name>_answer``.
+    annotator's, one example each, interleaved image by image (so that the first n
+    rows hold every annotator's traces). A per-annotator config (``glm``, ``kimi``)
+    has one trace per row; the ``both`` config has ``<name>_think`` and ``<name>_answer``.
     """
     if "think" in dataset.column_names:
         found = sorted(set(dataset.unique("annotator")))
@@ -70,9 +71,8 @@ def select_traces(dataset: Dataset, annotator: str = EACH) -> Dataset:
     names = [column.removesuffix("_think") for column in dataset.column_names if column.endswith("_think")]
     if annotator not in (EACH, *names):
         raise ValueError(f"annotator must be one of {[*names, EACH]}; got {annotator!r}")
-    return concatenate_datasets(
-        [_one_trace(dataset, name) for name in (names if annotator == EACH else [annotator])]
-    )
+    traces = [_one_trace(dataset, name) for name in (names if annotator == EACH else [annotator])]
+    return interleave_datasets(traces) if len(traces) > 1 else traces[0]
 
 
 def _one_trace(dataset: Dataset, name: str) -> Dataset:

@@ -165,7 +165,12 @@ def peft_config_for(model_args: ModelConfig, train_vision_tower: bool):
     config = get_peft_config(model_args)
     if config is None:
         return None
-    config.target_modules = language_model_targets(model_args.lora_target_modules or DEFAULT_LORA_TARGETS)
+    names = model_args.lora_target_modules or DEFAULT_LORA_TARGETS
+    names = [names] if isinstance(names, str) else names  # TRL's ModelConfig makes a one-item list a string
+    if list(names) == ["all-linear"]:  # PEFT's every linear layer but the output, here of the language model
+        config.target_modules, config.exclude_modules = "all-linear", rf"(.*\.)?{VISION_MODULE}(\..*)?"
+    else:
+        config.target_modules = language_model_targets(names)
     if train_vision_tower:
         config.modules_to_save = [*(config.modules_to_save or []), VISION_MODULE]
     return config
