@@ -19,7 +19,9 @@ def size_category(images: int) -> str:
 
 def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: str | None = None) -> str:
     """The card: Hub YAML metadata (licence, tasks, ``configs:`` with data files) and the body."""
-    default = ImageNetThink.DEFAULT_CONFIG_NAME
+    present = [a for a in annotators if a in summary.rows]  # an annotator without good records has no config
+    joint = ImageNetThink.DEFAULT_CONFIG_NAME
+    default = joint if joint in summary.rows else (present[0] if present else None)
     configs = [
         {"name": name, "splits": list(splits), "default": name == default}
         for name, splits in summary.rows.items()
@@ -35,6 +37,8 @@ def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: st
         arrow_bytes=summary.arrow_bytes,
         parquet_bytes=summary.parquet_bytes,
         annotators=annotators,
+        present=present,
+        default_config=default,
         models=summary.models,
         load_name=summary.out.name,
         questions=summary.questions,

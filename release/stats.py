@@ -91,14 +91,17 @@ class ReleaseStats:
 
     def __init__(self, samples: dict[str, int], tokenizer: str | None = None):
         self.tokenizer_name, self._count_tokens = _token_counter(tokenizer)
-        blocks = sum(n // VOCABULARY_BLOCK for n in samples.values())
-        self._stride = max(1, -(-blocks // MAX_VOCABULARY_BLOCKS))  # count every stride-th block
+        full_blocks = {a: n // VOCABULARY_BLOCK for a, n in samples.items()}
+        self._stride = max(1, -(-sum(full_blocks.values()) // MAX_VOCABULARY_BLOCKS))  # every stride-th block
+        # Block k of an annotator is block first[annotator] + k of the release, whatever order tables come in.
+        firsts = np.cumsum([0, *full_blocks.values()])[:-1]
+        self._first_block = {a: int(first) for a, first in zip(samples, firsts, strict=True)}
+        self._block = dict.fromkeys(samples, 0)  # each annotator's block being filled
         self._workers = min(MAX_VOCABULARY_THREADS, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
         self._images: dict[str, str] = {}
         self._tokens: dict[str, list[int]] = {a: [] for a in samples}
         self._pending: dict[str, list[str]] = {a: [] for a in samples}  # thinks of the block being filled
-        self._filled = 0  # full blocks seen, over all annotators
         self._blocks: list[Future[int]] = []  # unique words of each counted block, counted in threads
 
     def add(self, annotator: str, table: pa.Table) -> None:
@@ -114,7 +117,7 @@ class ReleaseStats:
         pending, position = self._pending[annotator], 0
         while position < table.num_rows:
             take = min(VOCABULARY_BLOCK - len(pending), table.num_rows - position)
-            counted = self._filled % self._stride == 0
+            counted = (self._first_block[annotator] + self._block[annotator]) % self._stride == 0
             # A block not counted keeps only its size.
             pending.extend(thinks.slice(position, take).to_pylist() if counted else [""] * take)
             position += take
@@ -124,7 +127,7 @@ class ReleaseStats:
                         self._blocks[-self._workers].result()
                     self._blocks.append(self._pool.submit(unique_words, pending))
                 pending = self._pending[annotator] = []
-                self._filled += 1
+                self._block[annotator] += 1
 
     def result(self) -> dict:
         with self._pool:

@@ -244,3 +244,46 @@ def test_vocabulary_is_the_mean_over_blocks_of_1000_samples_of_one_annotator(tmp
     assert stats["vocabulary_blocks"] == 2 and stats["vocabulary_block_size"] == 1000
     assert stats["unique_words_per_1000_samples"] == float(np.mean([len(block) for block in blocks]))
     assert json.loads((out / "stats.json").read_text()) == stats  # counted while writing = read back
+
+
+def test_counted_vocabulary_blocks_do_not_depend_on_the_order_tables_come_in(tmp_path, monkeypatch):
+    import re
+
+    import numpy as np
+
+    import release.stats
+    from release.stats import compute_stats
+
+    monkeypatch.setattr(release.stats, "VOCABULARY_BLOCK", 7)
+    monkeypatch.setattr(release.stats, "MAX_VOCABULARY_BLOCKS", 3)
+    manifest, entries = write_manifest_tree(tmp_path, classes=5, per_class=12)
+    rng = random.Random(5)
+    for annotator in ("glm", "kimi"):
+        records = []
+        for i, entry in enumerate(entries):
+            think = " ".join(chr(97 + rng.randint(0, 25)) + chr(97 + rng.randint(0, 25)) for _ in range(12))
+            bad = {"finish_reason": "length"} if annotator == "kimi" and i % 6 == 0 else {}
+            records.append(make_record(entry, annotator, rng, think=think, **bad))
+        write_run(tmp_path / annotator, records, per_shard=9)
+    out = tmp_path / "out"
+    build_release([tmp_path / "glm", tmp_path / "kimi"], manifest, out, rows_per_group=4)  # interleaved
+    thinks = {
+        annotator: [
+            think
+            for split in ("train", "validation", "test")
+            for shard in sorted((out / annotator).glob(f"{split}-*.parquet"))
+            for think in pq.read_table(shard, columns=["think"])["think"].to_pylist()
+        ]
+        for annotator in ("glm", "kimi")
+    }
+    assert (len(thinks["glm"]), len(thinks["kimi"])) == (60, 50)  # 8 + 7 full blocks of 7: every 5th counted
+
+    def words(block):
+        return len({word for think in block for word in re.findall("[a-z]+", think.lower())})
+
+    # Blocks 0 and 5 of the release are glm's blocks 0 and 5; block 10 is kimi's block 2.
+    expected = [words(thinks["glm"][0:7]), words(thinks["glm"][35:42]), words(thinks["kimi"][14:21])]
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["vocabulary_blocks"] == 3
+    assert stats["unique_words_per_1000_samples"] == float(np.mean(expected))
+    assert compute_stats(out, ("glm", "kimi")) == stats
