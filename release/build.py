@@ -92,8 +92,14 @@ def _record_split(summary: ReleaseSummary, name: str, split: str, writer: _Shard
         summary.arrow_bytes[name][split] = writer.arrow_bytes
 
 
-def _models_by_annotator(sources: Sources) -> dict[str, list[dict[str, str]]]:
-    table = sources.records.select(["annotator", "model_id", "model_revision"])
+def _questions(records: pa.Table, annotators: tuple[str, ...]) -> list[str]:
+    """The questions the released annotators were asked (grouped in place on the memory-mapped records)."""
+    asked = records.select(["annotator", "question"]).group_by(["annotator", "question"]).aggregate([])
+    return sorted({row["question"] for row in asked.to_pylist() if row["annotator"] in annotators})
+
+
+def _models_by_annotator(records: pa.Table) -> dict[str, list[dict[str, str]]]:
+    table = records.select(["annotator", "model_id", "model_revision"])
     groups = table.group_by(["annotator", "model_id", "model_revision"]).aggregate([])
     models: dict[str, list[dict[str, str]]] = {}
     for row in groups.to_pylist():
@@ -136,8 +142,8 @@ def build_release(
 
     summary = ReleaseSummary(
         out=out,
-        models=_models_by_annotator(sources),
-        questions=sorted(set(sources.records["question"].unique().to_pylist())),
+        models={a: models for a, models in _models_by_annotator(sources.records).items() if a in annotators},
+        questions=_questions(sources.records, annotators),
         fractions={"validation": validation_fraction, "test": test_fraction, "seed": split_seed},
     )
     for reject in sources.rejected:

@@ -32,6 +32,8 @@ def push_release(folder: str | Path, repo_id: str, private: bool = False, revisi
 
     api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    if revision:  # a new branch starts from main
+        api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
     return api.upload_folder(
         repo_id=repo_id,
         repo_type="dataset",
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", help="a release folder written by `imagenet-think build`")
     parser.add_argument("--repo-id", required=True, help="the dataset repository, ORG/NAME")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--revision", help="branch to push to (default: main)")
+    parser.add_argument("--revision", help="branch to push to, created if missing (default: main)")
     parser.add_argument("--dry-run", action="store_true", help="list what would go up and upload nothing")
 
 

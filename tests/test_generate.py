@@ -66,10 +66,7 @@ def test_sample_generate_build_load(sampled, tmp_path):
     built = build_release(
         [tmp_path / "run"], manifest, out, annotators=("glm",), validation_fraction=0, test_fraction=0
     )
-    assert "both" not in built.rows  # one annotator: no joint config ...
-    card = (out / "README.md").read_text()
-    assert '"both"' not in card and "- config_name: glm\n  default: true" in card  # ... glm is the default
-    assert load_dataset(str(out), split="train").num_rows == built.rows["glm"]["train"]
+    assert "both" not in built.rows  # one annotator: no joint config
     loaded = {name: load_dataset(str(out), name, split="train").num_rows for name in built.rows}
     assert loaded == {name: splits["train"] for name, splits in built.rows.items()}
     assert sum(loaded.values()) == len(

@@ -287,3 +287,16 @@ def test_counted_vocabulary_blocks_do_not_depend_on_the_order_tables_come_in(tmp
     assert stats["vocabulary_blocks"] == 3
     assert stats["unique_words_per_1000_samples"] == float(np.mean(expected))
     assert compute_stats(out, ("glm", "kimi")) == stats
+
+
+def test_a_single_annotator_release_loads_and_its_card_names_only_its_configs(tmp_path):
+    manifest, entries = write_manifest_tree(tmp_path, classes=3, per_class=4)
+    rng = random.Random(2)
+    write_run(tmp_path / "glm", [make_record(entry, "glm", rng) for entry in entries])
+    out = tmp_path / "imagenet_think"
+    built = build_release([tmp_path / "glm"], manifest, out, annotators=("glm",))
+    assert set(built.rows) == {"glm"}  # no joint config, nothing rejected
+    card = (out / "README.md").read_text()
+    assert '"both"' not in card and "`rejected`" not in card
+    assert "- config_name: glm\n  default: true" in card
+    assert load_dataset(str(out), split="train").num_rows == built.rows["glm"]["train"]  # the default config
