@@ -151,11 +151,25 @@ def _raw_image():
     return ImageFeature(decode=False)
 
 
+DEMO_MARKER = ".imagenet-think-demo"
+
+
+def _replace_demo_folder(out: Path) -> None:
+    """Empty ``out`` for a new demo run: only a new or empty folder, or one an earlier demo wrote."""
+    earlier_demo = (out / DEMO_MARKER).is_file() or (
+        (out / "photos").is_dir() and (out / "manifest.parquet").is_file()
+    )
+    if out.exists() and any(out.iterdir()) and not earlier_demo:
+        raise ValueError(f"{out} is not empty and not a demo folder: give the demo a new or empty --out")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    (out / DEMO_MARKER).touch()
+
+
 def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
     out = Path(out).resolve()
     stages = Stages(total=8)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    _replace_demo_folder(out)
     release = out / "imagenet_think"
 
     stages.begin("sample: photos from scikit-image / scikit-learn, mirrored, plus one broken file")

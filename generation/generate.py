@@ -268,7 +268,6 @@ def _run_local(config: ModelConfig, pending: list[Chunk], run_dir: Path, annotat
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    num_shards, shard_index = default_sharding()
     parser.add_argument("--config", required=True, help="a model YAML (configs/generation/*.yaml)")
     parser.add_argument(
         "--manifest", required=True, help="the image manifest written by `imagenet-think sample`"
@@ -286,13 +285,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--image-root", help="read images from here instead of the root recorded in the manifest"
     )
-    parser.add_argument(
-        "--num-shards",
-        type=int,
-        default=num_shards,
-        help="workers sharing this run (default from SLURM/RANK)",
-    )
-    parser.add_argument("--shard-index", type=int, default=shard_index, help="this worker's index")
+    parser.add_argument("--num-shards", type=int, help="workers sharing this run (default from SLURM/RANK)")
+    parser.add_argument("--shard-index", type=int, help="this worker's index (default from SLURM/RANK)")
     parser.add_argument(
         "--engine", choices=["vllm", "ray"], default="vllm", help="one local engine, or a Ray actor pool"
     )
@@ -306,12 +300,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = load_model_config(args.config, args.set)
+    if (args.num_shards is None) != (args.shard_index is None):
+        raise ValueError("give --num-shards and --shard-index together")
+    num_shards, shard_index = (
+        default_sharding() if args.num_shards is None else (args.num_shards, args.shard_index)
+    )
     summary = generate(
         config,
         args.manifest,
         args.out,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
+        num_shards=num_shards,
+        shard_index=shard_index,
         limit=args.limit,
         engine=args.engine,
         ray_address=args.ray_address,

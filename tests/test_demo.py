@@ -3,6 +3,7 @@
 import json
 
 import pyarrow.parquet as pq
+import pytest
 from datasets import load_dataset
 
 from generation.records import RECORD_GLOB, iter_rows, shard_files
@@ -40,3 +41,10 @@ def test_demo_pipeline(tmp_path):
     report = out / "eval" / "report"
     assert "student" in (report / "tables.md").read_text() and (report / "chart_semantic.png").is_file()
     assert "<img" in (out / "preview.html").read_text()
+
+
+def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a demo folder"):
+        run_demo(tmp_path, photos=REDUCED)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
