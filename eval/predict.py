@@ -83,14 +83,12 @@ def run(args: argparse.Namespace) -> int:
         raise RuntimeError(
             f"{out} holds predictions for {(out / EVAL_FILE).read_text()}; use a new --out folder"
         )
-    if not (
-        out / EVAL_FILE
-    ).is_file():  # a manifest without eval.json is from a run stopped before naming its split
+    # eval.json is written once the split's images are: a bad --split locks nothing, and a
+    # manifest without eval.json is from a run stopped before naming its split.
+    if not (out / EVAL_FILE).is_file():
         (out / "manifest.parquet").unlink(missing_ok=True)
     manifest = materialize_split(args.dataset, args.split, out, args.limit)
-    (out / EVAL_FILE).write_text(
-        json.dumps(asked) + "\n"
-    )  # once the split exists: a bad --split locks nothing
+    (out / EVAL_FILE).write_text(json.dumps(asked) + "\n")
     config = load_model_config(args.model, args.set)
     # The images are read where the folder is now, so that a moved folder resumes.
     summary = generate(config, manifest, out / "records", engine=args.engine, image_root=out / "images")

@@ -98,14 +98,16 @@ def _questions(records: pa.Table, annotators: tuple[str, ...]) -> list[str]:
     return sorted({row["question"] for row in asked.to_pylist() if row["annotator"] in annotators})
 
 
-def _models_by_annotator(records: pa.Table) -> dict[str, list[dict[str, str]]]:
+def _models_by_annotator(records: pa.Table, annotators: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    """The model ids and revisions behind each released annotator (grouped in place, as ``_questions``)."""
     table = records.select(["annotator", "model_id", "model_revision"])
     groups = table.group_by(["annotator", "model_id", "model_revision"]).aggregate([])
     models: dict[str, list[dict[str, str]]] = {}
     for row in groups.to_pylist():
-        models.setdefault(row["annotator"], []).append(
-            {"model_id": row["model_id"], "revision": row["model_revision"]}
-        )
+        if row["annotator"] in annotators:
+            models.setdefault(row["annotator"], []).append(
+                {"model_id": row["model_id"], "revision": row["model_revision"]}
+            )
     return models
 
 
@@ -142,7 +144,7 @@ def build_release(
 
     summary = ReleaseSummary(
         out=out,
-        models={a: models for a, models in _models_by_annotator(sources.records).items() if a in annotators},
+        models=_models_by_annotator(sources.records, annotators),
         questions=_questions(sources.records, annotators),
         fractions={"validation": validation_fraction, "test": test_fraction, "seed": split_seed},
     )

@@ -154,7 +154,7 @@ class ReleaseStats:
         }
 
 
-def release_files(out: Path, config: str) -> list[Path]:
+def config_shards(out: Path, config: str) -> list[Path]:
     """A config's Parquet shards in release order: splits train, validation, test, then shard index."""
     order = {split: i for i, split in enumerate(SPLITS)}
     return sorted(
@@ -166,7 +166,7 @@ def release_files(out: Path, config: str) -> list[Path]:
 def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str | None = None) -> dict:
     """Statistics of the release folder ``out`` over its per-annotator configs (all splits)."""
     out = Path(out)
-    files = {a: release_files(out, a) for a in annotators}
+    files = {a: config_shards(out, a) for a in annotators}
     stats = ReleaseStats(
         {a: sum(pq.ParquetFile(p).metadata.num_rows for p in paths) for a, paths in files.items()}, tokenizer
     )
