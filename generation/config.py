@@ -5,11 +5,21 @@ Every key maps to something users know: ``sampling`` is passed to vLLM's
 names a question of ``configs/prompts/imagenet_think.yaml``. ``model`` is a hub
 id, a local path, or ``tiny:<arch>`` (generation.tiny_models). Remote code is
 trusted only where a config says ``trust_remote_code: true``.
+
+:func:`validate_model_config` checks a whole config before anything is written or an engine
+starts: unknown or misspelled keys at every level (``sampling`` against ``SamplingParams``'
+fields, ``engine`` against ``EngineArgs``' fields; ``chat_template_kwargs`` is free-form), the
+types of all values and their ranges. :func:`load_model_config` runs it, naming the file and
+the ``--set`` override a wrong key or value came from.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
+import logging
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -17,6 +27,24 @@ import yaml
 
 from generation.prompts import load_question
 from generation.reasoning import STYLES
+from imagenet_think_errors import InputError, MissingInputError
+
+logger = logging.getLogger(__name__)
+
+# Engine keys the config sets from its own top-level keys (vllm.LLM(model=..., revision=..., ...)).
+TOP_LEVEL_ENGINE_KEYS = ("model", "revision", "trust_remote_code")
+# Engine values vLLM only checks once the engine starts (minutes later, after run.json): checked here.
+POSITIVE_ENGINE_KEYS = (
+    "max_model_len",
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "block_size",
+)
+NON_NEGATIVE_ENGINE_KEYS = ("cpu_offload_gb", "swap_space", "mm_processor_cache_gb", "kv_cache_memory_bytes")
+ENGINE_ARGS_DOCS = "https://docs.vllm.ai/en/latest/configuration/engine_args.html"
 
 
 @dataclass
@@ -37,11 +65,17 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.parse_style not in STYLES:
-            raise ValueError(f"parse_style {self.parse_style!r} is not one of {sorted(STYLES)}")
-        if not self.annotator.isidentifier():
-            raise ValueError(f"annotator {self.annotator!r} must be an identifier: it names a dataset config")
-        if self.chunk_size < 1:
-            raise ValueError("chunk_size must be >= 1")
+            raise InputError(
+                f"parse_style {self.parse_style!r} is not one of {sorted(STYLES)}"
+                + _did_you_mean(str(self.parse_style), STYLES)
+            )
+        if not isinstance(self.annotator, str) or not self.annotator.isidentifier():
+            raise InputError(
+                f"annotator {self.annotator!r} must be an identifier (letters, digits, _): "
+                "it names a dataset config"
+            )
+        if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1:
+            raise InputError(f"chunk_size must be a whole number >= 1, not {self.chunk_size!r}")
 
     @property
     def question(self) -> str:
@@ -52,24 +86,289 @@ class ModelConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+# Types of the top-level keys (ModelConfig's annotations are strings under `from __future__`).
+_TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
+    "annotator": (str,),
+    "model": (str,),
+    "revision": (str, type(None)),
+    "parse_style": (str,),
+    "prompt": (str, type(None)),
+    "instruction": (str,),
+    "system_prompt": (str, type(None)),
+    "sampling": (dict,),
+    "engine": (dict,),
+    "chat_template_kwargs": (dict,),
+    "structured_output_regex": (str, type(None)),
+    "trust_remote_code": (bool,),
+    "chunk_size": (int,),
+}
+
+
+_TYPE_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    bool: "true or false",
+    dict: "a mapping",
+    type(None): "null",
+}
+
+
+def _did_you_mean(key: str, allowed) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _origin(key: str, source: str | None, overrides: dict[str, str]) -> str:
+    """Where ``key`` (dotted) was set: the ``--set`` item that set it (or a parent of it), else the file."""
+    parts = key.split(".")
+    for depth in range(len(parts), 0, -1):
+        item = overrides.get(".".join(parts[:depth]))
+        if item is not None:
+            return f"--set {item}"
+    return source or "the model config"
+
+
+def validate_model_config(
+    config: ModelConfig, source: str | None = None, overrides: dict[str, str] | None = None
+) -> None:
+    """Check every key and value of ``config`` as vLLM will read them; raise :class:`InputError`.
+
+    ``source`` names the config file and ``overrides`` maps each dotted key set by ``--set`` to
+    its ``KEY=VALUE`` item, so that the message names where a wrong key or value came from. Keys of
+    ``sampling`` must be ``vllm.SamplingParams`` fields and their values its types and ranges;
+    keys of ``engine`` must be ``vllm.EngineArgs`` fields (or ``vllm.LLM`` arguments), their values
+    its types; ``chat_template_kwargs`` is free-form. Nothing is loaded or started.
+    """
+    source = source or getattr(config, "source", None)
+    overrides = overrides if overrides is not None else getattr(config, "overrides", {})
+
+    def fail(key: str, problem: str) -> InputError:
+        return InputError(f"{_origin(key, source, overrides)}: {problem}")
+
+    for name, types in _TOP_LEVEL_TYPES.items():
+        value = getattr(config, name)
+        if not isinstance(value, types) or (int in types and isinstance(value, bool)):
+            expected = " or ".join(_TYPE_NAMES[t] for t in types)
+            raise fail(name, f"{name} must be {expected}, not {value!r} ({type(value).__name__})")
+    # ModelConfig.__post_init__ checked annotator, parse_style and chunk_size; a config changed
+    # since (dataclasses.replace runs it again, attribute assignment does not) is checked again.
+    try:
+        dataclasses.replace(config)
+    except InputError as error:
+        raise fail("", str(error)) from None
+    try:
+        load_question(config.prompt)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        raise fail("prompt", f"prompt {config.prompt!r}: {error.args[0] if error.args else error}") from None
+    if config.structured_output_regex is not None:
+        import re
+
+        try:
+            re.compile(config.structured_output_regex)
+        except re.error as error:
+            raise fail(
+                "structured_output_regex", f"structured_output_regex is not a regular expression: {error}"
+            ) from None
+    try:
+        import vllm  # noqa: F401
+    except ImportError:  # a machine without vLLM cannot generate; the engine says so when it starts
+        logger.warning("vLLM is not installed: the sampling and engine settings are not checked")
+        return
+    _validate_sampling(config, fail)
+    _validate_engine(config, fail)
+
+
+def _validate_sampling(config: ModelConfig, fail) -> None:
+    import msgspec
+    from msgspec.structs import fields as struct_fields
+    from vllm import SamplingParams
+
+    allowed = sorted(f.name for f in struct_fields(SamplingParams) if not f.name.startswith("_"))
+    for key in config.sampling:
+        if key not in allowed:
+            raise fail(
+                f"sampling.{key}",
+                f"sampling key {key!r} is not a vllm.SamplingParams field"
+                + _did_you_mean(str(key), allowed)
+                + f" (sampling keys: {', '.join(allowed)})",
+            )
+    if config.structured_output_regex and "structured_outputs" in config.sampling:
+        raise fail(
+            "sampling.structured_outputs",
+            "set structured_output_regex or sampling.structured_outputs, not both",
+        )
+    try:
+        msgspec.convert(dict(config.sampling), SamplingParams)  # types, then SamplingParams' own checks
+    except msgspec.ValidationError as error:  # "Expected `int | null`, got `str` - at `$.max_tokens`"
+        message, _, where = str(error).partition(" - at `$.")
+        key = where.rstrip("`").split(".")[0].split("[")[0]
+        value = config.sampling.get(key, "?")
+        raise fail(f"sampling.{key}", f"sampling.{key} = {value!r}: {message}") from None
+    except Exception as error:  # SamplingParams' own range checks (VLLMValidationError, ValueError)
+        key = getattr(error, "parameter", None) or next(
+            (k for k in config.sampling if str(k) in str(error)), ""
+        )
+        raise fail(f"sampling.{key}" if key else "sampling", f"sampling: {error}") from None
+
+
+def _engine_fields() -> tuple[dict[str, object], set[str]]:
+    """``EngineArgs``' fields with their types, and the keys ``vllm.LLM`` takes besides them."""
+    import inspect
+
+    from vllm import LLM, EngineArgs
+
+    module = vars(sys.modules[EngineArgs.__module__])
+    types = {}
+    for f in dataclasses.fields(EngineArgs):
+        if not f.init:
+            continue
+        annotation = f.type
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, module)  # noqa: S307 - vLLM's own annotation text
+            except Exception:  # a name only imported for type checking: its type is not checked
+                annotation = None
+        types[f.name] = annotation
+    extra = set(inspect.signature(LLM.__init__).parameters) - {"self", "kwargs"} - set(types)
+    return types, extra
+
+
+def _check_engine_type(key: str, annotation, value) -> str | None:
+    """Why ``value`` is not of ``annotation`` (None when it is, or when the type cannot be checked)."""
+    if annotation is None:
+        return None
+    from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+    try:
+        try:
+            adapter = TypeAdapter(annotation, config=ConfigDict(arbitrary_types_allowed=True))
+        except Exception:  # dataclasses and models take no config
+            adapter = TypeAdapter(annotation)
+    except Exception:
+        return None
+    try:
+        adapter.validate_python(value, strict=True)
+        return None
+    except ValidationError as strict_error:
+        problem = _pydantic_problem(strict_error)
+    except Exception:  # a type pydantic cannot check
+        return None
+    if isinstance(value, dict):  # a nested config given as a mapping is converted by vLLM
+        try:
+            adapter.validate_python(value)
+            return None
+        except ValidationError as lax_error:
+            problem = _pydantic_problem(lax_error)
+        except Exception:
+            return None
+    return problem
+
+
+def _pydantic_problem(error) -> str:
+    """A pydantic ValidationError's messages, without its links."""
+    lines = [line.strip() for line in str(error).splitlines()[1:] if not line.startswith("    ")]
+    return "; ".join(line.split(" [type=")[0] for line in lines) or str(error)
+
+
+def _validate_engine(config: ModelConfig, fail) -> None:
+    from vllm import EngineArgs
+
+    types, extra = _engine_fields()
+    allowed = sorted((set(types) | extra) - set(TOP_LEVEL_ENGINE_KEYS))
+    for key, value in config.engine.items():
+        if key in TOP_LEVEL_ENGINE_KEYS:
+            raise fail(
+                f"engine.{key}",
+                f"engine.{key} is set by the config's top-level `{key}:`; move it there",
+            )
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=3, cutoff=0.6)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise fail(
+                f"engine.{key}",
+                f"engine key {key!r} is not an argument of vllm.LLM / vllm.EngineArgs{hint} "
+                f"(engine keys: the {len(allowed)} fields of vllm.EngineArgs, {ENGINE_ARGS_DOCS})",
+            )
+        problem = _check_engine_type(key, types.get(key), value)
+        if problem:
+            raise fail(f"engine.{key}", f"engine.{key} = {value!r}: {problem}")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if key in POSITIVE_ENGINE_KEYS and value < 1:
+            raise fail(f"engine.{key}", f"engine.{key} must be >= 1, not {value!r}")
+        if key in NON_NEGATIVE_ENGINE_KEYS and value < 0:
+            raise fail(f"engine.{key}", f"engine.{key} must be >= 0, not {value!r}")
+        if key == "gpu_memory_utilization" and not 0 < value <= 1:
+            raise fail(
+                f"engine.{key}", f"engine.{key} is a fraction of the GPU's memory in (0, 1], not {value!r}"
+            )
+    try:  # EngineArgs turns nested mappings into vLLM's config classes, checking their keys
+        EngineArgs(
+            model=config.model,
+            revision=config.revision,
+            trust_remote_code=config.trust_remote_code,
+            **{k: v for k, v in config.engine.items() if k in types},
+        )
+    except Exception as error:
+        key = next((k for k in config.engine if str(k) in str(error)), "")
+        raise fail(
+            f"engine.{key}" if key else "engine", f"engine settings rejected by vLLM: {error}"
+        ) from None
+
+
 def _parse_override(item: str) -> tuple[list[str], object]:
     key, sep, value = item.partition("=")
-    if not sep:
-        raise ValueError(f"override {item!r} is not KEY=VALUE (e.g. sampling.max_tokens=1024)")
-    return key.split("."), yaml.safe_load(value)
+    keys = key.strip().split(".")
+    if not sep or not all(keys):
+        raise InputError(f"--set {item!r} is not KEY=VALUE (e.g. --set sampling.max_tokens=1024)")
+    try:
+        return keys, yaml.safe_load(value)
+    except yaml.YAMLError as error:
+        raise InputError(f"--set {item!r}: the value is not valid YAML ({error})") from None
 
 
 def load_model_config(path: str | Path, overrides: list[str] = ()) -> ModelConfig:
-    """Read a model YAML, applying ``a.b=value`` overrides (values parsed as YAML)."""
-    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    """Read a model YAML, apply ``a.b=value`` overrides (values parsed as YAML), and validate it
+    (:func:`validate_model_config`): a wrong key or value names the file or the ``--set`` item."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(
+            f"model config {path} not found; pick one of configs/generation/*.yaml or configs/models/*.yaml"
+        )
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise InputError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(spec, dict):
+        raise InputError(f"{path} must be a mapping of keys (annotator:, model:, sampling:, ...)")
+    origins: dict[str, str] = {}
     for item in overrides:
         keys, value = _parse_override(item)
         target = spec
-        for key in keys[:-1]:
+        for depth, key in enumerate(keys[:-1]):
             target = target.setdefault(key, {})
+            if not isinstance(target, dict):
+                raise InputError(
+                    f"--set {item}: {'.'.join(keys[: depth + 1])} is {target!r} in {path}, not a mapping"
+                )
         target[keys[-1]] = value
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = set(spec) - known
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; a model config has {sorted(known)}")
-    return ModelConfig(**spec)
+        origins[".".join(keys)] = item
+    known = [f.name for f in fields(ModelConfig)]
+    for key in spec:
+        if key not in known:
+            raise InputError(
+                f"{_origin(str(key), str(path), origins)}: unknown key {key!r}"
+                + _did_you_mean(str(key), known)
+                + f" (a model config has {', '.join(known)})"
+            )
+    missing = [name for name in ("annotator", "model") if name not in spec]
+    if missing:
+        raise InputError(f"{path}: {' and '.join(missing)} must be set")
+    try:
+        config = ModelConfig(**spec)
+    except InputError as error:
+        key = next((k for k in ("parse_style", "annotator", "chunk_size") if k in str(error)), "")
+        raise InputError(f"{_origin(key, str(path), origins)}: {error}") from None
+    config.source, config.overrides = str(path), origins  # not fields: not part of run.json's pin
+    validate_model_config(config)
+    return config

@@ -5,19 +5,26 @@ from a :class:`~generation.config.ModelConfig`, sends a whole chunk of images to
 ``LLM.chat`` at once (vLLM batches and schedules them), and turns every output
 into a :class:`~generation.records.GenerationRecord` with ``parse_reasoning``.
 A request that fails alone (an unreadable image, a prompt over ``max_model_len``)
-becomes a :class:`~generation.records.Reject`; the others go on. An engine that
+becomes a :class:`~generation.records.Reject`; the others go on. Each image is read
+once and checked against the manifest's ``sha256`` first: a file replaced or damaged
+since sampling is rejected (``image_changed``) rather than annotated, so a record's
+``image_sha256`` is the picture its text was generated for. An engine that
 cannot go on (dead, out of memory, or failing every request of a chunk) stops the
 run instead, before the chunk is committed, so that a resume redoes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from generation.config import ModelConfig
-from generation.images import load_rgb
+from generation.images import ImageRejected, normalize, read_file
 from generation.reasoning import parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
 from generation.tiny_models import resolve_model
@@ -29,6 +36,8 @@ class ImageTask:
     wnid: str
     image_path: str  # relative to the image root
     absolute_path: str
+    sha256: str = ""  # the manifest's sha256 of the file: the picture this task is for
+    manifest_sha256: str = ""  # generation.records.manifest_fingerprint of the manifest
 
 
 @dataclass
@@ -100,7 +109,21 @@ class Annotator:
         ready: list[tuple[ImageTask, list[dict]]] = []
         for task in tasks:
             try:
-                ready.append((task, self._messages(load_rgb(task.absolute_path))))
+                data = read_file(task.absolute_path)
+            except ImageRejected as error:
+                result.rejects.append(self._reject(task, "unreadable_image", error))
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if task.sha256 and digest != task.sha256:
+                detail = (
+                    f"{task.absolute_path} has sha256 {digest}, not the manifest's {task.sha256}: the file "
+                    "was replaced or damaged since sampling; restore it, or sample again"
+                )
+                result.rejects.append(self._reject(task, "image_changed", detail))
+                continue
+            try:
+                with Image.open(io.BytesIO(data)) as image:
+                    ready.append((task, self._messages(normalize(image))))
             except Exception as error:  # any decoding failure of one image is that image's reject
                 result.rejects.append(self._reject(task, "unreadable_image", error))
         self._run(ready, result)
@@ -138,6 +161,8 @@ class Annotator:
             image_id=task.image_id,
             wnid=task.wnid,
             image_path=task.image_path,
+            image_sha256=task.sha256,
+            manifest_sha256=task.manifest_sha256,
             annotator=self.config.annotator,
             model_id=self.config.model,
             model_revision=self.revision,
@@ -154,8 +179,8 @@ class Annotator:
             created_at=utc_now(),
         )
 
-    def _reject(self, task: ImageTask, reason: str, error: Exception) -> Reject:
-        detail = f"{type(error).__name__}: {error}"[:2000]
+    def _reject(self, task: ImageTask, reason: str, error: Exception | str) -> Reject:
+        detail = (error if isinstance(error, str) else f"{type(error).__name__}: {error}")[:2000]
         return Reject(task.image_id, task.image_path, "generate", self.config.annotator, reason, detail)
 
 

