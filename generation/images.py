@@ -5,12 +5,16 @@ applied, 16-bit greyscale scaled to 8 bits, CMYK converted, transparency (alpha 
 palette's transparent index) composited on white. :func:`check_image` tells whether
 a file's bytes make an image worth sampling (paper, section 3.1) and gives its
 upright size; a failure raises :class:`ImageRejected` with a reason code.
+:func:`read_file` reads a file's bytes, refusing (never opening) anything that is not
+a regular file: a FIFO would block the reader forever.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +35,55 @@ class ImageRejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the regular file at ``path`` (symlinks followed).
+
+    Anything else raises :class:`ImageRejected` without being opened: ``missing_file``,
+    ``broken_link``, ``symlink_loop``, ``not_a_file`` (a folder), ``special_file``
+    (a FIFO, socket or device: opening one can block forever) or ``unreadable``. The
+    file is opened non-blocking and checked again, in case it was swapped meanwhile.
+    """
+    try:
+        not_regular(os.stat(path).st_mode)
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(descriptor, "rb") as file:
+            not_regular(os.fstat(descriptor).st_mode)
+            return file.read()
+    except OSError as error:
+        raise ImageRejected(*os_error_reason(error, path)) from None
+
+
+def not_regular(mode: int) -> None:
+    """Raise :class:`ImageRejected` (``not_a_file`` or ``special_file``) unless ``mode`` is a regular file's."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise ImageRejected("not_a_file", "a folder where an image file was expected; not read")
+    kind = next((name for test, name in SPECIAL_FILES if test(mode)), f"a special file (mode {mode:o})")
+    raise ImageRejected("special_file", f"{kind}, not a regular file; never opened")
+
+
+def os_error_reason(error: OSError, path: str | os.PathLike) -> tuple[str, str]:
+    """``(reason, detail)`` of an error statting or reading ``path``."""
+    if error.errno == errno.ELOOP:
+        return "symlink_loop", f"{path} is a symlink loop (too many levels of symbolic links); not read"
+    if error.errno == errno.ENOENT and os.path.islink(path):
+        return "broken_link", f"{path} is a symlink to {os.readlink(path)!r}, which does not exist"
+    if error.errno in (errno.ENOENT, errno.ENOTDIR):
+        return "missing_file", f"no file {path}"
+    if error.errno == errno.EISDIR:
+        return "not_a_file", "a folder where an image file was expected; not read"
+    return "unreadable", f"{type(error).__name__}: {error}"
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:

@@ -1,7 +1,9 @@
 """``imagenet-think sample``: a class-balanced, checked sample of ImageNet-21K-P (or any ImageFolder tree).
 
-Sources: a tree ``ROOT/<class>/<file>`` or ``ROOT/<split>/<class>/<file>`` (a folder
-holding only folders is a split; the same class in several splits is one class), or
+Sources: a tree ``ROOT/<class>/<file>`` or ``ROOT/<split>/<class>/<file>`` (a folder of
+ROOT holding more folders than files is a split, its files rejected as
+``not_in_a_class_folder``; any other is a class folder, its folders rejected as
+``not_a_file``; the same class in several splits is one class), or
 a list file whose lines are ``PATH`` or ``PATH CLASS`` (PATH relative to
 ``--image-root``, by default the list's folder; without CLASS it is PATH's parent
 folder name; blank lines and ``#`` comments are skipped). Classes are the 10,450
@@ -27,10 +29,27 @@ The rule, deterministic for a seed whatever the number of workers:
    at most ``max_pixels``), classes in parallel. Only what is needed is read.
 4. Exact duplicates (same sha256 of the file bytes, across all classes): the smallest
    path stays, the others are rejected as ``duplicate``. A class that can no longer
-   reach ``min_per_class`` is dropped; its good images are rejected as
-   ``class_too_small``.
+   reach ``min_per_class`` is dropped.
 5. Steps 2-4 repeat until every class holds its quota, so classes refill what
    duplicates took and share the budget dropped classes left.
+
+Nothing is silently lost:
+
+- A dropped class (steps 1 and 4) is in the rejects as ``class_too_small``: one row per
+  file of it that has no other reject row (its good images and its unchecked
+  candidates), or, when every file of it was rejected for its own reason (or it has
+  none), one row for the class (empty ``image_id``, ``image_path`` its folder). The
+  summary names the dropped classes.
+- Every odd entry is one reject row, and the rest is kept: a name that is not valid
+  UTF-8 (``undecodable_name``), a symlink loop (``symlink_loop``), a dangling symlink
+  (``broken_link``), a FIFO, socket or device (``special_file``: never opened, so it
+  cannot block the run), a folder where an image was expected (``not_a_file``), a
+  file directly in a tree's root (``not_in_a_class_folder``), an unreadable file or
+  folder (``unreadable``), a listed path that does not exist (``missing_file``).
+- A result with no image is an error (:class:`~imagenet_think_errors.InputError`)
+  that says why (no class folders, no class reaching ``min_per_class``, every file
+  rejected) and how to fix it; nothing is written then. Limits that contradict each
+  other are a :class:`~imagenet_think_errors.UsageError` before any file is read.
 
 Writes the manifest (:func:`generation.records.write_manifest`, sorted by wnid and
 image_id; width and height are after EXIF rotation; image_id is the file stem, or
@@ -41,10 +60,13 @@ next to it, then prints a summary. A bad file is a reject row, never an error.
 from __future__ import annotations
 
 import argparse
+import codecs
 import hashlib
+import logging
 import os
 import random
-from collections import Counter, defaultdict
+import stat
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -55,7 +77,16 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from generation.classes import imagenet21k_classes
-from generation.images import MAX_PIXELS, MIN_SIDE, ImageRejected, check_image
+from generation.images import (
+    MAX_PIXELS,
+    MIN_SIDE,
+    SPECIAL_FILES,
+    ImageRejected,
+    check_image,
+    not_regular,
+    os_error_reason,
+    read_file,
+)
 from generation.records import (
     REJECT_SCHEMA,
     ManifestEntry,
@@ -64,14 +95,32 @@ from generation.records import (
     write_manifest,
     write_parquet_atomic,
 )
+from imagenet_think_errors import InputError, MissingInputError, UsageError
+
+logger = logging.getLogger(__name__)
+
+HELP_RULES = """\
+rules:
+  A tree is ROOT/<wnid>/<image> or ROOT/<split>/<wnid>/<image>; a list file has lines
+  `PATH` or `PATH CLASS`. --max-per-class is at least --min-per-class (>= 1), --budget
+  is positive; `none` lifts either. A class that cannot reach --min-per-class good
+  images is dropped and its files are listed in the rejects as class_too_small.
+  Each bad file and each odd entry (a non-UTF-8 name, a symlink loop or dangling
+  symlink, a FIFO/socket/device (never opened), a folder where an image belongs, an
+  unreadable file) is one reject row with its reason; the rest is kept. Keeping no
+  image at all is an error that says why; nothing is written then."""
 
 EXAMPLE = (
     "imagenet-think sample --source /data/imagenet21k_resized/imagenet21k_train --out runs/manifest.parquet"
+    f"\n\n{HELP_RULES}"
 )
 
 PAPER_MIN_PER_CLASS = 22
 PAPER_MAX_PER_CLASS = 31
 PAPER_BUDGET = 250_000
+TREE_LAYOUT = "ROOT/<wnid>/<image> or ROOT/<split>/<wnid>/<image>"
+LIST_LAYOUT = "lines `PATH` or `PATH CLASS`"
+TOO_SMALL = "class_too_small"
 
 
 @dataclass(frozen=True)
@@ -102,10 +151,30 @@ class ClassBatch:
 
 @dataclass(frozen=True)
 class SamplingRule:
+    """The per-class limits and the budget (``None``: no maximum, no budget); limits that keep
+    nothing or contradict each other raise :class:`UsageError` when the rule is made."""
+
     min_per_class: int = PAPER_MIN_PER_CLASS
     max_per_class: int | None = PAPER_MAX_PER_CLASS
     budget: int | None = PAPER_BUDGET
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.min_per_class < 1:
+            raise UsageError(f"--min-per-class must be at least 1, not {self.min_per_class}")
+        if self.max_per_class is not None and self.max_per_class < 1:
+            raise UsageError(
+                f"--max-per-class must be positive, not {self.max_per_class} (`none` for no maximum)"
+            )
+        if self.max_per_class is not None and self.max_per_class < self.min_per_class:
+            raise UsageError(
+                f"--max-per-class {self.max_per_class} is below --min-per-class {self.min_per_class}, "
+                "so no class could be kept: raise --max-per-class or lower --min-per-class"
+            )
+        if self.budget is not None and self.budget < 1:
+            raise UsageError(
+                f"--budget must be a positive number of images, not {self.budget} (`none` for no budget)"
+            )
 
     def quotas(self, capacities: dict[str, int]) -> dict[str, int]:
         """Images to keep per class: capacity capped at ``max_per_class``, the budget water-filled."""
@@ -131,6 +200,16 @@ class SamplingRule:
         return low
 
 
+def check_limits(*, min_side: int, max_pixels: int, workers: int | None) -> None:
+    """Raise :class:`UsageError` for image limits or a worker count that make no sense."""
+    if min_side < 1:
+        raise UsageError(f"--min-side must be at least 1 px, not {min_side}")
+    if max_pixels < 1:
+        raise UsageError(f"--max-pixels must be positive, not {max_pixels}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {workers}")
+
+
 @dataclass
 class ClassState:
     order: list[str]  # candidates, in check order
@@ -143,11 +222,23 @@ class ClassState:
 
 
 @dataclass
+class Listing:
+    """What a source holds: candidate paths per class (relative to the image root, possibly
+    none), a reject row for each entry that cannot be a candidate, and the folder each class
+    was first found in (for a dropped class's own reject row)."""
+
+    candidates: dict[str, list[str]] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+    folders: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class SampleResult:
     entries: list[ManifestEntry]
     rejects: list[Reject]
-    dropped_classes: dict[str, int]  # wnid -> good images it had, fewer than min_per_class
+    dropped_classes: dict[str, int]  # wnid -> images it could still reach, fewer than min_per_class
     checked: int  # files read
+    min_per_class: int = PAPER_MIN_PER_CLASS
 
     def summary(self) -> str:
         counts = Counter(entry.wnid for entry in self.entries).values()
@@ -159,11 +250,25 @@ class SampleResult:
         reasons = Counter(reject.reason for reject in self.rejects)
         return "\n".join(
             [
-                f"kept {len(self.entries):,} images of {len(counts):,} classes (per class: {spread})",
-                f"checked {self.checked:,} files; dropped {len(self.dropped_classes):,} classes under the minimum",
+                f"kept {_count(len(self.entries), 'image')} of {_count(len(counts), 'class', 'classes')} "
+                f"(per class: {spread})",
+                f"checked {self.checked:,} files; {self._dropped()}",
                 f"rejects: {len(self.rejects):,}",
-                *(f"  {reason:<20} {count:,}" for reason, count in sorted(reasons.items())),
+                *(f"  {reason:<22} {count:,}" for reason, count in sorted(reasons.items())),
             ]
+        )
+
+    def _dropped(self) -> str:
+        if not self.dropped_classes:
+            return f"no class dropped under --min-per-class {self.min_per_class}"
+        shown = list(self.dropped_classes.items())[:10]
+        more = len(self.dropped_classes) - len(shown)
+        names = ", ".join(f"{wnid} ({reach})" for wnid, reach in shown) + (
+            f" and {more:,} more" if more else ""
+        )
+        return (
+            f"dropped {_count(len(self.dropped_classes), 'class', 'classes')} under --min-per-class "
+            f"{self.min_per_class} (images each could reach: {names}); in the rejects as {TOO_SMALL}"
         )
 
 
@@ -181,25 +286,56 @@ def sample_images(
     """Sample and check images of a tree or list file by the rule in this module's docstring.
 
     Manifest paths are relative to ``image_root``: by default the tree itself, or a list file's folder.
+    Raises :class:`UsageError` for limits that make no sense, :class:`MissingInputError` for a
+    source that does not exist or holds no class, and :class:`InputError` when no image is kept.
     """
+    check_limits(min_side=min_side, max_pixels=max_pixels, workers=workers)
+    source = Path(source)
+    is_tree = source_is_tree(source)
     root = source_root(source, image_root)
+    check_image_root(root, given=image_root is not None)
     known = None if any_classes else imagenet21k_classes()
-    listing = (
-        list_tree(Path(source), root, known, progress)
-        if Path(source).is_dir()
-        else list_file(Path(source), known)
-    )
-    sampling = Sampling(rule, *listing)
+    listing = list_tree(source, root, known, progress) if is_tree else list_file(source, known)
+    if not listing.candidates:
+        raise _no_classes(source, listing, is_tree)
+    sampling = Sampling(rule, listing)
     sampling.drop_short_classes()
+    if not sampling.states:
+        raise sampling.nothing_kept(source)
     if rule.budget is not None and rule.budget < rule.min_per_class * len(sampling.states):
-        raise ValueError(
-            f"a budget of {rule.budget:,} cannot give {len(sampling.states):,} classes "
-            f"{rule.min_per_class} images each: lower --min-per-class or raise --budget"
+        raise UsageError(
+            f"a --budget of {rule.budget:,} cannot give {len(sampling.states):,} classes "
+            f"--min-per-class {rule.min_per_class} images each: lower --min-per-class or raise --budget "
+            f"(to {rule.min_per_class * len(sampling.states):,} at least)"
         )
     check = partial(check_batch, root=str(root), min_side=min_side, max_pixels=max_pixels)
     with batch_mapper(check, workers or os.cpu_count() or 1) as map_batches:
         sampling.fill(map_batches, progress)
+    if not sampling.states:
+        raise sampling.nothing_kept(source)
     return sampling.result()
+
+
+def source_is_tree(source: Path) -> bool:
+    """Whether ``source`` is a folder (a tree) rather than a regular file (a list); anything
+    else raises :class:`MissingInputError` or :class:`InputError`, without being opened."""
+    try:
+        mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        raise MissingInputError(
+            f"--source {source} does not exist: give an image tree {TREE_LAYOUT}, or a list file of {LIST_LAYOUT}"
+        ) from None
+    except OSError as error:
+        raise InputError(f"--source {source} cannot be read: {os_error_reason(error, source)[1]}") from None
+    if stat.S_ISDIR(mode):
+        return True
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in SPECIAL_FILES if test(mode)), "a special file")
+        raise InputError(
+            f"--source {source} is {kind}, not a folder or a list file (reading it could block): "
+            "write the list to a regular file and pass that"
+        )
+    return False
 
 
 def source_root(source: str | os.PathLike, image_root: str | os.PathLike | None = None) -> Path:
@@ -210,69 +346,237 @@ def source_root(source: str | os.PathLike, image_root: str | os.PathLike | None 
     return source if source.is_dir() else source.parent
 
 
-def list_tree(
-    tree: Path, root: Path, known: Collection[str] | None, progress: bool = False
-) -> tuple[dict[str, list[str]], list[Reject]]:
-    """Candidate paths (relative to ``root``) per class of ``tree``, and a reject row per folder
-    of an unknown class."""
-    if not tree.resolve().is_relative_to(root.resolve()):
-        raise ValueError(f"the tree {tree} is not under the image root {root}")
-    tree = root / tree.resolve().relative_to(root.resolve())
-    candidates: dict[str, list[str]] = defaultdict(list)
-    rejects = []
-    for folder in tqdm(class_folders(tree), desc="listing", unit="folder", disable=not progress):
-        relative = folder.relative_to(root).as_posix()
-        if known is not None and folder.name not in known:
-            rejects.append(_unknown_class("", relative, folder.name, "its folder was not read"))
-        else:
-            candidates[folder.name] += (f"{relative}/{name}" for name in _file_names(folder))
-    return dict(candidates), rejects
-
-
-def class_folders(root: Path) -> list[Path]:
-    """``root``'s folders that hold files, and the subfolders of those that hold only folders (splits)."""
-    folders = []
-    for child in _subfolders(root):
-        folders += [child] if _holds_files(child) else _subfolders(child)
-    return folders
-
-
-def _subfolders(folder: Path) -> list[Path]:
-    with os.scandir(folder) as entries:
-        return sorted(
-            Path(entry.path) for entry in entries if entry.is_dir() and not entry.name.startswith(".")
+def check_image_root(root: Path, *, given: bool) -> None:
+    """``--image-root`` must be a folder, and the root's path valid UTF-8 (the manifest stores it as text)."""
+    if given and not root.is_dir():
+        if not root.exists():
+            raise MissingInputError(
+                f"--image-root {root} does not exist: give the folder the list file's paths are relative to"
+            )
+        raise InputError(
+            f"--image-root {root} is not a folder: give the folder the list's paths are relative to"
+        )
+    if not _is_utf8(str(root.resolve())):
+        raise InputError(
+            f"the image root {_printable(str(root.resolve()))} is not valid UTF-8 and the manifest stores it "
+            "as text: rename it, or pass an --image-root whose path is UTF-8"
         )
 
 
-def _holds_files(folder: Path) -> bool:
+def _is_utf8(name: str) -> bool:
+    """Whether a name (undecodable bytes held as surrogates, as ``os`` gives them) is valid UTF-8."""
+    try:
+        name.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` (a file name possibly holding undecodable bytes) as valid UTF-8, bad bytes as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _no_classes(source: Path, listing: Listing, is_tree: bool) -> MissingInputError:
+    """The error for a source in which no class has a candidate file: what it holds instead, and the fix."""
+    layout = f"{source}/<wnid>/<image> or {source}/<split>/<wnid>/<image>" if is_tree else LIST_LAYOUT
+    reasons = Counter(reject.reason for reject in listing.rejects)
+    if not reasons:
+        what = (
+            f"{source} holds no images (it is empty, hidden files aside)"
+            if is_tree
+            else f"{source} lists no images (it has only blank lines and # comments)"
+        )
+        return MissingInputError(f"{what}: expected {layout}")
+    loose = reasons.pop("not_in_a_class_folder", 0)
+    if is_tree and loose:
+        head = (
+            f"no class folders under {source}: expected {layout}; it holds {_count(loose, 'file')} "
+            "outside class folders: move them into a folder per class, named by its wnid"
+        )
+    else:
+        head = f"{source} holds no image in a class: expected {layout}"
+    if "unknown_class" in reasons:
+        head += "; --any-classes keeps classes that are not ImageNet-21K-P wnids"
+    others = [reject for reject in listing.rejects if reject.reason != "not_in_a_class_folder"]
+    return MissingInputError(head + (f". Rejects: {_reasons(others)}" if others else ""))
+
+
+def _reasons(rejects: list[Reject]) -> str:
+    """``reason count, ...`` of ``rejects``, commonest first, with an example of the commonest."""
+    counts = Counter(reject.reason for reject in rejects).most_common()
+    example = min((reject for reject in rejects if reject.reason == counts[0][0]), key=lambda r: r.image_path)
+    listed = ", ".join(f"{reason} {count:,}" for reason, count in counts)
+    return f"{listed} (e.g. {example.image_path}: {example.detail})"
+
+
+def _count(number: int, noun: str, plural: str = "") -> str:
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A folder entry: ``kind`` is ``file``, ``folder``, or the reason it is rejected."""
+
+    name: str  # valid UTF-8 (bad bytes written \xNN)
+    kind: str
+    detail: str = ""
+
+
+FILE, FOLDER = "file", "folder"
+
+
+def _scan(folder: Path) -> list[_Entry]:
+    """``folder``'s entries, hidden ones aside, by name; raises OSError if it cannot be listed.
+    Only symlinks and entries of unknown type are stat-ed; nothing is opened."""
     with os.scandir(folder) as entries:
-        return any(entry.is_file() and not entry.name.startswith(".") for entry in entries)
+        return sorted((_classify(entry) for entry in entries if not entry.name.startswith(".")), key=_name)
 
 
-def _file_names(folder: Path) -> list[str]:
-    with os.scandir(folder) as entries:
-        return [entry.name for entry in entries if entry.is_file() and not entry.name.startswith(".")]
+def _name(entry: _Entry) -> str:
+    return entry.name
 
 
-def list_file(path: Path, known: Collection[str] | None) -> tuple[dict[str, list[str]], list[Reject]]:
-    """Candidate paths per class of a list file, and a reject row per line of an unknown class.
+def _classify(entry: os.DirEntry) -> _Entry:
+    if not _is_utf8(entry.name):
+        name = _printable(entry.name)
+        return _Entry(
+            name, "undecodable_name", f"the name {os.fsencode(entry.name)!r} is not valid UTF-8: rename it"
+        )
+    try:
+        if entry.is_file(follow_symlinks=False):
+            return _Entry(entry.name, FILE)
+        if entry.is_dir(follow_symlinks=False):
+            return _Entry(entry.name, FOLDER)
+        mode = os.stat(entry.path).st_mode  # a symlink (followed), or a special file
+    except OSError as error:
+        return _Entry(entry.name, *os_error_reason(error, entry.path))
+    if stat.S_ISDIR(mode):
+        return _Entry(entry.name, FOLDER)
+    try:
+        not_regular(mode)
+    except ImageRejected as rejected:
+        return _Entry(entry.name, rejected.reason, rejected.detail)
+    return _Entry(entry.name, FILE)
 
-    A path listed more than once counts once, in the class of its first line.
+
+def list_tree(tree: Path, root: Path, known: Collection[str] | None, progress: bool = False) -> Listing:
+    """Candidate paths (relative to ``root``) per class folder of ``tree``; a reject row per folder
+    of an unknown class and per entry that cannot be a candidate (see the module docstring)."""
+    if not tree.resolve().is_relative_to(root.resolve()):
+        raise UsageError(f"the tree {tree} is not under the image root {root}: pass an --image-root above it")
+    tree = root / tree.resolve().relative_to(root.resolve())
+    try:
+        top = _scan(tree)
+    except OSError as error:
+        raise InputError(f"--source {tree} cannot be listed ({error}): check its permissions") from None
+    listing = Listing()
+
+    def reject(
+        folder: Path, entry: _Entry, reason: str = "", detail: str = "", image_id: bool = True
+    ) -> None:
+        path = (folder / entry.name).relative_to(root).as_posix()
+        stem = PurePosixPath(path).stem if image_id else ""
+        listing.rejects.append(_reject(stem, path, reason or entry.kind, detail or entry.detail))
+
+    def scanned(folder: Path, entry: _Entry) -> list[_Entry] | None:
+        try:
+            return _scan(folder / entry.name)
+        except OSError as error:
+            reject(folder, entry, "unreadable", f"the folder cannot be listed ({error}); not read", False)
+            return None
+
+    for entry in tqdm(top, desc="listing", unit="folder", disable=not progress):
+        if entry.kind == FILE:
+            detail = f"a file directly in the tree's root: images go in {TREE_LAYOUT}; not read"
+            reject(tree, entry, "not_in_a_class_folder", detail)
+        elif entry.kind != FOLDER:
+            reject(tree, entry)
+        elif (inner := scanned(tree, entry)) is not None:
+            kinds = Counter(item.kind for item in inner)
+            if kinds[FILE] > kinds[FOLDER] or not kinds[FOLDER]:
+                _add_class(listing, tree / entry.name, inner, root, known, reject)
+                continue
+            for item in inner:  # a split: its folders are classes
+                if item.kind == FILE:
+                    detail = f"a file in the split folder {entry.name}: images go in {TREE_LAYOUT}; not read"
+                    reject(tree / entry.name, item, "not_in_a_class_folder", detail)
+                elif item.kind != FOLDER:
+                    reject(tree / entry.name, item)
+                elif (files := scanned(tree / entry.name, item)) is not None:
+                    _add_class(listing, tree / entry.name / item.name, files, root, known, reject)
+    return listing
+
+
+def _add_class(
+    listing: Listing,
+    folder: Path,
+    entries: list[_Entry],
+    root: Path,
+    known: Collection[str] | None,
+    reject: Callable[..., None],
+) -> None:
+    relative = folder.relative_to(root).as_posix()
+    wnid = folder.name
+    if known is not None and wnid not in known:
+        listing.rejects.append(_unknown_class("", relative, wnid, "its folder was not read"))
+        return
+    paths = listing.candidates.setdefault(wnid, [])
+    listing.folders.setdefault(wnid, relative)
+    for entry in entries:
+        if entry.kind == FILE:
+            paths.append(f"{relative}/{entry.name}")
+        elif entry.kind == FOLDER:
+            detail = f"a folder inside the class folder {relative}: images go in {TREE_LAYOUT}; not read"
+            reject(folder, entry, "not_a_file", detail, False)
+        else:
+            reject(folder, entry)
+
+
+def list_file(path: Path, known: Collection[str] | None) -> Listing:
+    """Candidate paths per class of a list file, and a reject row per line of an unknown class
+    or that is not valid UTF-8.
+
+    A path listed more than once counts once, in the class of its first line. What a path
+    names (a file, a FIFO, nothing) is seen when it is checked, never here.
     """
+    listing = Listing()
     class_of: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            image_path, wnid = _parse_list_line(line)
-            class_of.setdefault(image_path, wnid)
-    candidates: dict[str, list[str]] = defaultdict(list)
-    rejects = []
+    for number, raw in enumerate(_read_list(path).splitlines(), 1):
+        raw = raw.strip()
+        if not raw or raw.startswith(b"#"):
+            continue
+        image_path, wnid = _parse_list_line(raw.decode("utf-8", "surrogateescape"))
+        if not _is_utf8(image_path) or not _is_utf8(wnid):
+            detail = (
+                f"line {number} of {path} is not valid UTF-8 ({raw!r}): rename the file, list it in UTF-8"
+            )
+            listing.rejects.append(
+                _reject(PurePosixPath(image_path).stem, image_path, "undecodable_name", detail)
+            )
+            continue
+        class_of.setdefault(image_path, wnid)
     for image_path, wnid in class_of.items():
         if known is not None and wnid not in known:
-            rejects.append(_unknown_class(PurePosixPath(image_path).stem, image_path, wnid, "not read"))
+            listing.rejects.append(
+                _unknown_class(PurePosixPath(image_path).stem, image_path, wnid, "not read")
+            )
         else:
-            candidates[wnid].append(image_path)
-    return dict(candidates), rejects
+            listing.candidates.setdefault(wnid, []).append(image_path)
+    return listing
+
+
+def _read_list(path: Path) -> bytes:
+    try:
+        data = read_file(path)
+    except ImageRejected as rejected:
+        raise InputError(f"the list file {path} cannot be read: {rejected.detail}") from None
+    if b"\0" in data:
+        raise InputError(
+            f"--source {path} is not a list file (it holds NUL bytes): give an image tree {TREE_LAYOUT}, "
+            f"or a text file of {LIST_LAYOUT}"
+        )
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
 def _parse_list_line(line: str) -> tuple[str, str]:
@@ -288,7 +592,15 @@ def _unknown_class(image_id: str, image_path: str, wnid: str, consequence: str) 
 
 
 def _reject(image_id: str, image_path: str, reason: str, detail: str) -> Reject:
-    return Reject(image_id, image_path, stage="sample", annotator="", reason=reason, detail=detail)
+    """A sample-stage reject row; its texts are made valid UTF-8 (a Parquet string must be)."""
+    return Reject(
+        _printable(image_id),
+        _printable(image_path),
+        stage="sample",
+        annotator="",
+        reason=reason,
+        detail=_printable(detail),
+    )
 
 
 def class_seed(seed: int, wnid: str) -> int:
@@ -306,12 +618,17 @@ def shuffled(paths: Iterable[str], seed: int, wnid: str) -> list[str]:
 class Sampling:
     """The classes being filled (steps 2-5 of the rule), the rejects so far and the classes dropped."""
 
-    def __init__(self, rule: SamplingRule, candidates: dict[str, list[str]], rejects: list[Reject]) -> None:
+    def __init__(self, rule: SamplingRule, listing: Listing) -> None:
         self.rule = rule
         self.states = {
-            wnid: ClassState(shuffled(paths, rule.seed, wnid)) for wnid, paths in sorted(candidates.items())
+            wnid: ClassState(shuffled(paths, rule.seed, wnid))
+            for wnid, paths in sorted(listing.candidates.items())
         }
-        self.rejects = rejects
+        self.folders = {
+            wnid: listing.folders.get(wnid) or str(PurePosixPath(min(paths, default="")).parent)
+            for wnid, paths in listing.candidates.items()
+        }
+        self.rejects = list(listing.rejects)
         self.dropped: dict[str, int] = {}
         self.checked = 0
 
@@ -366,14 +683,47 @@ class Sampling:
                 self.rejects.append(_image_reject(image, "duplicate", f"same bytes as {first[image.sha256]}"))
 
     def drop_short_classes(self) -> None:
-        """Drop the classes that can no longer reach ``min_per_class``, rejecting their good images."""
+        """Drop the classes that can no longer reach ``min_per_class``: each of their files that
+        has no reject row yet (good, or not checked) gets one, or the class gets one of its own."""
         for wnid in [wnid for wnid, state in self.states.items() if state.capacity < self.rule.min_per_class]:
-            kept = self.states.pop(wnid).kept
-            detail = (
-                f"class {wnid} has {len(kept)} good images, fewer than the minimum {self.rule.min_per_class}"
+            state = self.states.pop(wnid)
+            detail = self._too_small(wnid, state)
+            unchecked = state.order[state.checked :]
+            self.rejects += (_image_reject(image, TOO_SMALL, detail) for image in state.kept)
+            self.rejects += (_reject(PurePosixPath(path).stem, path, TOO_SMALL, detail) for path in unchecked)
+            if not state.kept and not unchecked:
+                self.rejects.append(_reject("", self.folders[wnid], TOO_SMALL, detail))
+            self.dropped[wnid] = state.capacity
+            logger.info("dropped class %s: %s", wnid, detail)
+
+    def _too_small(self, wnid: str, state: ClassState) -> str:
+        files, minimum = _count(len(state.order), "file"), self.rule.min_per_class
+        if not state.checked:
+            return f"class {wnid} has {files}, fewer than --min-per-class {minimum}; not checked"
+        return (
+            f"class {wnid} can reach at most {_count(state.capacity, 'good image')} ({len(state.kept)} good, "
+            f"{state.checked - len(state.kept)} rejected, {len(state.order) - state.checked} unchecked of "
+            f"{files}), fewer than --min-per-class {minimum}"
+        )
+
+    def nothing_kept(self, source: Path) -> InputError:
+        """The error for a sample in which every class was dropped: why, the fix, and the rejects."""
+        wnid, most = max(sorted(self.dropped.items()), key=lambda item: item[1])
+        classes = _count(len(self.dropped), "class", "classes")
+        if most:
+            head = (
+                f"no class of {source} reached --min-per-class {self.rule.min_per_class}: the largest of its "
+                f"{classes} had {_count(most, 'image')} ({wnid}); lower --min-per-class (to {most} to keep {wnid})"
             )
-            self.rejects += (_image_reject(image, "class_too_small", detail) for image in kept)
-            self.dropped[wnid] = len(kept)
+        else:
+            head = (
+                f"no class of {source} has a usable image: its {classes} hold no image file that passes the "
+                "checks; replace the rejected files, or relax the checks they fail (--min-side, --max-pixels)"
+            )
+        rejected = [reject for reject in self.rejects if reject.reason != TOO_SMALL]
+        if any(reject.reason == "unknown_class" for reject in rejected):
+            head += "; --any-classes keeps the classes rejected as unknown_class"
+        return InputError(head + (f". Rejects: {_reasons(rejected)}" if rejected else ""))
 
     def result(self) -> SampleResult:
         kept = [(wnid, image) for wnid, state in self.states.items() for image in state.kept]
@@ -384,6 +734,7 @@ class Sampling:
             rejects=sorted(self.rejects, key=lambda reject: (reject.image_path, reject.reason)),
             dropped_classes=dict(sorted(self.dropped.items())),
             checked=self.checked,
+            min_per_class=self.rule.min_per_class,
         )
 
 
@@ -400,7 +751,7 @@ def image_ids(paths: list[str]) -> dict[str, str]:
     taken = Counter(ids.values())
     clashes = sorted(path for path in paths if taken[ids[path]] > 1)
     if clashes:
-        raise ValueError(f"these files would share an image_id; rename one of each: {clashes[:10]}")
+        raise InputError(f"these files would share an image_id; rename one of each: {clashes[:10]}")
     return ids
 
 
@@ -442,13 +793,12 @@ def check_batch(batch: ClassBatch, *, root: str, min_side: int, max_pixels: int)
 def check_file(
     root: str | os.PathLike, path: str, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS
 ) -> Checked:
-    """Read and check ``root/path``; a bad or missing file is an outcome, never an exception."""
+    """Read and check ``root/path``; a bad, missing or odd file (a FIFO is never opened) is an
+    outcome, never an exception."""
     try:
-        data = Path(root, path).read_bytes()
-    except FileNotFoundError:
-        return Checked(path, reason="missing_file", detail=f"no file {Path(root, path)}")
-    except OSError as error:
-        return Checked(path, reason="unreadable", detail=f"{type(error).__name__}: {error}")
+        data = read_file(Path(root, path))
+    except ImageRejected as rejection:
+        return Checked(path, reason=rejection.reason, detail=rejection.detail)
     sha256 = hashlib.sha256(data).hexdigest()
     try:
         width, height, plain_rgb = check_image(data, min_side=min_side, max_pixels=max_pixels)
@@ -463,24 +813,49 @@ def rejects_path(manifest: str | os.PathLike) -> Path:
     return manifest.with_name(f"{manifest.stem}.rejects.parquet")
 
 
+def count_or_none(text: str) -> int | None:
+    """An argument that is a whole number, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or `none`, not {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--source", required=True, help="an image tree ROOT/[split/]class/file, or a list file"
+        "--source",
+        required=True,
+        help=f"an image tree {TREE_LAYOUT}, or a list file of {LIST_LAYOUT}; it must exist",
     )
-    parser.add_argument("--out", required=True, help="the manifest (.parquet); rejects go next to it")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the manifest (.parquet); rejects go next to it as <stem>.rejects.parquet, a reason for each "
+        "file, folder or class kept out. Nothing is written when no image is kept (an error)",
+    )
     parser.add_argument("--image-root", help="what a list file's paths are relative to (default: its folder)")
     parser.add_argument("--any-classes", action="store_true", help="keep classes that are not winter21 wnids")
     parser.add_argument(
         "--min-per-class",
         type=int,
         default=PAPER_MIN_PER_CLASS,
-        help="drop classes with fewer (default %(default)s)",
+        help="drop classes that cannot reach this many good images (at least 1; default %(default)s); "
+        "their files are rejects (class_too_small); if no class reaches it, that is an error",
     )
     parser.add_argument(
-        "--max-per-class", type=int, default=PAPER_MAX_PER_CLASS, help="default %(default)s; 0: no maximum"
+        "--max-per-class",
+        type=count_or_none,
+        default=PAPER_MAX_PER_CLASS,
+        help="at least --min-per-class, or `none` for no maximum (default %(default)s)",
     )
     parser.add_argument(
-        "--budget", type=int, default=PAPER_BUDGET, help="images in all (default %(default)s; 0: none)"
+        "--budget",
+        type=count_or_none,
+        default=PAPER_BUDGET,
+        help="images in all, positive, or `none` for no budget (default %(default)s); one too small to give "
+        "every class --min-per-class images is an error",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the per-class shuffles (default %(default)s)"
@@ -499,8 +874,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an ``--out`` that could not be written at the end."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder: name the manifest file, e.g. {out / 'manifest.parquet'}")
+    existing = next(folder for folder in (out.parent, *out.parent.parents) if folder.exists())
+    if not existing.is_dir():
+        raise UsageError(f"--out {out} cannot be written: {existing} is a file, not a folder")
+
+
 def run(args: argparse.Namespace) -> int:
-    rule = SamplingRule(args.min_per_class, args.max_per_class or None, args.budget or None, args.seed)
+    rule = SamplingRule(args.min_per_class, args.max_per_class, args.budget, args.seed)
+    out = Path(args.out)
+    check_out(out)
     result = sample_images(
         args.source,
         image_root=args.image_root,
@@ -510,7 +896,6 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         workers=args.workers,
     )
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(result.entries, out, source_root(args.source, args.image_root))
     write_parquet_atomic(to_table(result.rejects, REJECT_SCHEMA), rejects_path(out))

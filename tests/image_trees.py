@@ -3,11 +3,15 @@
 :func:`write_image_tree` writes ``root/[split/]<wnid>/<wnid>_<name>.<ext>`` and returns
 every file it wrote with its expected outcome when all candidates are checked (no
 per-class maximum, no budget): a reject reason, or the upright size of a good image.
+:func:`write_odd_entries` adds the directory entries that are not image files at all
+(non-UTF-8 names, symlink loops, FIFOs, sockets, ...).
 """
 
 from __future__ import annotations
 
 import io
+import os
+import socket
 import struct
 import zlib
 from dataclasses import dataclass
@@ -121,6 +125,70 @@ def _write_odd_files(writer: _Writer, original: TreeFile) -> list[TreeFile]:
         writer.raw(first, "bomb.png", "bomb", png_declaring(12_000, 12_000), "decompression_bomb"),
         writer.raw(second, "copy.JPEG", "duplicate", (writer.root / original.path).read_bytes(), "duplicate"),
     ]
+
+
+@dataclass(frozen=True)
+class OddEntries:
+    rejected: dict[str, str]  # the image_path a reject row shows (bad bytes written \\xNN) -> its reason
+    kept: tuple[TreeFile, ...]  # good images reached through a symlink
+
+
+def write_odd_entries(root: str | Path, outside: str | Path, wnid: str = TREE_WNIDS[0]) -> OddEntries:
+    """Add to the class folder ``root/<wnid>`` one of each odd entry, and to ``root`` a loose image
+    and a folder whose name is not UTF-8; return what sampling must reject and keep.
+
+    In the class folder: a good JPEG whose name is not valid UTF-8 (``undecodable_name``), a
+    symlink to itself (``symlink_loop``), a symlink to nothing (``broken_link``), a FIFO and
+    a Unix socket (``special_file``), a folder holding a good image (``not_a_file``), and a
+    symlink to a good image written in ``outside``, a folder out of the sampled tree (kept).
+    In ``root``: a good image outside any class folder (``not_in_a_class_folder``) and a
+    class-like folder whose name is not UTF-8 (``undecodable_name``).
+    """
+    root = Path(root)
+    folder = root / wnid
+    folder.mkdir(parents=True, exist_ok=True)
+    rejected = {}
+
+    def image(index: int) -> bytes:
+        return _encode(_gradient(index, "odd entry"), "JPEG")
+
+    def expect(name: str, reason: str, parent: Path = folder) -> Path:
+        rejected[(parent / name).relative_to(root).as_posix()] = reason
+        return parent / name
+
+    bad_name = os.fsencode(folder) + b"/" + wnid.encode() + b"_bad\xff.JPEG"
+    Path(os.fsdecode(bad_name)).write_bytes(image(1))
+    rejected[f"{wnid}/{wnid}_bad\\xff.JPEG"] = "undecodable_name"
+    loop = expect(f"{wnid}_loop.JPEG", "symlink_loop")
+    loop.symlink_to(loop.name)
+    expect(f"{wnid}_dangling.JPEG", "broken_link").symlink_to("nowhere.JPEG")
+    os.mkfifo(expect(f"{wnid}_fifo.JPEG", "special_file"))
+    _make_socket(expect(f"{wnid}_socket.JPEG", "special_file"))
+    subfolder = expect(f"{wnid}_more", "not_a_file")
+    subfolder.mkdir()
+    (subfolder / f"{wnid}_inner.JPEG").write_bytes(image(2))
+    target = _Writer(Path(outside), "").image(wnid, "linked.JPEG", "good", _gradient(3, "odd entry"))
+    link = folder / f"{wnid}_linked.JPEG"
+    link.symlink_to(Path(outside) / target.path)
+    kept = TreeFile(link.relative_to(root).as_posix(), wnid, "linked", size=target.size)
+
+    expect("loose.JPEG", "not_in_a_class_folder", root).write_bytes(image(4))
+    bad_folder = os.fsencode(root) + b"/n0\xff"
+    os.mkdir(bad_folder)
+    Path(os.fsdecode(bad_folder + b"/n0_00000.JPEG")).write_bytes(image(5))
+    rejected["n0\\xff"] = "undecodable_name"
+    return OddEntries(rejected, (kept,))
+
+
+def _make_socket(path: Path) -> None:
+    """A Unix socket file at ``path`` (bound from its folder: socket paths are limited to ~107 bytes)."""
+    here = os.getcwd()
+    os.chdir(path.parent)
+    try:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(path.name)
+    finally:
+        os.chdir(here)
 
 
 def png_declaring(width: int, height: int) -> bytes:

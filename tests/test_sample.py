@@ -1,16 +1,28 @@
-"""``imagenet-think sample``: inclusion checks, image normalization, the sampling rule, sources, CLI."""
+"""``imagenet-think sample``: inclusion checks, image normalization, the sampling rule, sources, CLI,
+and its integrity: odd entries are rejects, dropped classes are recorded, an empty result is an error."""
 
+import argparse
+import os
 from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from image_trees import BLUE, RED, TREE_WNIDS, UNKNOWN_WNID, png_declaring, write_image_tree
+from image_trees import (
+    BLUE,
+    RED,
+    TREE_WNIDS,
+    UNKNOWN_WNID,
+    png_declaring,
+    write_image_tree,
+    write_odd_entries,
+)
 
 import imagenet_think_cli
 from generation.images import ImageRejected, check_image, load_rgb
 from generation.records import read_manifest
-from generation.sample import SamplingRule, rejects_path, sample_images
+from generation.sample import SamplingRule, add_arguments, rejects_path, run, sample_images
+from imagenet_think_errors import InputError, MissingInputError, UsageError
 
 CHECK_ALL = SamplingRule(min_per_class=1, max_per_class=None, budget=None)
 A, B, C = TREE_WNIDS
@@ -152,7 +164,12 @@ def test_classes_under_the_minimum_are_dropped_and_the_budget_shared(tmp_path):
     tree = write_image_tree(tmp_path, {A: 2, B: 5, C: 9}, odd_files=False)
     result = sample(tree.root, SamplingRule(min_per_class=3, max_per_class=8, budget=12))
     assert per_class(result) == {B: 5, C: 7}
-    assert result.dropped_classes == {A: 0}
+    assert result.dropped_classes == {A: 2}
+    dropped = [reject for reject in result.rejects if reject.reason == "class_too_small"]
+    assert sorted(reject.image_path for reject in dropped) == [f"{A}/{A}_{i:05d}.JPEG" for i in range(2)]
+    assert {reject.detail for reject in dropped} == {
+        f"class {A} has 2 files, fewer than --min-per-class 3; not checked"
+    }
 
 
 def test_a_class_short_of_good_images_is_dropped_after_checking_and_its_budget_shared(tmp_path):
@@ -166,7 +183,7 @@ def test_a_class_short_of_good_images_is_dropped_after_checking_and_its_budget_s
 
 def test_a_budget_below_the_minimum_is_an_error(tmp_path):
     tree = write_image_tree(tmp_path, 4, odd_files=False)
-    with pytest.raises(ValueError, match="budget"):
+    with pytest.raises(UsageError, match="budget"):
         sample(tree.root, SamplingRule(min_per_class=3, max_per_class=None, budget=8))
 
 
@@ -208,6 +225,7 @@ def test_list_file_source(tmp_path):
     assert reasons_by_path(result) == {
         f"images/{C}/{C}_00000.JPEG": "unknown_class",
         f"images/{C}/missing.JPEG": "missing_file",
+        f"images/{C}": "class_too_small",  # its only file is missing: the class row names its folder
     }
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "b.txt").write_text(f"{B}/{B}_00002.JPEG\n")
@@ -275,3 +293,269 @@ def test_an_rgb_png_with_a_transparent_colour_is_not_stored_as_is(tmp_path):
         False,
     )  # annotators see white where the bytes hold black
     assert load_rgb(path).getpixel((0, 0)) == (255, 255, 255)
+
+
+# Integrity: a stage produces exactly what its inputs say, or refuses with the input and the fix.
+
+
+def cli(*argv):
+    """``imagenet-think sample ARGV`` through the subcommand's own parser and ``run``."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return run(parser.parse_args(["--workers", "1", *argv]))
+
+
+def assert_nothing_written(out):
+    assert not out.exists() and not rejects_path(out).exists()
+
+
+def test_defaults_on_a_small_tree_are_an_error_naming_the_largest_class(tmp_path):
+    tree = write_image_tree(tmp_path / "tree", {A: 3, B: 2, C: 1}, odd_files=False)
+    out = tmp_path / "run" / "manifest.parquet"
+    with pytest.raises(InputError) as error:
+        cli("--source", str(tree.root), "--out", str(out))
+    message = str(error.value)
+    assert "no class of" in message and "reached --min-per-class 22" in message
+    assert f"the largest of its 3 classes had 3 images ({A})" in message
+    assert f"lower --min-per-class (to 3 to keep {A})" in message
+    assert_nothing_written(out)
+
+
+def test_an_empty_tree_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".hidden").write_text("not an image")
+    out = tmp_path / "manifest.parquet"
+    with pytest.raises(MissingInputError, match=r"empty.* holds no images .*expected .*/<wnid>/<image>"):
+        cli("--source", str(tmp_path / "empty"), "--out", str(out), "--min-per-class", "1")
+    assert_nothing_written(out)
+
+
+def test_loose_images_without_class_folders_are_an_error(tmp_path):
+    tree = write_image_tree(tmp_path / "tree", 1, odd_files=False)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    for file in tree.files:
+        (loose / file.path.split("/")[-1]).write_bytes((tree.root / file.path).read_bytes())
+    out = tmp_path / "manifest.parquet"
+    with pytest.raises(MissingInputError) as error:
+        cli("--source", str(loose), "--out", str(out), "--min-per-class", "1")
+    assert str(error.value).startswith(f"no class folders under {loose}: expected {loose}/<wnid>/<image>")
+    assert "holds 3 files outside class folders: move them into a folder per class" in str(error.value)
+    assert_nothing_written(out)
+
+
+def test_a_list_without_images_is_an_error(tmp_path):
+    (tmp_path / "list.txt").write_text("# nothing yet\n\n")
+    with pytest.raises(MissingInputError, match="lists no images"):
+        sample(tmp_path / "list.txt")
+
+
+def test_a_tree_of_unknown_classes_is_an_error_that_names_any_classes(tmp_path):
+    write_image_tree(tmp_path, {UNKNOWN_WNID: 2}, odd_files=False)
+    with pytest.raises(
+        MissingInputError, match=f"--any-classes keeps.*Rejects: unknown_class 1 \\(e.g. {UNKNOWN_WNID}: "
+    ):
+        sample(tmp_path)
+    assert len(sample(tmp_path, any_classes=True).entries) == 2
+
+
+def test_a_class_whose_every_file_is_rejected_is_an_error_with_the_reasons(tmp_path):
+    tree = write_image_tree(tmp_path, {A: 2}, odd_files=False)
+    with pytest.raises(InputError, match=r"has a usable image.*--min-side.*Rejects: too_small 2 \(e.g. "):
+        sample(tree.root, min_side=400)
+
+
+def test_dropped_classes_are_in_the_rejects_and_the_summary(tmp_path, capsys):
+    tree = write_image_tree(tmp_path / "tree", {A: 2, B: 5, C: 3}, odd_files=False)
+    for name in ("tiny1.JPEG", "tiny2.JPEG"):  # C: 3 good + 2 bad: checked, then short of 4
+        (tree.root / C / f"{C}_{name}").write_bytes(b"")
+    (tree.root / "n01537544").mkdir()  # a class folder with no file at all
+    for index in range(4):  # every file of n01534433 is rejected for its own reason
+        (tree.root / "n01534433" / f"n01534433_{index}.JPEG").parent.mkdir(exist_ok=True)
+        (tree.root / "n01534433" / f"n01534433_{index}.JPEG").write_text("text")
+    out = tmp_path / "manifest.parquet"
+    cli("--source", str(tree.root), "--out", str(out), "--min-per-class", "4", "--budget", "none")
+    assert sorted(read_manifest(out)[0].column("wnid").to_pylist()) == [B] * 5
+    rejects = pq.read_table(rejects_path(out)).to_pylist()
+    too_small = {row["image_path"]: row for row in rejects if row["reason"] == "class_too_small"}
+    assert sorted(too_small) == sorted(
+        [f"{A}/{A}_00000.JPEG", f"{A}/{A}_00001.JPEG", *(f"{C}/{C}_{i:05d}.JPEG" for i in range(3))]
+        + ["n01534433", "n01537544"]
+    )
+    assert too_small[f"{A}/{A}_00000.JPEG"]["detail"] == (
+        f"class {A} has 2 files, fewer than --min-per-class 4; not checked"
+    )
+    assert too_small[f"{C}/{C}_00000.JPEG"]["detail"] == (
+        f"class {C} can reach at most 3 good images (3 good, 2 rejected, 0 unchecked of 5 files), "
+        "fewer than --min-per-class 4"
+    )
+    assert too_small["n01537544"]["image_id"] == "" and "has 0 files" in too_small["n01537544"]["detail"]
+    assert "(0 good, 4 rejected, 0 unchecked of 4 files)" in too_small["n01534433"]["detail"]
+    printed = capsys.readouterr().out
+    assert (
+        f"dropped 4 classes under --min-per-class 4 (images each could reach: {A} (2), {C} (3), "
+        "n01534433 (0), n01537544 (0)); in the rejects as class_too_small"
+    ) in printed
+
+
+@pytest.mark.timeout(60)
+def test_odd_entries_become_rejects_and_the_rest_is_kept(tmp_path, capsys):
+    tree = write_image_tree(tmp_path / "tree", 2, odd_files=False)
+    odd = write_odd_entries(tree.root, tmp_path / "elsewhere", A)
+    out = tmp_path / "manifest.parquet"
+    cli("--source", str(tree.root), "--out", str(out), "--min-per-class", "1", "--any-classes")
+    manifest = read_manifest(out)[0].to_pylist()
+    assert sorted(row["image_path"] for row in manifest) == sorted(
+        [file.path for file in tree.files] + [file.path for file in odd.kept]
+    )
+    rejects = pq.read_table(rejects_path(out)).to_pylist()
+    assert {row["image_path"]: row["reason"] for row in rejects} == odd.rejected
+    detail = {row["image_path"]: row["detail"] for row in rejects}
+    assert detail[f"{A}/{A}_fifo.JPEG"] == "a FIFO (named pipe), not a regular file; never opened"
+    assert detail[f"{A}/{A}_socket.JPEG"] == "a socket, not a regular file; never opened"
+    assert detail[f"{A}/{A}_bad\\xff.JPEG"] == f"the name b'{A}_bad\\xff.JPEG' is not valid UTF-8: rename it"
+    assert detail[f"{A}/{A}_dangling.JPEG"].endswith("is a symlink to 'nowhere.JPEG', which does not exist")
+    assert "kept 7 images of 3 classes" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_odd_entries_of_a_split_tree_and_without_any_classes(tmp_path):
+    write_image_tree(tmp_path, 2, split="train", odd_files=False)
+    odd = write_odd_entries(tmp_path / "train", tmp_path.with_name(tmp_path.name + "-elsewhere"), A)
+    result = sample(tmp_path)  # train holds one file and more folders: a split, its file a reject
+    assert reasons_by_path(result) == {f"train/{path}": reason for path, reason in odd.rejected.items()}
+    assert len(result.entries) == 7
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_unreadable_files_and_folders_are_rejects(tmp_path):
+    tree = write_image_tree(tmp_path, 2, odd_files=False)
+    locked_file = tree.root / A / f"{A}_00000.JPEG"
+    locked_folder = tree.root / B
+    locked_file.chmod(0)
+    locked_folder.chmod(0)
+    try:
+        result = sample(tree.root)
+    finally:
+        locked_file.chmod(0o644)
+        locked_folder.chmod(0o755)
+    assert reasons_by_path(result) == {f"{A}/{A}_00000.JPEG": "unreadable", B: "unreadable"}
+    assert per_class(result) == {A: 1, C: 2}
+
+
+@pytest.mark.timeout(60)
+def test_odd_paths_in_a_list_file_are_rejects_and_never_opened(tmp_path):
+    images = tmp_path / "images"
+    write_image_tree(images, 2, odd_files=False)
+    odd = write_odd_entries(images, tmp_path / "elsewhere", A)
+    lines = [
+        f"images/{A}/{A}_00000.JPEG".encode(),
+        f"images/{B}/{B}_00001.JPEG".encode(),
+        f"images/{A}/{A}_fifo.JPEG".encode(),
+        f"images/{A}/{A}_socket.JPEG".encode(),
+        f"images/{A}/{A}_loop.JPEG".encode(),
+        f"images/{A}/{A}_dangling.JPEG".encode(),
+        f"images/{A}/{A}_more {A}".encode(),
+        f"images/{A}/{A}_linked.JPEG".encode(),
+        f"images/{A}/{A}_bad".encode() + b"\xff.JPEG",
+        f"images/{C}/missing.JPEG".encode(),
+    ]
+    (tmp_path / "list.txt").write_bytes(b"\r\n".join(lines) + b"\r\n")
+    result = sample(tmp_path / "list.txt")
+    assert sorted(entry.image_path for entry in result.entries) == sorted(
+        [f"images/{A}/{A}_00000.JPEG", f"images/{B}/{B}_00001.JPEG", f"images/{odd.kept[0].path}"]
+    )
+    assert reasons_by_path(result) == {
+        f"images/{A}/{A}_fifo.JPEG": "special_file",
+        f"images/{A}/{A}_socket.JPEG": "special_file",
+        f"images/{A}/{A}_loop.JPEG": "symlink_loop",
+        f"images/{A}/{A}_dangling.JPEG": "broken_link",
+        f"images/{A}/{A}_more": "not_a_file",
+        f"images/{A}/{A}_bad\\xff.JPEG": "undecodable_name",
+        f"images/{C}/missing.JPEG": "missing_file",
+        f"images/{C}": "class_too_small",
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["--min-per-class", "5", "--max-per-class", "3"], "--max-per-class 3 is below --min-per-class 5"),
+        (["--max-per-class", "0"], "--max-per-class must be positive"),
+        (["--max-per-class", "-2"], "--max-per-class must be positive"),
+        (["--min-per-class", "-1"], "--min-per-class must be at least 1"),
+        (["--min-per-class", "0", "--max-per-class", "none"], "--min-per-class must be at least 1"),
+        (["--budget", "0"], "--budget must be a positive number of images, not 0"),
+        (["--budget", "-5"], "--budget must be a positive number of images, not -5"),
+        (["--min-side", "0"], "--min-side must be at least 1"),
+        (["--max-pixels", "-1"], "--max-pixels must be positive"),
+        (["--workers", "0"], "--workers must be at least 1"),
+    ],
+)
+def test_limits_that_make_no_sense_are_a_usage_error_before_any_work(tmp_path, argv, flag):
+    out = tmp_path / "manifest.parquet"
+    with pytest.raises(UsageError) as error:  # the source does not exist: nothing was looked at
+        cli("--source", str(tmp_path / "no-such-tree"), "--out", str(out), *argv)
+    assert flag in str(error.value)
+    assert_nothing_written(out)
+
+
+def test_a_budget_below_the_classes_minimum_is_a_usage_error_naming_the_fix(tmp_path):
+    tree = write_image_tree(tmp_path, 4, odd_files=False)
+    with pytest.raises(UsageError, match=r"--budget of 8 cannot give 3 classes .* \(to 9 at least\)"):
+        sample(tree.root, SamplingRule(min_per_class=3, max_per_class=None, budget=8))
+
+
+def test_a_missing_source_is_named(tmp_path):
+    missing = tmp_path / "no-such-tree"
+    out = tmp_path / "manifest.parquet"
+    with pytest.raises(MissingInputError, match=f"--source {missing} does not exist"):
+        cli("--source", str(missing), "--out", str(out), "--min-per-class", "1")
+    assert_nothing_written(out)
+    (tmp_path / "list.txt").write_text(f"{A}/{A}_00000.JPEG\n")
+    with pytest.raises(MissingInputError, match=f"--image-root {missing} does not exist"):
+        sample(tmp_path / "list.txt", image_root=missing)
+
+
+@pytest.mark.timeout(60)
+def test_a_source_that_is_not_a_folder_or_a_text_file_is_refused_unread(tmp_path):
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InputError, match=r"fifo is a FIFO \(named pipe\), not a folder or a list file"):
+        sample(tmp_path / "fifo")
+    (tmp_path / "image.png").write_bytes(png_declaring(300, 300))
+    with pytest.raises(InputError, match="is not a list file .*NUL bytes"):
+        sample(tmp_path / "image.png")
+
+
+def test_an_out_that_cannot_be_written_is_a_usage_error_before_any_work(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    missing = str(tmp_path / "no-such-tree")  # the source is never looked at
+    with pytest.raises(UsageError, match=r"--out .*folder is a folder: name the manifest file"):
+        cli("--source", missing, "--out", str(tmp_path / "folder"))
+    with pytest.raises(UsageError, match=r"file is a file, not a folder"):
+        cli("--source", missing, "--out", str(tmp_path / "file" / "run" / "manifest.parquet"))
+
+
+def test_an_image_root_that_is_not_utf8_is_refused_before_listing(tmp_path):
+    root = os.fsdecode(os.fsencode(tmp_path) + b"/root\xff")
+    write_image_tree(root, 1, odd_files=False)
+    with pytest.raises(InputError, match=r"root\\xff is not valid UTF-8"):
+        sample(root)
+
+
+def test_help_states_the_rules(capsys):
+    with pytest.raises(SystemExit) as done:
+        imagenet_think_cli.main(["sample", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for rule in (
+        "class_too_small",
+        "`none` for no maximum",
+        "`none` for no budget",
+        "a symlink loop",
+        "never opened",
+        "Keeping no image at all is an error",
+        "nothing is written then",
+    ):
+        assert rule in text
