@@ -302,12 +302,13 @@ def _validate_engine(config: ModelConfig, fail) -> None:
             raise fail(
                 f"engine.{key}", f"engine.{key} is a fraction of the GPU's memory in (0, 1], not {value!r}"
             )
-    try:  # EngineArgs turns nested mappings into vLLM's config classes, checking their keys
+    # EngineArgs turns nested mappings into vLLM's config classes, checking their keys. It is given
+    # an existing folder for the model (and no tokenizer), which it then takes as is: the model and
+    # tokenizer are neither resolved nor read here (offline, it would look for them in the cache).
+    checked = {k: v for k, v in config.engine.items() if k in types and k not in ("tokenizer",)}
+    try:
         EngineArgs(
-            model=config.model,
-            revision=config.revision,
-            trust_remote_code=config.trust_remote_code,
-            **{k: v for k, v in config.engine.items() if k in types},
+            model=str(Path(__file__).resolve().parent), trust_remote_code=config.trust_remote_code, **checked
         )
     except Exception as error:
         key = next((k for k in config.engine if str(k) in str(error)), "")

@@ -185,13 +185,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _log_to_terminal() -> None:
     """Show the toolkit's progress and warnings (``generation.*`` loggers) on stderr."""
-    log = logging.getLogger("generation")
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    logging.basicConfig(format="%(message)s")  # a no-op where logging is configured already
+    logging.getLogger("generation").setLevel(logging.INFO)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """``imagenet-think generate --engine ray``: the same chunks, on a Ray cluster.
 
 Ray Data holds the pending chunks; ``map_batches`` sends them to an actor pool
-with one vLLM engine per actor (one per GPU or tensor-parallel group, or ``--num-engines``). Each actor
-commits its chunks itself with :func:`generation.runs.commit_result` (the run protocol both loops
-share), so a Ray run resumes, and mixes with local runs, exactly like the default engine. On a multi-node cluster start Ray on every node (``ray start --head`` /
+with one vLLM engine per actor (one per GPU or tensor-parallel group, or ``--num-engines``).
+Each actor commits its chunks itself with :func:`generation.runs.commit_result` (the run
+protocol both loops share), so a Ray run resumes, and mixes with local runs, exactly like the
+default engine. On a multi-node cluster start Ray on every node (``ray start --head`` /
 ``ray start --address=HEAD:6379``) and pass ``--ray-address auto``.
 """
 

@@ -1,6 +1,12 @@
 """Generation on the real vLLM CPU engine with a tiny local model: sample -> generate -> build -> load,
-per-request rejects, SIGKILL at random moments then resume, and the Ray engine."""
+per-request rejects, SIGKILL at random moments then resume, the Ray engine, and the run protocol:
+the whole config checked before run.json, checkable chunk commits, resume verification, takeover of
+folders with no committed chunk, provenance columns, file permissions."""
 
+import dataclasses
+import hashlib
+import json
+import logging
 import os
 import random
 import shutil
@@ -18,8 +24,18 @@ from image_trees import write_image_tree
 
 from generation.config import load_model_config
 from generation.generate import completed_chunks, generate
-from generation.records import RECORD_GLOB, REJECT_GLOB, iter_rows, read_manifest, shard_files
+from generation.records import (
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    Reject,
+    iter_rows,
+    manifest_fingerprint,
+    read_manifest,
+    to_table,
+)
+from generation.runs import RUN_FILE, check_run, chunk_files, claim_run_dir, commit_chunk, plan_run, summarize
 from imagenet_think_cli import main as cli
+from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,11 +55,19 @@ def sampled(tmp_path_factory):
 
 
 def _records(run_dir):
-    return list(iter_rows(shard_files(run_dir, RECORD_GLOB)))
+    """The records of the run's verified chunks."""
+    return list(iter_rows(check_run(run_dir).record_files))
 
 
 def _rejects(run_dir):
-    return list(iter_rows(shard_files(run_dir, REJECT_GLOB)))
+    return list(iter_rows(check_run(run_dir).reject_files))
+
+
+def _user_mode() -> int:
+    """The permissions of a file a user creates: 0o666 & ~umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def test_sample_generate_build_load(sampled, tmp_path):
@@ -58,10 +82,25 @@ def test_sample_generate_build_load(sampled, tmp_path):
     records = _records(tmp_path / "run")
     assert {r["image_id"] for r in records} == good and len(records) == len(good)
     assert summary.records == len(good) and summary.rejects == 0
+    sha = dict(zip(table["image_id"].to_pylist(), table["sha256"].to_pylist(), strict=True))
+    fingerprint = manifest_fingerprint(table)
+    root = read_manifest(manifest)[1]
     for record in records:
         assert record["annotator"] == "glm" and record["model_id"] == "tiny:glm4v"
         assert record["num_output_tokens"] > 0 and record["finish_reason"] in {"stop", "length"}
         assert record["question"] == config.question
+        # provenance: the picture the text was generated for, and the manifest it came from
+        assert record["image_sha256"] == sha[record["image_id"]]
+        assert (
+            record["image_sha256"] == hashlib.sha256((root / record["image_path"]).read_bytes()).hexdigest()
+        )
+        assert record["manifest_sha256"] == fingerprint
+    run = json.loads((tmp_path / "run" / RUN_FILE).read_text())
+    assert run["manifest"] == str(manifest.resolve()) and run["manifest_sha256"] == fingerprint
+    assert run["images"] == len(good) and run["chunk_size"] == config.chunk_size == 8
+    state = check_run(tmp_path / "run")
+    assert sorted(state.done) == [0, 1] and not state.bad and state.images_done == len(good)
+    assert [c["images"] for c in state.done.values()] == [8, len(good) - 8]
     out = tmp_path / "imagenet_think"
     built = build_release(
         [tmp_path / "run"], manifest, out, annotators=("glm",), validation_fraction=0, test_fraction=0
@@ -77,16 +116,20 @@ def test_sample_generate_build_load(sampled, tmp_path):
 def test_failed_requests_become_rejects(sampled, tmp_path):
     manifest = sampled["manifest"]
     table, root = read_manifest(manifest)
-    # A copy of the tree in which one sampled image has since become unreadable.
+    # A copy of the tree in which, since sampling, one image became another picture and one vanished.
     copy = tmp_path / "tree"
     shutil.copytree(root, copy)
-    broken = table["image_path"][0].as_py()
-    (copy / broken).write_bytes(b"not an image any more")
+    changed, missing, other = (table["image_path"][i].as_py() for i in (0, 1, 5))
+    shutil.copyfile(copy / other, copy / changed)  # a valid image, but not the one sampled
+    (copy / missing).unlink()
     config = load_model_config(TINY_GLM, ["engine.max_model_len=40"])  # the image prompt no longer fits
     generate(config, manifest, tmp_path / "run", limit=3, image_root=copy)
-    rejects = {r["image_id"]: r["reason"] for r in _rejects(tmp_path / "run")}
-    assert rejects[Path(broken).stem] == "unreadable_image"
-    assert Counter(rejects.values()) == {"unreadable_image": 1, "prompt_too_long": 2}
+    rejects = {r["image_id"]: r for r in _rejects(tmp_path / "run")}
+    assert rejects[Path(changed).stem]["reason"] == "image_changed"
+    assert "not the manifest's" in rejects[Path(changed).stem]["detail"]
+    assert rejects[Path(missing).stem]["reason"] == "unreadable_image"
+    reasons = Counter(r["reason"] for r in rejects.values())
+    assert reasons == {"image_changed": 1, "unreadable_image": 1, "prompt_too_long": 1}
     assert not _records(tmp_path / "run")
 
 
@@ -160,6 +203,9 @@ def test_sigkill_at_random_moments_then_resume(sampled, tmp_path):
     assert not list(out.glob(".tmp-*"))
     for shard in out.glob("*.parquet"):
         pq.read_table(shard)  # no torn shard
+    state = check_run(out)
+    assert not state.bad and state.images_done == state.images_expected == len(expected)
+    assert sorted(state.done) == list(range(len(expected)))  # chunk_size=1: one commit per image
 
 
 def test_ray_engine_matches_default_engine(sampled, tmp_path):
@@ -211,23 +257,257 @@ def test_only_torn_temporary_files_are_removed(tmp_path):
     assert sorted(tmp_path.iterdir()) == sorted([live, elsewhere])
 
 
-def test_a_resume_accepts_the_same_config_written_in_another_key_order(tmp_path):
-    import dataclasses
-
-    from generation.generate import claim_run_dir, plan_chunks
-
-    config = load_model_config(TINY_GLM)
+def _small_manifest(tmp_path) -> Path:
     manifest = tmp_path / "m.parquet"
     write_image_tree(tmp_path / "tree", good_per_class=1, odd_files=False)
     assert (
         cli(["sample", "--source", str(tmp_path / "tree"), "--out", str(manifest), "--min-per-class", "1"])
         == 0
     )
-    _, fingerprint = plan_chunks(manifest, 8)
-    claim_run_dir(tmp_path / "run", config, manifest, fingerprint)
+    return manifest
+
+
+def _commit_as_rejects(run_dir, chunk):
+    """Commit a chunk whose images all became rejects (a real commit, without an engine)."""
+    rejects = [Reject(t.image_id, t.image_path, "generate", "glm", "engine_error", "x") for t in chunk.tasks]
+    commit_chunk(
+        run_dir, chunk.index, to_table([], RECORD_SCHEMA), to_table(rejects, REJECT_SCHEMA), chunk.image_ids
+    )
+
+
+def test_a_resume_accepts_the_same_config_written_in_another_key_order(tmp_path):
+    config = load_model_config(TINY_GLM)
+    manifest = _small_manifest(tmp_path)
+    plan = plan_run(manifest, 8)
+    claim_run_dir(tmp_path / "run", config, plan)
+    _commit_as_rejects(tmp_path / "run", plan.chunks[0])
     reordered = dataclasses.replace(config, sampling=dict(reversed(list(config.sampling.items()))))
     assert list(reordered.sampling) != list(config.sampling)
-    claim_run_dir(tmp_path / "run", reordered, manifest, fingerprint)  # no "another config" error
+    claim_run_dir(tmp_path / "run", reordered, plan)  # no "another config" error
     changed = dataclasses.replace(config, sampling={**config.sampling, "temperature": 0.123})
-    with pytest.raises(RuntimeError, match="another config"):
-        claim_run_dir(tmp_path / "run", changed, manifest, fingerprint)
+    with pytest.raises(RefusedError, match="another config"):
+        claim_run_dir(tmp_path / "run", changed, plan)
+
+
+CONFIG_MISTAKES = [
+    # (--set item, text the message must hold)
+    (
+        "sampling.max_token=64",
+        ["sampling key 'max_token'", "did you mean 'max_tokens'", "--set sampling.max_token=64"],
+    ),
+    ("engine.max_modl_len=512", ["engine key 'max_modl_len'", "did you mean 'max_model_len'"]),
+    ("sampling.max_tokens=0", ["max_tokens must be at least 1", "--set sampling.max_tokens=0"]),
+    ("sampling.temperature=-0.5", ["temperature must be non-negative"]),
+    ("sampling.max_tokens=lots", ["sampling.max_tokens = 'lots'"]),
+    ("engine.max_model_len=-1", ["engine.max_model_len must be >= 1"]),
+    ("engine.dtype=flaot32", ["engine.dtype = 'flaot32'", "'float32'"]),
+    ("engine.enforce_eager=maybe", ["engine.enforce_eager = 'maybe'", "valid boolean"]),
+    ("chunk_size=0", ["chunk_size must be a whole number >= 1"]),
+    ("chunk_sise=4", ["unknown key 'chunk_sise'", "did you mean 'chunk_size'"]),
+    ("sampling.max_tokens.limit=3", ["sampling.max_tokens is 48", "not a mapping"]),
+    ("max_tokens", ["is not KEY=VALUE"]),
+]
+
+
+@pytest.mark.parametrize(("item", "expected"), CONFIG_MISTAKES, ids=[item for item, _ in CONFIG_MISTAKES])
+def test_config_mistakes_fail_before_run_json_and_engine(sampled, tmp_path, item, expected):
+    """Each mistake is found by `imagenet-think generate` before it writes run.json (and so before
+    an engine starts, which generate does only after claiming the folder), naming the key."""
+    out = tmp_path / "run"
+    with pytest.raises(InputError) as raised:
+        cli(
+            [
+                "generate",
+                "--config",
+                str(TINY_GLM),
+                "--manifest",
+                str(sampled["manifest"]),
+                "--out",
+                str(out),
+                "--set",
+                item,
+            ]
+        )
+    for text in expected:
+        assert text in str(raised.value)
+    assert not out.exists()
+
+
+def test_config_mistakes_in_the_file_and_in_code_name_their_source(sampled, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(TINY_GLM.read_text().replace("  max_tokens: 48", "  max_token: 48"))
+    with pytest.raises(InputError, match=f"{typo}: sampling key 'max_token'.*did you mean 'max_tokens'"):
+        load_model_config(typo)
+    engine_typo = tmp_path / "engine.yaml"
+    engine_typo.write_text(TINY_GLM.read_text().replace("  enforce_eager: true", "  enforce_eagre: true"))
+    with pytest.raises(
+        InputError, match=f"{engine_typo}: engine key 'enforce_eagre'.*did you mean 'enforce_eager'"
+    ):
+        load_model_config(engine_typo)
+    # A config made in code is checked by generate() itself, before it touches the run folder.
+    config = load_model_config(TINY_GLM)
+    for bad, key in (
+        (dataclasses.replace(config, sampling={**config.sampling, "top_pp": 0.5}), "'top_pp'"),
+        (dataclasses.replace(config, engine={**config.engine, "model": "other"}), "engine.model"),
+        (
+            dataclasses.replace(config, engine={**config.engine, "gpu_memory_utilization": 1.5}),
+            "gpu_memory_utilization",
+        ),
+    ):
+        with pytest.raises(InputError, match=key):
+            generate(bad, sampled["manifest"], tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+    with pytest.raises(UsageError, match="--limit 0"):
+        generate(config, sampled["manifest"], tmp_path / "run", limit=0)
+    with pytest.raises(MissingInputError, match="manifest .*missing.parquet not found"):
+        generate(config, tmp_path / "missing.parquet", tmp_path / "run")
+    with pytest.raises(MissingInputError, match="image folder"):
+        generate(config, sampled["manifest"], tmp_path / "run", image_root=tmp_path / "nowhere")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_folder_without_committed_chunks_is_taken_over(sampled, tmp_path, caplog):
+    manifest, out = sampled["manifest"], tmp_path / "run"
+    # A config that passes every check but that vLLM refuses when the engine starts: run.json is
+    # written, nothing is committed.
+    too_long = load_model_config(TINY_GLM, ["engine.max_model_len=100000000"])
+    with pytest.raises(ValueError, match="max_model_len"):
+        generate(too_long, manifest, out, limit=3)
+    assert json.loads((out / RUN_FILE).read_text())["config"]["engine"]["max_model_len"] == 100000000
+    torn = chunk_files(out, 0)[1]  # rejects of a chunk killed before its records: uncommitted
+    torn.write_bytes(b"left over")
+    fixed = load_model_config(TINY_GLM, ["chunk_size=2"])
+    with caplog.at_level(logging.WARNING, logger="generation"):
+        summary = generate(fixed, manifest, out, limit=3)
+    assert "takes the folder over" in caplog.text and "another config" in caplog.text
+    assert json.loads((out / RUN_FILE).read_text())["config"] == dataclasses.asdict(fixed)
+    assert summary.records + summary.rejects == 3 and summary.images_missing == 0
+    state = check_run(out)
+    assert sorted(state.done) == [0, 1] and not state.bad
+    # Now the folder holds committed chunks: another config is refused, and nothing is touched.
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(RefusedError, match="another config.*2 committed chunk"):
+        generate(too_long, manifest, out, limit=3)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_resume_redoes_replaced_and_damaged_chunks_exactly(sampled, tmp_path, caplog):
+    from generation.engine import Annotator
+
+    manifest, out = sampled["manifest"], tmp_path / "run"
+    config = load_model_config(TINY_GLM, ["chunk_size=2"])
+    annotator = Annotator(config)
+    generate(config, manifest, out, limit=8, annotator=annotator)
+    expected = read_manifest(manifest)[0]["image_id"].to_pylist()[:8]
+    fields = ("image_id", "output", "think", "answer", "num_output_tokens")
+    original = sorted(tuple(r[f] for f in fields) for r in _records(out))
+    records = [chunk_files(out, index)[0] for index in range(4)]
+    kept = {path: path.stat().st_mtime_ns for path in chunk_files(out, 0)}
+    shutil.copyfile(records[0], records[1])  # replaced by another chunk's records
+    damaged = bytearray(records[2].read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte: same size, other sha256
+    records[2].write_bytes(bytes(damaged))
+    records[3].write_bytes(records[3].read_bytes()[:-100])  # truncated
+    state = check_run(out)
+    assert sorted(state.done) == [0] and state.images_done == 2 and state.images_missing == 6
+    assert set(state.bad) == set(records[1:])
+    assert "sha256" in state.bad[records[2]] and "size" in state.bad[records[3]]
+    assert any(line.startswith("missing: 6 of 8 images") for line in summarize(out).lines())
+    with caplog.at_level(logging.WARNING, logger="generation"):
+        summary = generate(config, manifest, out, limit=8, annotator=annotator)
+    for path in records[1:]:
+        assert f"{path.name}: {state.bad[path]}; redoing the chunk" in caplog.text
+    state = check_run(out)
+    assert sorted(state.done) == [0, 1, 2, 3] and not state.bad and state.images_done == 8
+    assert {path: path.stat().st_mtime_ns for path in chunk_files(out, 0)} == kept  # the good chunk stays
+    ids = [r["image_id"] for r in _records(out)] + [r["image_id"] for r in _rejects(out)]
+    assert sorted(ids) == sorted(expected)  # exactly the right image set, each once
+    assert sorted(tuple(r[f] for f in fields) for r in _records(out)) == original  # greedy: the same texts
+    assert summary.images_missing == 0 and not any(line.startswith("missing") for line in summary.lines())
+
+
+def test_a_limited_sharded_run_reports_its_images_and_writes_user_permissions(tmp_path):
+    from generation.engine import Annotator
+
+    old_umask = os.umask(0o027)  # the files must follow it: 0o640, not mkstemp's 0o600
+    try:
+        assert _user_mode() == 0o640
+        manifest = _small_manifest(tmp_path)
+        table, _ = read_manifest(manifest)
+        assert table.num_rows == 3
+        config = load_model_config(TINY_GLM, ["chunk_size=1"])
+        annotator = Annotator(config)
+        out = tmp_path / "run"
+        first = generate(config, manifest, out, limit=2, num_shards=2, shard_index=0, annotator=annotator)
+        assert first.images == 2 and first.images_missing == 1
+        assert "missing: 1 of 2 images are in no committed chunk" in "\n".join(first.lines())
+        second = generate(config, manifest, out, limit=2, num_shards=2, shard_index=1, annotator=annotator)
+        assert second.images == 2 and second.images_missing == 0 and second.records + second.rejects == 2
+        run = json.loads((out / RUN_FILE).read_text())
+        assert run["images"] == 2 and run["chunk_size"] == 1
+        assert run["manifest_sha256"] == manifest_fingerprint(table)  # of the whole manifest, not the limit
+        assert (
+            run["images_sha256"]
+            == hashlib.sha256("\n".join(table["image_id"].to_pylist()[:2]).encode()).hexdigest()
+        )
+        written = [manifest, manifest.with_suffix(".rejects.parquet"), *out.iterdir()]
+        assert {p.name for p in out.iterdir()} == {RUN_FILE} | {
+            p.name for i in range(2) for p in chunk_files(out, i)
+        }
+        assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: 0o640 for p in written}
+    finally:
+        os.umask(old_umask)
+
+
+def test_check_run_names_what_is_missing_or_wrong(sampled, tmp_path):
+    manifest = sampled["manifest"]
+    (tmp_path / "runs" / "glm").mkdir(parents=True)
+    with pytest.raises(MissingInputError, match="holds no generation run"):
+        check_run(tmp_path / "runs" / "glm")
+    plan = plan_run(manifest, 4)
+    config = load_model_config(TINY_GLM)
+    claim_run_dir(tmp_path / "runs" / "glm", config, plan)
+    with pytest.raises(MissingInputError, match=r"no run\.json.*did you mean .*runs/glm\?"):
+        check_run(tmp_path / "runs")  # the parent of a run folder
+    with pytest.raises(MissingInputError, match=r"did you mean .*runs/glm\?"):
+        check_run(tmp_path / "runs" / "gml")  # a typo
+    run = tmp_path / "runs" / "glm"
+    _commit_as_rejects(run, plan.chunks[0])
+    records_path, rejects_path, commit_path = chunk_files(run, 1)
+    records_path.write_bytes(pq_bytes := chunk_files(run, 0)[0].read_bytes())  # a records file with no commit
+    state = check_run(run)
+    assert list(state.done) == [0] and state.images_done == 4 and state.images_expected == plan.images
+    assert (
+        state.bad == {records_path: state.bad[records_path]} and "no commit file" in state.bad[records_path]
+    )
+    assert state.record_files == [chunk_files(run, 0)[0]] and state.reject_files == [chunk_files(run, 0)[1]]
+    commit = json.loads(chunk_files(run, 0)[2].read_text())
+    assert commit["images"] == 4 and commit["rejects"]["rows"] == 4 and commit["records"]["rows"] == 0
+    assert commit["rejects"]["sha256"] == hashlib.sha256(chunk_files(run, 0)[1].read_bytes()).hexdigest()
+    assert commit["records"]["bytes"] == len(pq_bytes)
+    chunk_files(run, 0)[1].unlink()  # a committed file gone
+    assert "missing" in check_run(run).bad[chunk_files(run, 0)[1]] and not check_run(run).done
+    # A commit that does not hold one row per image is refused before anything is written.
+    with pytest.raises(ValueError, match="one row per image"):
+        commit_chunk(
+            run, 2, to_table([], RECORD_SCHEMA), to_table([], REJECT_SCHEMA), plan.chunks[2].image_ids
+        )
+    assert not any(path.exists() for path in chunk_files(run, 2))
+    (run / RUN_FILE).write_text("{not json")
+    with pytest.raises(InputError, match=r"run\.json is not valid JSON"):
+        check_run(run)
+
+
+def test_records_of_an_older_toolkit_are_never_silently_discarded(sampled, tmp_path):
+    """A folder from before commit files: its records cannot be verified, so it is refused, not overwritten."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_FILE).write_text(
+        json.dumps({"config": {}, "images_sha256": "x", "manifest": "m", "versions": {}})
+    )
+    (run / "records-c0000000.parquet").write_bytes(b"records of an older run")
+    with pytest.raises(RefusedError, match="older imagenet-think"):
+        generate(load_model_config(TINY_GLM), sampled["manifest"], run)
+    assert (run / "records-c0000000.parquet").read_bytes() == b"records of an older run"
+    with pytest.raises(InputError, match="older imagenet-think"):
+        check_run(run)
