@@ -2,13 +2,28 @@
 
 Each subcommand is a module exposing ``add_arguments(parser)``, ``run(args)`` and
 an ``EXAMPLE`` string; it is imported only when called, so ``--help`` is instant.
+
+Errors: an expected failure (an :mod:`imagenet_think_errors` error, or an
+``OSError`` that names its file, such as a missing or unreadable file) is printed
+as ``imagenet-think COMMAND: error: MESSAGE`` on stderr, without a traceback, and
+exits with status 2 (usage) or 1 (failed); Ctrl-C prints one line and exits 130.
+``--debug`` (before or after the command name) or ``IMAGENET_THINK_DEBUG=1`` adds
+the traceback. Anything else is a bug and keeps its traceback. Called from Python
+with an ``argv`` list (tests, the demo), :func:`main` lets every exception through.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from imagenet_think_errors import ImageNetThinkError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": (
@@ -26,19 +41,113 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),
     "tiny-model": ("generation.tiny_models", "build a tiny random-weight VLM locally (tests, demo)"),
 }
+DEBUG_FLAG = "--debug"
+DEBUG_ENV = "IMAGENET_THINK_DEBUG"
+INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
+# What an OSError that names its file(s) could not do to it.
+_OS_VERBS: tuple[tuple[type[OSError], str], ...] = (
+    (FileNotFoundError, "open"),
+    (IsADirectoryError, "open"),
+    (NotADirectoryError, "open"),
+    (PermissionError, "access"),
+    (FileExistsError, "create"),
+)
 
 
 def _overview() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
     return (
-        "usage: imagenet-think COMMAND [ARGS]\n\nMake, publish, train on and score ImageNet-Think.\n\n"
-        "commands:\n" + "\n".join(lines) + "\n\n`imagenet-think COMMAND --help` shows a command's arguments."
+        "usage: imagenet-think [--debug] COMMAND [ARGS]\n\nMake, publish, train on and score ImageNet-Think.\n\n"
+        "commands:\n" + "\n".join(lines) + "\n\n`imagenet-think COMMAND --help` shows a command's arguments; "
+        f"{DEBUG_FLAG} (or {DEBUG_ENV}=1)\nshows the traceback of an error."
     )
 
 
+def debug_from_env() -> bool:
+    """Whether ``IMAGENET_THINK_DEBUG`` asks for tracebacks (set, and not 0/false/no/off)."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in {"", "0", "false", "no", "off"}
+
+
+def take_debug_flag(argv: list[str]) -> tuple[bool, list[str]]:
+    """Whether ``--debug`` is among ``argv`` (before a ``--``), and ``argv`` without it."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    kept = [arg for arg in argv[:end] if arg != DEBUG_FLAG]
+    return len(kept) < end, kept + argv[end:]
+
+
+def describe_failure(error: BaseException) -> tuple[str, int] | None:
+    """The message and exit status of an expected failure; None for anything else (a bug)."""
+    if isinstance(error, ImageNetThinkError):
+        return str(error), error.exit_code
+    if isinstance(error, OSError) and error.filename is not None:
+        verb = next((verb for kind, verb in _OS_VERBS if isinstance(error, kind)), None)
+        if verb is not None:
+            names = os.fsdecode(error.filename)
+            if error.filename2 is not None:
+                names += f" -> {os.fsdecode(error.filename2)}"
+            return f"cannot {verb} {names}: {error.strerror or error}", 1
+    return None
+
+
+def _tell_torchelastic(message: str) -> None:
+    """Under ``torchrun``/``accelerate launch`` with several processes, put the message in the
+    launcher's failure summary (its error file) in place of "To enable traceback see: ..."."""
+    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if error_file:
+        try:
+            with open(error_file, "w", encoding="utf-8") as handle:
+                json.dump({"message": message, "timestamp": int(time.time())}, handle)
+        except OSError:
+            pass
+
+
+def run_reporting(prog: str, call: Callable[[], int | None], debug: bool = False) -> int:
+    """``call()``'s exit status; an expected failure is printed as ``PROG: error: MESSAGE``
+    (with the traceback when ``debug`` or ``IMAGENET_THINK_DEBUG=1``) and exits 1 or 2,
+    Ctrl-C exits 130; any other exception propagates with its traceback."""
+    debug = debug or debug_from_env()
+    try:
+        return int(call() or 0)
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        if debug:
+            traceback.print_exc()
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as error:
+        failure = describe_failure(error)
+        if failure is None:
+            raise
+        message, status = failure
+        sys.stdout.flush()
+        if debug:
+            traceback.print_exc()
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        _tell_torchelastic(message)
+        return status
+
+
+def _run_command(name: str, rest: list[str]) -> int:
+    module = importlib.import_module(COMMANDS[name][0])
+    parser = argparse.ArgumentParser(
+        prog=f"imagenet-think {name}",
+        description=COMMANDS[name][1],
+        epilog=f"example:\n  {module.EXAMPLE}\n\n{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    return int(module.run(parser.parse_args(rest)) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    """Run ``imagenet-think`` with ``argv`` (default: the command line).
+
+    From the command line (``argv`` None) expected failures are printed in a line
+    and exit 1 or 2; called with a list they are raised, for the caller to catch.
+    """
+    from_command_line = argv is None
+    debug, argv = take_debug_flag(sys.argv[1:] if argv is None else list(argv))
     if not argv or argv[0] in {"-h", "--help"}:
         print(_overview())
         return 0
@@ -46,15 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"imagenet-think: unknown command {name!r}\n\n{_overview()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(
-        prog=f"imagenet-think {name}",
-        description=COMMANDS[name][1],
-        epilog=f"example:\n  {module.EXAMPLE}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    module.add_arguments(parser)
-    return int(module.run(parser.parse_args(rest)) or 0)
+    if not from_command_line:
+        return _run_command(name, rest)
+    return run_reporting(f"imagenet-think {name}", lambda: _run_command(name, rest), debug)
 
 
 if __name__ == "__main__":

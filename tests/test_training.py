@@ -1,5 +1,6 @@
-"""SFT on a tiny VLM on the CPU: targets, lengths, the template check, LoRA targets, and real
-``accelerate launch`` runs (one process; ZeRO-2 on two) through adapter reload, merge and vLLM."""
+"""SFT on a tiny VLM on the CPU: targets, lengths, the template check, LoRA targets, errors a person
+can act on, and real ``accelerate launch`` runs (one process; ZeRO-2 on two) through adapter reload,
+merge and vLLM."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from vllm_greedy import vllm_greedy
 
 from generation.reasoning import parse_reasoning
 from generation.tiny_models import resolve_model
+from imagenet_think_errors import InputError
 from release.build import build_release
 from training.formatting import (
     EACH,
@@ -128,6 +130,47 @@ def test_select_traces_per_config_and_annotator(release):
         select_traces(glm_config, "kimi")
     with pytest.raises(ValueError, match="annotator must be one of"):
         select_traces(both, "qwen")
+
+
+def test_rows_without_imagenet_think_columns_are_named():
+    rows = Dataset.from_dict({"image_id": ["a"], "text": ["a finch"]})
+    with pytest.raises(InputError, match=r"not ImageNet-Think rows: the columns \['image', 'question'"):
+        select_traces(rows, EACH)
+
+
+def _sft(*args: str, debug: bool = False) -> subprocess.CompletedProcess:
+    """``python training/sft.py ARGS`` (no accelerate); IMAGENET_THINK_DEBUG only when ``debug``."""
+    env = {key: value for key, value in os.environ.items() if key != "IMAGENET_THINK_DEBUG"}
+    env.update({"IMAGENET_THINK_DEBUG": "1"} if debug else {})
+    command = [sys.executable, str(REPO / "training" / "sft.py"), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _one_error_line(result: subprocess.CompletedProcess, prog: str, *names: str) -> None:
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(errors) == 1 and all(name in errors[0] for name in names), result.stderr[-3000:]
+
+
+def test_sft_names_a_recipe_typo_and_a_missing_dataset_without_a_traceback(tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text(TINY_RECIPE.read_text(encoding="utf-8").replace("learning_rate:", "lerning_rate:"))
+    typo = _sft("--config", str(recipe))
+    _one_error_line(typo, "training/sft.py", str(recipe), "'lerning_rate'", "did you mean 'learning_rate'")
+    missing = tmp_path / "no-such-release"
+    result = _sft("--config", str(TINY_RECIPE), "--dataset_name", str(missing), "--output_dir", str(tmp_path))
+    _one_error_line(result, "training/sft.py", f"dataset_name {missing}: no such folder")
+    debug = _sft("--config", str(recipe), debug=True)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert "training/sft.py: error: " in debug.stderr.strip().splitlines()[-1]
+
+
+def test_merge_names_a_folder_that_is_no_adapter(tmp_path, capsys):
+    assert merge_main(["--adapter", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.startswith(f"training/merge.py: error: --adapter {tmp_path / 'nothing'}:")
+    assert merge_main(["--adapter", str(tmp_path), "--out", str(tmp_path / "out")]) == 1
+    assert "is not a LoRA adapter" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_overlong_example_is_dropped_not_cut_and_labels_are_the_assistant_turn(processor):

@@ -20,6 +20,7 @@ from datasets import Dataset, interleave_datasets
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from generation.reasoning import ANSWER_CLOSE, ANSWER_OPEN, STYLES
+from imagenet_think_errors import InputError
 
 THINK_OPEN, THINK_CLOSE = STYLES["think_tags"].open, STYLES["think_tags"].close
 # Assistant targets; each reads back with ``parse_reasoning(text, "think_tags")``.
@@ -30,6 +31,7 @@ THINK_FORMATS = {
     "glm": f"{THINK_OPEN}{{think}}{THINK_CLOSE}{ANSWER_OPEN}{{answer}}{ANSWER_CLOSE}",
 }
 EACH = "each"  # every annotator's trace, one example each
+TRACE_COLUMNS = ("image", "question", "think", "answer", "annotator")  # a per-annotator config's
 OVERLONG_POLICIES = ("drop", "shorten_think")
 IGNORE_INDEX = -100
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -40,8 +42,8 @@ def format_target(think: str, answer: str, think_format: str = "r1") -> str:
     try:
         template = THINK_FORMATS[think_format]
     except KeyError:
-        raise ValueError(
-            f"unknown think_format {think_format!r}; expected one of {sorted(THINK_FORMATS)}"
+        raise InputError(
+            f"unknown think_format {think_format!r}; set think_format to one of {sorted(THINK_FORMATS)}"
         ) from None
     return template.format(think=think.strip(), answer=answer.strip())
 
@@ -63,16 +65,34 @@ def select_traces(dataset: Dataset, annotator: str = EACH) -> Dataset:
     rows hold every annotator's traces). A per-annotator config (``glm``, ``kimi``)
     has one trace per row; the ``both`` config has ``<name>_think`` and ``<name>_answer``.
     """
-    if "think" in dataset.column_names:
+    columns = dataset.column_names
+    if "think" in columns:
+        _require_columns(columns, TRACE_COLUMNS)
         found = sorted(set(dataset.unique("annotator")))
         if annotator not in (EACH, *found):
-            raise ValueError(f"this config holds traces of {found} only; got annotator={annotator!r}")
-        return dataset.select_columns(["image", "question", "think", "answer", "annotator"])
-    names = [column.removesuffix("_think") for column in dataset.column_names if column.endswith("_think")]
+            raise InputError(
+                f"this config holds traces of {found} only; got annotator={annotator!r}: set annotator to "
+                f"one of {[*found, EACH]}, or train on the config of that annotator (or both)"
+            )
+        return dataset.select_columns(list(TRACE_COLUMNS))
+    names = [column.removesuffix("_think") for column in columns if column.endswith("_think")]
+    _require_columns(columns, ("image", "question", *(f"{name}_answer" for name in names)), names)
     if annotator not in (EACH, *names):
-        raise ValueError(f"annotator must be one of {[*names, EACH]}; got {annotator!r}")
+        raise InputError(f"annotator must be one of {[*names, EACH]}; got {annotator!r}: set annotator")
     traces = [_one_trace(dataset, name) for name in (names if annotator == EACH else [annotator])]
     return interleave_datasets(traces) if len(traces) > 1 else traces[0]
+
+
+def _require_columns(columns: list[str], required: tuple[str, ...], traces: list[str] | None = None) -> None:
+    """Fail unless ``columns`` hold ImageNet-Think's: ``required``, and a trace (``think`` or ``<name>_think``)."""
+    missing = [column for column in required if column not in columns]
+    if traces == []:
+        missing.append("think (or <annotator>_think)")
+    if missing:
+        raise InputError(
+            f"not ImageNet-Think rows: the columns {missing} are missing (it has {columns}); train on a release "
+            "written by `imagenet-think build`, config glm, kimi or both"
+        )
 
 
 def _one_trace(dataset: Dataset, name: str) -> Dataset:
@@ -161,7 +181,7 @@ def prepare_examples(
     the counts ``rows``, ``shortened``, ``dropped``.
     """
     if policy not in OVERLONG_POLICIES:
-        raise ValueError(f"unknown overlong policy {policy!r}; expected one of {OVERLONG_POLICIES}")
+        raise InputError(f"unknown overlong policy {policy!r}; set overlong to one of {OVERLONG_POLICIES}")
     limit = max_length if max_length is not None else float("inf")
     measure = TokenCounter(processor)
     examples = rows.map(
@@ -199,7 +219,7 @@ def check_think_reaches_labels(example: dict, processor) -> None:
         if _squash(think) not in _squash(trained)
         else "does not render the assistant turn as the target text"
     )
-    raise ValueError(
+    raise InputError(
         f"The chat template {problem}: the trained tokens decode to {trained[:300]!r}, expected them to start "
         f"with {target[:300]!r}. Train with a template that keeps the assistant's reasoning verbatim "
         "(SFTConfig.chat_template_path: a .jinja file)."
