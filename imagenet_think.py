@@ -10,7 +10,7 @@ Configs:
 - ``rejected``: every record kept out of the others, with its reason
   (``generation.quality``), for those who study failures.
 
-Splits ``train`` / ``validation`` / ``test`` follow ``release.splits`` (the rule
+Splits ``train`` / ``validation`` / ``test`` follow :func:`assign_splits` (the rule
 is in its docstring). ``datasets`` >= 4 no longer loads scripts, so this builder
 is used directly, and ``imagenet-think build`` turns it into the Parquet release
 that ``load_dataset`` reads::
@@ -22,11 +22,15 @@ that ``load_dataset`` reads::
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import io
+import json
+import math
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -35,26 +39,63 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
 from generation.classes import imagenet21k_classes
 from generation.quality import rejection_reason
-from generation.records import (
-    RECORD_GLOB,
-    RECORD_SCHEMA,
-    REJECT_GLOB,
-    committed_reject_shards,
-    iter_rows,
-    read_manifest,
-)
-from release.splits import DEFAULT_FRACTIONS, DEFAULT_SEED, SPLITS, assign_splits
+from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, manifest_fingerprint, read_manifest
+from generation.runs import CHUNK_FILE, RUN_FILE, RunCheck, check_run, chunk_files
+from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 
 ANNOTATORS = ("glm", "kimi")
 MANIFEST_FILE = "manifest.parquet"
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
-_CITATION = """\
+# Train / validation / test assignment: deterministic and class-stratified. The rule, applied to the
+# image manifest (never to the records, so an image sits in the same split in every config whatever
+# its annotations): within each class the images are ordered by ``sha256(f"{seed}:{image_id}")``; the
+# first ``floor(n * test + 0.5)`` go to ``test``, the next ``floor(n * validation + 0.5)`` to
+# ``validation`` and the rest to ``train``. The split of an image depends only on its own class's
+# images and the seed.
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_FRACTIONS = {"validation": 0.05, "test": 0.05}
+DEFAULT_SEED = 0
+
+
+def _rank_key(seed: int, image_id: str) -> bytes:
+    return hashlib.sha256(f"{seed}:{image_id}".encode()).digest()
+
+
+def assign_splits(
+    images: Iterable[tuple[str, str]],
+    validation: float = DEFAULT_FRACTIONS["validation"],
+    test: float = DEFAULT_FRACTIONS["test"],
+    seed: int = DEFAULT_SEED,
+) -> dict[str, str]:
+    """Map each ``image_id`` of ``(image_id, wnid)`` pairs to its split."""
+    if validation < 0 or test < 0 or validation + test >= 1:
+        raise UsageError(f"split fractions must be >= 0 and leave room for train, got {validation=} {test=}")
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for image_id, wnid in images:
+        by_class[wnid].append(image_id)
+    assignment = {}
+    for ids in by_class.values():
+        ids.sort(key=lambda image_id: _rank_key(seed, image_id))
+        n_test = math.floor(len(ids) * test + 0.5)
+        n_validation = math.floor(len(ids) * validation + 0.5)
+        for rank, image_id in enumerate(ids):
+            if rank < n_test:
+                assignment[image_id] = "test"
+            elif rank < n_test + n_validation:
+                assignment[image_id] = "validation"
+            else:
+                assignment[image_id] = "train"
+    return assignment
+
+
+CITATION = """\
 @article{chittyvenkata2025imagenetthink,
   title   = {ImageNet-Think-250K: A Large-Scale Synthetic Dataset for Multimodal Reasoning for Vision Language Models},
   author  = {Chitty-Venkata, Krishna Teja and Emani, Murali},
@@ -98,6 +139,7 @@ class ImageNetThinkConfig(datasets.BuilderConfig):
     test_fraction: float = DEFAULT_FRACTIONS["test"]
     split_seed: int = DEFAULT_SEED
     rows_per_batch: int = 100
+    allow_other_manifest: bool = False  # combine runs made from other manifests (image hashes still checked)
 
 
 def image_features(classes=None) -> dict:
@@ -134,23 +176,40 @@ class RejectedRecord:
 
 
 class Sources:
-    """The inputs of a release, indexed once: records (memory-mapped), manifest, images, verdicts, splits."""
+    """The inputs of a release, checked and indexed once: the run folders (verified), records
+    (memory-mapped), manifest, images, verdicts, splits.
+
+    Checking refuses, before anything is written, a ``record_dirs`` entry that holds no
+    generation run, a committed chunk whose files were replaced or damaged since, a run made
+    from another manifest (unless ``allow_other_manifest``), and any record whose image hash
+    differs from the manifest's: that text was generated for another picture.
+    """
 
     def __init__(self, config: ImageNetThinkConfig):
         self.config = config
-        manifest_path, record_dirs = _resolve_inputs(config)
+        manifest_path, run_dirs = _resolve_inputs(config)
         self.manifest, root = read_manifest(manifest_path)
+        self.manifest_path = manifest_path
+        self.manifest_sha256 = manifest_fingerprint(self.manifest)
+        self.runs = _checked_runs(run_dirs, manifest_path, self.manifest_sha256, config.allow_other_manifest)
+        self.annotators = tuple(dict.fromkeys(run.run["config"]["annotator"] for run in self.runs.values()))
         self.image_root = Path(config.image_root) if config.image_root else root
         self.classes = imagenet21k_classes()
         self._workdir = tempfile.TemporaryDirectory(prefix="imagenet-think-")
-        self.records = _memory_mapped_records(record_dirs, Path(self._workdir.name) / "records.arrow")
+        record_files = [(folder, path) for folder, run in self.runs.items() for path in run.record_files]
+        self.records, self._record_origin = _memory_mapped_records(
+            record_files, Path(self._workdir.name) / "records.arrow"
+        )
         self._record_batches = self.records.to_batches()
         self._batch_starts = np.cumsum([0] + [batch.num_rows for batch in self._record_batches])
-        self.generation_rejects = list(iter_rows(committed_reject_shards(_find(record_dirs, REJECT_GLOB))))
+        self.generation_rejects = [
+            row for run in self.runs.values() for row in _read_rows(run.reject_files, REJECT_SCHEMA.names)
+        ]
         self.image_ids = self.manifest["image_id"].to_pylist()
         self.wnids = self.manifest["wnid"].to_pylist()
         self.image_paths = self.manifest["image_path"].to_pylist()
         self.manifest_row = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self.image_sha256 = dict(zip(self.image_ids, self.manifest["sha256"].to_pylist(), strict=True))
         self.plain_rgb = self.manifest["plain_rgb"].to_pylist()  # stored as they are; the others re-encoded
         self.image_problems = {  # the sampler decoded every image fully: here, only its presence is checked
             image_id: f"no file {self.image_root / relative}"
@@ -170,14 +229,17 @@ class Sources:
         rejected: list[RejectedRecord] = []
         row = 0
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
-            for keys, quality in pool.map(_judge_batch, self.records.to_batches()):
-                for (image_id, annotator), reason in zip(keys, quality, strict=True):
+            for keys, hashes, quality in pool.map(_judge_batch, self.records.to_batches()):
+                for (image_id, annotator), image_sha256, reason in zip(keys, hashes, quality, strict=True):
+                    expected = self.image_sha256.get(image_id)
+                    if expected is not None and image_sha256 != expected:
+                        self._refuse_other_image(row, image_id, image_sha256, expected)
                     key = (image_id, annotator)
                     if reason is None and key in good:
                         reason = "duplicate_record"
-                    if reason is None and image_id not in self.manifest_row:
+                    if reason is None and expected is None:
                         reason = "image_not_in_manifest"
-                    detail = _REASON_DETAILS.get(reason, "")
+                    detail = REJECT_REASONS.get(reason, "")
                     if reason is None and image_id in self.image_problems:
                         reason, detail = "image_unreadable", self.image_problems[image_id]
                     if reason is None:
@@ -192,6 +254,16 @@ class Sources:
                 )
             )
         return good, rejected
+
+    def _refuse_other_image(self, row: int, image_id: str, found: str, expected: str) -> None:
+        starts = [start for start, _, _ in self._record_origin]
+        _, folder, path = self._record_origin[int(np.searchsorted(starts, row, "right")) - 1]
+        raise RefusedError(
+            f"{folder} holds text generated for another picture than the manifest's: record "
+            f"{image_id} in {path.name} was made from an image with sha256 {found[:12]}..., "
+            f"{self.manifest_path} has {expected[:12]}... for it. Build with the manifest the run "
+            "was generated from, or regenerate the run from this manifest."
+        )
 
     def take_records(self, rows: list[int]) -> pa.Table:
         """Records at ``rows``, in that order, taken batch by batch.
@@ -224,12 +296,34 @@ class Sources:
             data = path.read_bytes() if self.plain_rgb[manifest_row] else _rgb_bytes(path)
             return {"bytes": data, "path": relative}
         except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise RuntimeError(
-                f"image {self.image_root / relative} became unreadable during the build: {error}"
+            raise RefusedError(
+                f"image {self.image_root / relative} became unreadable during the build: {error}; "
+                "restore it (or pass --image-root) and rebuild"
             ) from error
 
+    def provenance(self) -> dict:
+        """What the release is built from: the manifest's and every run's fingerprints, and gaps."""
+        return {
+            "manifest": {"path": str(self.manifest_path), "sha256": self.manifest_sha256},
+            "allow_other_manifest": self.config.allow_other_manifest,
+            "runs": [
+                {
+                    "path": str(folder),
+                    "annotator": run.run["config"]["annotator"],
+                    "model_id": run.run["config"]["model"],
+                    "model_revision": run.run["config"].get("revision") or "",
+                    "config_sha256": _json_sha256(run.run["config"]),
+                    "manifest_sha256": run.run.get("manifest_sha256", ""),
+                    "images_expected": run.images_expected,
+                    "images_done": run.images_done,
+                    "images_missing": run.images_expected - run.images_done,
+                }
+                for folder, run in self.runs.items()
+            ],
+        }
 
-_REASON_DETAILS = {
+
+REJECT_REASONS = {  # the build's reject codes and what they mean
     "truncated": "generation stopped at max_tokens (finish_reason=length)",
     "think_not_closed": "the reasoning delimiter was never closed",
     "empty_answer": "no answer after the reasoning",
@@ -251,10 +345,10 @@ def _rgb_bytes(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _judge_batch(batch: pa.RecordBatch) -> tuple[list[tuple[str, str]], list[str | None]]:
-    """(image_id, annotator) and the quality verdict of each record of a batch."""
+def _judge_batch(batch: pa.RecordBatch) -> tuple[list[tuple[str, str]], list[str], list[str | None]]:
+    """(image_id, annotator), the image hash and the quality verdict of each record of a batch."""
     columns = batch.select(
-        ["image_id", "annotator", "think_closed", "finish_reason", "think", "answer"]
+        ["image_id", "annotator", "image_sha256", "think_closed", "finish_reason", "think", "answer"]
     ).to_pydict()
     keys = list(zip(columns["image_id"], columns["annotator"], strict=True))
     verdicts = [
@@ -267,42 +361,111 @@ def _judge_batch(batch: pa.RecordBatch) -> tuple[list[tuple[str, str]], list[str
             strict=True,
         )
     ]
-    return keys, verdicts
+    return keys, columns["image_sha256"], verdicts
 
 
-def _find(dirs: tuple[Path, ...], pattern: str) -> list[Path]:
-    return sorted(
-        {path for folder in dirs for path in folder.rglob(pattern) if not path.name.startswith(".")}
-    )
+def _json_sha256(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _resolve_inputs(config: ImageNetThinkConfig) -> tuple[Path, tuple[Path, ...]]:
+def find_runs(paths: tuple[Path, ...]) -> list[Path]:
+    """The generation run folders named by ``paths``: each is a run folder (it holds ``run.json``)
+    or a folder of run folders. A path that does not exist or holds no run is an error."""
+    runs: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            siblings = [p.name for p in path.parent.iterdir() if p.is_dir()] if path.parent.is_dir() else []
+            close = difflib.get_close_matches(path.name, siblings, n=1)
+            hint = f" (did you mean {path.parent / close[0]}?)" if close else ""
+            raise MissingInputError(f"run folder {path} does not exist{hint}")
+        found = [path] if (path / RUN_FILE).is_file() else sorted(p.parent for p in path.rglob(RUN_FILE))
+        if not found:
+            raise MissingInputError(
+                f"{path} holds no generation run (no {RUN_FILE}): pass the --out folders of "
+                "`imagenet-think generate`"
+            )
+        runs.extend(p for p in found if p not in runs)
+    return runs
+
+
+def _checked_runs(
+    run_dirs: list[Path], manifest: Path, manifest_sha256: str, allow_other_manifest: bool
+) -> dict[Path, RunCheck]:
+    """Each run folder checked: its committed chunks verify, and it was made from ``manifest``."""
+    runs = {}
+    for folder in run_dirs:
+        run = check_run(folder)
+        # A records file without a commit is a chunk not done (in flight, or killed before its commit):
+        # not part of the run, and its images count as missing. A committed file that fails is refused.
+        failed = {path: problem for path, problem in run.bad.items() if _has_commit(folder, path)}
+        if failed:
+            path, problem = next(iter(failed.items()))
+            raise RefusedError(
+                f"{path} fails its commit check ({problem}); {len(failed)} file(s) of {folder} do. "
+                f"Rerun `imagenet-think generate` on {folder} with the same arguments: it redoes those chunks"
+            )
+        if run.run.get("manifest_sha256") != manifest_sha256 and not allow_other_manifest:
+            raise RefusedError(
+                f"{folder} was generated from another manifest ({run.run.get('manifest', '?')}, "
+                f"fingerprint {str(run.run.get('manifest_sha256'))[:12]}...) than {manifest} "
+                f"({manifest_sha256[:12]}...). Build with the manifest the runs were made from; to combine "
+                "runs of different manifests on purpose, pass --allow-other-manifest (each record's image "
+                "hash is still checked, and the card records it)"
+            )
+        runs[folder] = run
+    return runs
+
+
+def _has_commit(folder: Path, path: Path) -> bool:
+    match = CHUNK_FILE.match(path.name)
+    return bool(match) and chunk_files(folder, int(match[2]))[2].exists()
+
+
+def _read_rows(paths: list[Path], columns: list[str]) -> Iterator[dict]:
+    for path in paths:
+        try:
+            yield from pq.read_table(path, columns=columns).to_pylist()
+        except (pa.ArrowException, OSError) as error:
+            raise InputError(
+                f"{path} cannot be read ({error}); rerun `imagenet-think generate` on its folder"
+            ) from error
+
+
+def _resolve_inputs(config: ImageNetThinkConfig) -> tuple[Path, list[Path]]:
     data_dir = Path(config.data_dir) if config.data_dir else None
     manifest = Path(config.manifest) if config.manifest else (data_dir / MANIFEST_FILE if data_dir else None)
     record_dirs = tuple(Path(d) for d in config.record_dirs) or ((data_dir,) if data_dir else ())
     if manifest is None or not record_dirs:
-        raise ValueError(
+        raise UsageError(
             "ImageNetThink needs data_dir= (manifest.parquet + run folders) or manifest= and record_dirs="
         )
     if not manifest.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"image manifest not found: {manifest} (write it with `imagenet-think sample`)"
         )
-    if not _find(record_dirs, RECORD_GLOB):
-        raise FileNotFoundError(f"no {RECORD_GLOB} shards under {[str(d) for d in record_dirs]}")
-    return manifest, record_dirs
+    return manifest, find_runs(record_dirs)
 
 
-def _memory_mapped_records(record_dirs: tuple[Path, ...], arrow_path: Path) -> pa.Table:
-    """All record shards as one memory-mapped Arrow table: bounded memory, random access by row."""
-    files = _find(record_dirs, RECORD_GLOB)
-    scanner = pads.dataset([str(f) for f in files], format="parquet", schema=RECORD_SCHEMA).scanner(
-        batch_size=1000
-    )
+def _memory_mapped_records(
+    record_files: list[tuple[Path, Path]], arrow_path: Path
+) -> tuple[pa.Table, list[tuple[int, Path, Path]]]:
+    """All record shards, in order, as one memory-mapped Arrow table (bounded memory, random access
+    by row), and where each file's rows start: (first row, run folder, file)."""
+    origin, row = [], 0
     with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_file(sink, RECORD_SCHEMA) as writer:
-        for batch in scanner.to_batches():
-            writer.write_batch(batch)
-    return pa.ipc.open_file(pa.memory_map(str(arrow_path))).read_all()
+        for folder, path in record_files:
+            origin.append((row, folder, path))
+            try:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=1000, columns=RECORD_SCHEMA.names):
+                    batch = pa.RecordBatch.from_arrays(batch.columns, schema=RECORD_SCHEMA)
+                    writer.write_batch(batch)
+                    row += batch.num_rows
+            except (pa.ArrowException, OSError, ValueError) as error:
+                raise InputError(
+                    f"records file {path} cannot be read ({error}); rerun `imagenet-think generate` on "
+                    f"{folder} to redo its chunk"
+                ) from error
+    return pa.ipc.open_file(pa.memory_map(str(arrow_path))).read_all(), origin
 
 
 class ImageNetThink(datasets.ArrowBasedBuilder):
@@ -339,7 +502,7 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
             features=config_features(self.config),
             homepage="https://arxiv.org/abs/2510.01582",
             license="cc-by-4.0",
-            citation=_CITATION,
+            citation=CITATION,
         )
 
     @cached_property
@@ -352,87 +515,90 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
 
     def _generate_tables(self, split: str) -> Iterator[tuple[str, pa.Table]]:
         if self.config.kind == "rejected":
-            rejects = self._rejects()
-            for index in range(0, len(rejects), self.config.rows_per_batch):
-                yield (
-                    f"{split}-{index}",
-                    self._rejected_table(rejects[index : index + self.config.rows_per_batch]),
-                )
+            for index, table in enumerate(rejected_tables(self.config, self.sources)):
+                yield f"{split}-{index}", table
             return
         for index, rows in enumerate(self.sources.image_batches(split, self.config.rows_per_batch)):
-            table = self.rows_table(rows, self.sources.image_cell)
+            table = rows_table(self.config, self.sources, rows, self.sources.image_cell)
             if table is not None:
                 yield f"{split}-{index}", table
 
-    def rows_table(self, rows: list[int], image_cell: Callable[[int], dict]) -> pa.Table | None:
-        """This config's rows for the images at manifest ``rows`` (None when it has none of them).
 
-        ``image_cell`` reads an image's cell: the release build passes one cached per batch, so
-        that the glm, kimi and both configs read each image once.
-        """
-        ids, good = self.sources.image_ids, self.sources.good
-        kept, records = [], []
-        for row in rows:
-            found = [good.get((ids[row], annotator)) for annotator in self.config.annotators]
-            if None not in found:
-                kept.append(row)
-                records.append(found)
-        if not kept:
-            return None
-        columns = self._image_columns(kept, [image_cell(row) for row in kept])
-        for position, (annotator, record_rows) in enumerate(
-            zip(self.config.annotators, zip(*records, strict=True), strict=True)
-        ):
-            taken = self.sources.take_records(list(record_rows))
-            if position == 0:
-                columns["question"] = taken["question"]
-            if self.config.kind == "single":
-                columns.update({name: taken[name] for name in RECORD_COLUMNS})
-            else:
-                columns.update({f"{annotator}_{suffix}": taken[suffix] for suffix in JOINT_SUFFIXES})
-        return pa.table(columns)
+# The rows of a config, as Arrow tables: the builder and `imagenet-think build` both write these.
+def rows_table(
+    config: ImageNetThinkConfig, sources: Sources, rows: list[int], image_cell: Callable[[int], dict]
+) -> pa.Table | None:
+    """``config``'s rows for the images at manifest ``rows`` (None when it has none of them).
 
-    def _rejects(self) -> list[tuple[int | None, bool, RejectedRecord]]:
-        """(manifest row, whether its image can be read, reject) for this config's annotators' rejects."""
-        wanted, rejects = set(self.config.annotators), []
-        for reject in self.sources.rejected:
-            if reject.annotator in wanted:
-                row = self.sources.manifest_row.get(reject.image_id)
-                usable = row is not None and reject.image_id not in self.sources.image_problems
-                rejects.append((row, usable, reject))
-        return rejects
+    ``image_cell`` reads an image's cell: the release build passes one cached per batch, so
+    that the glm, kimi and both configs read each image once.
+    """
+    ids, good = sources.image_ids, sources.good
+    kept, records = [], []
+    for row in rows:
+        found = [good.get((ids[row], annotator)) for annotator in config.annotators]
+        if None not in found:
+            kept.append(row)
+            records.append(found)
+    if not kept:
+        return None
+    columns = _image_columns(sources, kept, [image_cell(row) for row in kept])
+    for position, (annotator, record_rows) in enumerate(
+        zip(config.annotators, zip(*records, strict=True), strict=True)
+    ):
+        taken = sources.take_records(list(record_rows))
+        if position == 0:
+            columns["question"] = taken["question"]
+        if config.kind == "single":
+            columns.update({name: taken[name] for name in RECORD_COLUMNS})
+        else:
+            columns.update({f"{annotator}_{suffix}": taken[suffix] for suffix in JOINT_SUFFIXES})
+    return pa.table(columns)
 
-    # Table assembly: Arrow columns taken from the manifest and the memory-mapped records.
-    def _image_columns(self, rows: list[int | None], cells: list[dict | None]) -> dict[str, pa.Array]:
-        """Image and class columns; ``None`` rows (records of images outside the manifest) get empty cells."""
-        sources, classes = self.sources, self.sources.classes
-        wnids = [sources.wnids[r] if r is not None else "" for r in rows]
-        return {
-            "image": pa.array(cells, type=IMAGE_STRUCT),
-            "image_id": pa.array([sources.image_ids[r] if r is not None else "" for r in rows], pa.string()),
-            "wnid": pa.array(wnids, pa.string()),
-            "label": pa.array([classes.index(w) if w in classes else -1 for w in wnids], pa.int64()),
-            "class_name": pa.array([classes.name(w) if w in classes else w for w in wnids], pa.string()),
-        }
 
-    def _rejected_table(self, batch) -> pa.Table:
-        rows, usable, rejects = zip(*batch, strict=True)
-        cells = [self.sources.image_cell(row) if ok else None for row, ok in zip(rows, usable, strict=True)]
-        record_rows = [r.record_row for r in rejects]
-        known = [r for r in record_rows if r is not None]
-        found = self.sources.take_records(known).to_pylist() if known else []
-        by_row = dict(zip(known, found, strict=True))
-        fields = list(RECORD_COLUMNS) + ["question", "output"]
-        values: dict[str, list] = defaultdict(list)
-        for reject in rejects:
-            record = by_row.get(reject.record_row, {})
-            for name in fields:
-                values[name].append(record.get(name, _EMPTY[RECORD_SCHEMA.field(name).type]))
-            values["annotator"][-1] = reject.annotator
-            values["split"].append(self.sources.splits.get(reject.image_id, ""))
-            values["reject_reason"].append(reject.reason)
-            values["reject_detail"].append(reject.detail)
-        columns = self._image_columns(list(rows), list(cells))
-        columns["image_id"] = pa.array([r.image_id for r in rejects], pa.string())
-        columns.update(values)
-        return pa.table(columns)
+def rejected_tables(config: ImageNetThinkConfig, sources: Sources) -> Iterator[pa.Table]:
+    """The ``rejected`` rows of ``config``'s annotators, ``config.rows_per_batch`` at a time."""
+    wanted, rejects = set(config.annotators), []
+    for reject in sources.rejected:
+        if reject.annotator in wanted:
+            row = sources.manifest_row.get(reject.image_id)
+            usable = row is not None and reject.image_id not in sources.image_problems
+            rejects.append((row, usable, reject))
+    for start in range(0, len(rejects), config.rows_per_batch):
+        yield _rejected_table(sources, rejects[start : start + config.rows_per_batch])
+
+
+def _image_columns(sources: Sources, rows: list[int | None], cells: list[dict | None]) -> dict[str, pa.Array]:
+    """Image and class columns; ``None`` rows (records of images outside the manifest) get empty cells."""
+    classes = sources.classes
+    wnids = [sources.wnids[r] if r is not None else "" for r in rows]
+    return {
+        "image": pa.array(cells, type=IMAGE_STRUCT),
+        "image_id": pa.array([sources.image_ids[r] if r is not None else "" for r in rows], pa.string()),
+        "wnid": pa.array(wnids, pa.string()),
+        "label": pa.array([classes.index(w) if w in classes else -1 for w in wnids], pa.int64()),
+        "class_name": pa.array([classes.name(w) if w in classes else w for w in wnids], pa.string()),
+    }
+
+
+def _rejected_table(sources: Sources, batch) -> pa.Table:
+    rows, usable, rejects = zip(*batch, strict=True)
+    cells = [sources.image_cell(row) if ok else None for row, ok in zip(rows, usable, strict=True)]
+    record_rows = [r.record_row for r in rejects]
+    known = [r for r in record_rows if r is not None]
+    found = sources.take_records(known).to_pylist() if known else []
+    by_row = dict(zip(known, found, strict=True))
+    fields = list(RECORD_COLUMNS) + ["question", "output"]
+    values: dict[str, list] = defaultdict(list)
+    for reject in rejects:
+        record = by_row.get(reject.record_row, {})
+        for name in fields:
+            values[name].append(record.get(name, _EMPTY[RECORD_SCHEMA.field(name).type]))
+        values["annotator"][-1] = reject.annotator
+        values["split"].append(sources.splits.get(reject.image_id, ""))
+        values["reject_reason"].append(reject.reason)
+        values["reject_detail"].append(reject.detail)
+    columns = _image_columns(sources, list(rows), list(cells))
+    columns["image_id"] = pa.array([r.image_id for r in rejects], pa.string())
+    columns.update(values)
+    return pa.table(columns)

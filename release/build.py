@@ -1,19 +1,25 @@
 """Build a Hub-ready release: Parquet shards per config and split, and the dataset card.
 
-The ``ImageNetThink`` builder turns generation shards, the image manifest and
-the images into rows; this writes them with ``datasets``' own Parquet writer
-(so ``Image`` and ``ClassLabel`` survive) as ``OUT/<config>/<split>-NNNNN-of-NNNNN.parquet``,
-in shards of bounded size and small row groups, then renders ``OUT/README.md``
-from ``dataset_card.md`` with the release's statistics. The build streams:
-records are memory-mapped, rows are written a batch at a time.
+The builder's public functions (``imagenet_think.rows_table`` / ``rejected_tables``)
+turn generation runs, the image manifest and the images into rows; this writes them
+with ``datasets``' own Parquet writer (so ``Image`` and ``ClassLabel`` survive) as
+``OUT/<config>/<split>-NNNNN-of-NNNNN.parquet``, in shards of bounded size and small
+row groups, then renders ``OUT/README.md`` from ``dataset_card.md`` with the
+release's statistics and ``OUT/release.json`` (the marker, see ``release.folder``).
+The build streams: records are memory-mapped, rows are written a batch at a time.
+
+Before writing anything the inputs are checked (``imagenet_think.Sources``): every
+``--shards`` folder holds a generation run whose committed chunks verify, every run
+was made from ``--manifest``, and every record's image hash is the manifest's. The
+release is written into a staging folder and swapped in whole (``release.folder``).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import json
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +28,27 @@ import pyarrow as pa
 from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
-from imagenet_think import ANNOTATORS, ImageNetThink, ImageNetThinkConfig, Sources
+from imagenet_think import (
+    DEFAULT_FRACTIONS,
+    SPLITS,
+    ImageNetThink,
+    ImageNetThinkConfig,
+    Sources,
+    config_features,
+    rejected_tables,
+    rows_table,
+)
+from imagenet_think_errors import MissingInputError
 from release.card import render_card
-from release.splits import DEFAULT_FRACTIONS, SPLITS
+from release.folder import (
+    FORMAT,
+    FORMAT_VERSION,
+    MARKER,
+    check_writable,
+    restore_interrupted_swap,
+    staging_folder,
+    swap_in,
+)
 from release.stats import ReleaseStats
 
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
@@ -44,6 +68,15 @@ class ReleaseSummary:
     models: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # annotator -> model ids/revisions
     questions: list[str] = field(default_factory=list)
     fractions: dict[str, float] = field(default_factory=dict)  # validation, test, seed
+    provenance: dict = field(default_factory=dict)  # the manifest's and each run's fingerprints (Sources)
+
+    def images_missing(self) -> dict[str, int]:
+        """Run folder -> images of its manifest that no committed chunk covers (only those with gaps)."""
+        return {
+            run["path"]: run["images_missing"]
+            for run in self.provenance.get("runs", [])
+            if run["images_missing"]
+        }
 
 
 class _ShardedParquetWriter:
@@ -53,7 +86,7 @@ class _ShardedParquetWriter:
         self.folder, self.split, self.features = folder, split, features
         self.max_bytes, self.rows_per_group = max_bytes, rows_per_group
         self.paths: list[Path] = []
-        self.rows = self.arrow_bytes = 0
+        self.rows = self.arrow_bytes = self._shard_bytes = 0
         self._writer: ParquetWriter | None = None
 
     def write(self, table: pa.Table) -> None:
@@ -65,12 +98,13 @@ class _ShardedParquetWriter:
             )
         self._writer.write_table(table)
         self.rows += table.num_rows
-        if self._writer._num_bytes >= self.max_bytes:
+        self._shard_bytes += table.nbytes
+        if self._shard_bytes >= self.max_bytes:
             self._close_shard()
 
     def _close_shard(self) -> None:
         self.arrow_bytes += self._writer.finalize()[1]
-        self._writer = None
+        self._writer, self._shard_bytes = None, 0
 
     def finish(self) -> list[Path]:
         """Close the last shard and give shards their final names (none for an empty split)."""
@@ -115,7 +149,7 @@ def build_release(
     shards: list[str | Path],
     manifest: str | Path,
     out: str | Path,
-    annotators: tuple[str, ...] = ANNOTATORS,
+    annotators: tuple[str, ...] | None = None,
     image_root: str | Path | None = None,
     validation_fraction: float = DEFAULT_FRACTIONS["validation"],
     test_fraction: float = DEFAULT_FRACTIONS["test"],
@@ -124,9 +158,15 @@ def build_release(
     rows_per_group: int = DEFAULT_ROWS_PER_GROUP,
     stats_tokenizer: str | None = None,
     card_note: str | None = None,
+    allow_other_manifest: bool = False,
 ) -> ReleaseSummary:
-    """Write the release folder ``out`` (replacing its config folders) and return what went in."""
+    """Write the release folder ``out`` (replacing the release there, whole) and return what went in.
+
+    ``annotators``: the annotators to release, in config order (default: those of the runs).
+    """
     out = Path(out)
+    restore_interrupted_swap(out)
+    check_writable(out)
     common = {
         "record_dirs": tuple(str(s) for s in shards),
         "manifest": str(manifest),
@@ -135,79 +175,132 @@ def build_release(
         "test_fraction": test_fraction,
         "split_seed": split_seed,
         "rows_per_batch": rows_per_group,
+        "allow_other_manifest": allow_other_manifest,
     }
-    sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind="joint", annotators=annotators, **common))
-    configs = [(a, {"kind": "single", "annotators": (a,)}) for a in annotators]
+    sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind="joint", **common))
+    annotators = _released_annotators(annotators, sources)
+    kinds = [(a, "single", (a,)) for a in annotators]
     if len(annotators) > 1:
-        configs += [(JOINT_CONFIG, {"kind": "joint", "annotators": annotators})]
-    configs += [(REJECTED_CONFIG, {"kind": "rejected", "annotators": annotators})]
+        kinds.append((JOINT_CONFIG, "joint", annotators))
+    configs = {
+        name: ImageNetThinkConfig(name=name, kind=kind, annotators=a, **common) for name, kind, a in kinds
+    }
+    rejected = ImageNetThinkConfig(name=REJECTED_CONFIG, kind="rejected", annotators=annotators, **common)
 
     summary = ReleaseSummary(
         out=out,
         models=_models_by_annotator(sources.records, annotators),
         questions=_questions(sources.records, annotators),
         fractions={"validation": validation_fraction, "test": test_fraction, "seed": split_seed},
+        provenance=sources.provenance(),
     )
     for reject in sources.rejected:
         if reject.annotator in annotators:
             summary.rejected_by_reason[reject.reason] = summary.rejected_by_reason.get(reject.reason, 0) + 1
-    out.mkdir(parents=True, exist_ok=True)
-    builders = {}
-    for name, overrides in configs:
-        builders[name] = ImageNetThink(config_name=name, **common, **overrides)
-        builders[name].sources = sources
-        shutil.rmtree(out / name, ignore_errors=True)
-        (out / name).mkdir(parents=True)
+    staging = staging_folder(out)
+    for name in [*configs, REJECTED_CONFIG]:
+        (staging / name).mkdir()
         summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name] = {}, {}, 0
-    rejected = builders.pop(REJECTED_CONFIG)
     samples = Counter(annotator for _, annotator in sources.good)
     counted = ReleaseStats({a: samples[a] for a in annotators}, tokenizer=stats_tokenizer)
+    features = {
+        name: config_features(config) for name, config in [*configs.items(), (REJECTED_CONFIG, rejected)]
+    }
 
     def writer(name: str, split: str) -> _ShardedParquetWriter:
-        features = builders.get(name, rejected).info.features
-        return _ShardedParquetWriter(out / name, split, features, max_shard_bytes, rows_per_group)
+        return _ShardedParquetWriter(staging / name, split, features[name], max_shard_bytes, rows_per_group)
 
     # One pass over the images, split by split, writing every config at once: each image is read once.
     with tqdm(total=len(sources.image_ids), desc="writing release", unit=" images") as progress:
         for split in SPLITS:
-            writers = {name: writer(name, split) for name in builders}
+            writers = {name: writer(name, split) for name in configs}
             for rows in sources.image_batches(split, rows_per_group):
                 image_cell = functools.cache(sources.image_cell)  # this batch's images, read once
-                for name, builder in builders.items():
-                    table = builder.rows_table(rows, image_cell)
+                for name, config in configs.items():
+                    table = rows_table(config, sources, rows, image_cell)
                     if table is not None:
                         writers[name].write(table)
-                        if builder.config.kind == "single":  # in the order `imagenet-think stats` reads them
+                        if config.kind == "single":  # in the order `imagenet-think stats` reads them
                             counted.add(name, table)
                 progress.update(len(rows))
             for name, split_writer in writers.items():
                 _record_split(summary, name, split, split_writer)
     rejected_writer = writer(REJECTED_CONFIG, "train")
-    for _, table in rejected._generate_tables("train"):
+    for table in rejected_tables(rejected, sources):
         rejected_writer.write(table)
     _record_split(summary, REJECTED_CONFIG, "train", rejected_writer)
     for name in list(summary.rows):
         if not summary.rows[name]:
             del summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name]
-            (out / name).rmdir()
+            (staging / name).rmdir()
 
-    stats = counted.result()
-    (out / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(
+    stats = {**counted.result(), "inputs": summary.provenance}
+    (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+    (staging / "README.md").write_text(
         render_card(summary, stats, annotators, demo_note=card_note), encoding="utf-8"
     )
+    _write_marker(staging, summary, annotators)
+    swap_in(staging, out)
     return summary
 
 
+def _released_annotators(wanted: tuple[str, ...] | None, sources: Sources) -> tuple[str, ...]:
+    """The annotators to release: ``wanted`` (each must have a run), else every run's, in run order."""
+    if not wanted:
+        return sources.annotators
+    missing = [a for a in wanted if a not in sources.annotators]
+    if missing:
+        raise MissingInputError(
+            f"--annotators names {', '.join(missing)}, but no --shards run holds "
+            f"{'it' if len(missing) == 1 else 'them'} (the runs hold: {', '.join(sources.annotators)}); "
+            "add its run folder to --shards or drop it from --annotators"
+        )
+    return tuple(wanted)
+
+
+def _write_marker(staging: Path, summary: ReleaseSummary, annotators: tuple[str, ...]) -> None:
+    """``release.json``, written last: the files of the release, its configs and its inputs."""
+    files = {
+        path.relative_to(staging).as_posix(): path.stat().st_size
+        for path in sorted(staging.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    }
+    marker = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "annotators": list(annotators),
+        "configs": summary.rows,
+        "inputs": summary.provenance,
+        "files": files,
+    }
+    marker["fingerprint"] = hashlib.sha256(json.dumps(marker, sort_keys=True).encode()).hexdigest()
+    (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shards", nargs="+", required=True, help="run folders holding records-*.parquet")
     parser.add_argument(
-        "--manifest", required=True, help="the image manifest written by `imagenet-think sample`"
+        "--shards",
+        nargs="+",
+        required=True,
+        help="the run folders of `imagenet-think generate` (or folders holding run folders); each must "
+        "exist, hold a run made from --manifest, and have only committed chunks that verify",
+    )
+    parser.add_argument("--manifest", required=True, help="the image manifest the runs were generated from")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="release folder: absent, empty, or a release this command wrote (it is replaced whole, "
+        "atomically); name it imagenet_think to load it by that name",
     )
     parser.add_argument(
-        "--out", required=True, help="release folder; name it imagenet_think to load it by that name"
+        "--annotators", nargs="+", help="annotators (config names) to release (default: those of the runs)"
     )
-    parser.add_argument("--annotators", nargs="+", default=list(ANNOTATORS), help="annotator (config) names")
+    parser.add_argument(
+        "--allow-other-manifest",
+        action="store_true",
+        help="accept runs generated from another manifest (each record's image hash is still checked "
+        "against --manifest; the card records it)",
+    )
     parser.add_argument("--image-root", help="override the image root recorded in the manifest")
     parser.add_argument("--validation-fraction", type=float, default=DEFAULT_FRACTIONS["validation"])
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_FRACTIONS["test"])
@@ -224,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         args.shards,
         args.manifest,
         args.out,
-        annotators=tuple(args.annotators),
+        annotators=tuple(args.annotators) if args.annotators else None,
         image_root=args.image_root,
         validation_fraction=args.validation_fraction,
         test_fraction=args.test_fraction,
@@ -232,6 +325,7 @@ def run(args: argparse.Namespace) -> int:
         max_shard_bytes=args.max_shard_mb * 2**20,
         rows_per_group=args.rows_per_group,
         stats_tokenizer=args.stats_tokenizer,
+        allow_other_manifest=args.allow_other_manifest,
     )
     for name, splits in summary.rows.items():
         print(f"{name:>10}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))
@@ -239,5 +333,9 @@ def run(args: argparse.Namespace) -> int:
         ", ".join(f"{reason} {n}" for reason, n in sorted(summary.rejected_by_reason.items())) or "none"
     )
     print(f"rejected records: {rejected}")
+    for folder, missing in summary.images_missing().items():
+        print(
+            f"warning: {folder} covers {missing:,} fewer image(s) than its manifest (chunks not generated yet)"
+        )
     print(f"release written to {summary.out} (card: {summary.out / 'README.md'})")
     return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import jinja2
 
-from imagenet_think import _CITATION, ImageNetThink
+from imagenet_think import CITATION, ImageNetThink
 from release.stats import stats_markdown
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "dataset_card.md"
@@ -46,5 +46,6 @@ def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: st
         stats_markdown=stats_markdown(stats),
         fractions=summary.fractions,
         demo_note=demo_note,
-        citation=_CITATION,
+        provenance=summary.provenance,
+        citation=CITATION,
     )

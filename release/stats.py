@@ -26,7 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from release.splits import SPLITS
+from imagenet_think import SPLITS
+from imagenet_think_errors import InputError
+from release.folder import read_marker
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
 VOCABULARY_BLOCK = 1000
@@ -218,7 +220,7 @@ def stats_markdown(stats: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("release", help="a release folder written by `imagenet-think build`")
     parser.add_argument(
-        "--annotators", nargs="+", help="per-annotator configs (default: those in stats.json)"
+        "--annotators", nargs="+", help="per-annotator configs to count (default: all of the release's)"
     )
     parser.add_argument(
         "--tokenizer", help="count think + answer tokens with this tokenizer (hub id, path, tiny:...)"
@@ -226,16 +228,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="also write the statistics as JSON here")
 
 
-def _release_annotators(out: Path) -> tuple[str, ...]:
-    recorded = out / "stats.json"
-    if recorded.is_file():
-        return tuple(json.loads(recorded.read_text())["tokens_per_sample_by_annotator"])
-    raise FileNotFoundError(f"{recorded} not found: pass --annotators")
+def _release_annotators(out: Path, wanted: list[str] | None) -> tuple[str, ...]:
+    """The per-annotator configs to count: ``wanted`` (each must be in the release), else all of them."""
+    released = tuple(read_marker(out)["annotators"])
+    if not wanted:
+        return released
+    unknown = [a for a in wanted if a not in released]
+    if unknown:
+        raise InputError(
+            f"{out} has no config {', '.join(unknown)}; its per-annotator configs are {', '.join(released)}"
+        )
+    return tuple(wanted)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.release)
-    annotators = tuple(args.annotators) if args.annotators else _release_annotators(out)
+    annotators = _release_annotators(out, args.annotators)
     stats = compute_stats(out, annotators, tokenizer=args.tokenizer)
     print(stats_markdown(stats))
     if args.json:

@@ -54,8 +54,11 @@ def write_image(path: Path, mode: str, size: tuple[int, int], seed: int) -> None
     image.save(path.with_suffix(".JPEG" if fmt == "JPEG" else ".png"), format=fmt)
 
 
-def write_image_tree(root: Path, classes: int, per_class: int, size=(64, 48)) -> list[ManifestEntry]:
-    """``classes`` real winter21 wnids with ``per_class`` images each, cycling through :data:`MODES`."""
+def write_image_tree(
+    root: Path, classes: int, per_class: int, size=(64, 48), seed: int = 0
+) -> list[ManifestEntry]:
+    """``classes`` real winter21 wnids with ``per_class`` images each, cycling through :data:`MODES`;
+    another ``seed`` gives other pictures under the same names."""
     wnids = imagenet21k_classes().wnids[1000 : 1000 + classes]
     entries = []
     for c, wnid in enumerate(wnids):
@@ -63,7 +66,7 @@ def write_image_tree(root: Path, classes: int, per_class: int, size=(64, 48)) ->
             mode = MODES[(c * per_class + i) % len(MODES)]
             image_id = f"{wnid}_{i + 1}"
             stem = root / wnid / image_id
-            write_image(stem, mode, size, seed=c * 1000 + i)
+            write_image(stem, mode, size, seed=seed * 1_000_000 + c * 1000 + i)
             path = next(stem.parent.glob(f"{image_id}.*"))
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
             entries.append(
@@ -72,8 +75,10 @@ def write_image_tree(root: Path, classes: int, per_class: int, size=(64, 48)) ->
     return entries
 
 
-def write_manifest_tree(folder: Path, classes: int, per_class: int) -> tuple[Path, list[ManifestEntry]]:
-    entries = write_image_tree(folder / "images", classes, per_class)
+def write_manifest_tree(
+    folder: Path, classes: int, per_class: int, seed: int = 0
+) -> tuple[Path, list[ManifestEntry]]:
+    entries = write_image_tree(folder / "images", classes, per_class, seed=seed)
     return write_manifest(entries, folder / "manifest.parquet", folder / "images"), entries
 
 

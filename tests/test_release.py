@@ -12,11 +12,11 @@ from synthetic import make_record, write_manifest_tree, write_run
 
 from generation.classes import NUM_CLASSES, imagenet21k_classes
 from generation.quality import is_repetition_loop, rejection_reason
-from generation.records import REJECT_SCHEMA, Reject, to_table, write_parquet_atomic
+from generation.records import RECORD_SCHEMA, Reject, to_table, write_parquet_atomic
 from imagenet_think import ImageNetThink
 from imagenet_think_cli import main as cli
 from release.build import build_release
-from release.splits import assign_splits
+from imagenet_think import assign_splits
 
 CLASSES, PER_CLASS = 5, 6
 LOOP = "the bird is red and the bird is red and " * 60
@@ -40,19 +40,15 @@ def release(tmp_path_factory):
         make_record(e, "kimi", rng, **bad[e.image_id]) if e.image_id in bad else r
         for e, r in zip(entries, kimi, strict=True)
     ]
-    write_run(root / "runs" / "glm", glm, per_shard=7)
-    write_run(root / "runs" / "kimi", kimi + [kimi[3]], per_shard=11)  # one duplicate record
     generation_reject = Reject(
         entries[28].image_id, entries[28].image_path, "generate", "glm", "prompt_too_long", "x"
     )
+    # entries 28, 29 have no glm record: 28 was rejected by generation, 29's chunk never committed
+    write_run(root / "runs" / "glm", glm[:28], per_shard=7, rejects=[generation_reject])
+    write_run(root / "runs" / "kimi", kimi + [kimi[3]], per_shard=11)  # one duplicate record
     glm_folder = root / "runs" / "glm"
-    (glm_folder / "records-00000028.parquet").unlink()  # entries 28, 29 have no glm record ...
-    write_parquet_atomic(
-        to_table([generation_reject], REJECT_SCHEMA), glm_folder / "rejects-00000021.parquet"
-    )
-    orphan = Reject(entries[29].image_id, entries[29].image_path, "generate", "glm", "engine_error", "x")
-    # Rejects without their records shard: a chunk killed between its two writes, not counted.
-    write_parquet_atomic(to_table([orphan], REJECT_SCHEMA), glm_folder / "rejects-00000028.parquet")
+    interrupted = to_table([glm[29]], RECORD_SCHEMA)
+    write_parquet_atomic(interrupted, glm_folder / "records-c0000009.parquet")  # no commit: not counted
     (glm_folder / ".tmp-junk.parquet").write_bytes(b"torn")  # ... and a torn temporary file is ignored
     out = root / "imagenet_think"
     assert (
@@ -209,7 +205,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest not found"):
         ImageNetThink(config_name="glm", data_dir=str(tmp_path), cache_dir=str(tmp_path)).sources  # noqa: B018
     manifest, entries = write_manifest_tree(tmp_path, 1, 2)
-    with pytest.raises(FileNotFoundError, match="no records"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         build_release([tmp_path / "nothing"], manifest, tmp_path / "out")
 
 
@@ -243,7 +239,9 @@ def test_vocabulary_is_the_mean_over_blocks_of_1000_samples_of_one_annotator(tmp
     stats = compute_stats(out, ("glm", "kimi"))
     assert stats["vocabulary_blocks"] == 2 and stats["vocabulary_block_size"] == 1000
     assert stats["unique_words_per_1000_samples"] == float(np.mean([len(block) for block in blocks]))
-    assert json.loads((out / "stats.json").read_text()) == stats  # counted while writing = read back
+    written = json.loads((out / "stats.json").read_text())
+    assert written.pop("inputs")["manifest"]["path"] == str(manifest)  # what the release was built from
+    assert written == stats  # counted while writing = read back
 
 
 def test_counted_vocabulary_blocks_do_not_depend_on_the_order_tables_come_in(tmp_path, monkeypatch):
@@ -286,7 +284,7 @@ def test_counted_vocabulary_blocks_do_not_depend_on_the_order_tables_come_in(tmp
     stats = json.loads((out / "stats.json").read_text())
     assert stats["vocabulary_blocks"] == 3
     assert stats["unique_words_per_1000_samples"] == float(np.mean(expected))
-    assert compute_stats(out, ("glm", "kimi")) == stats
+    assert {**compute_stats(out, ("glm", "kimi")), "inputs": stats["inputs"]} == stats
 
 
 def test_a_single_annotator_release_loads_and_its_card_names_only_its_configs(tmp_path):

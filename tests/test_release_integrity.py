@@ -1,0 +1,243 @@
+"""The release build's seams: the user mistakes it must refuse, and a build killed at any moment."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pyarrow.parquet as pq
+import pytest
+from datasets import load_dataset
+from synthetic import make_record, write_manifest_tree, write_run
+
+from imagenet_think_cli import main as cli
+from imagenet_think_errors import MissingInputError, RefusedError
+from release.build import build_release
+from release.folder import MARKER
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _runs(root: Path, manifest: Path, entries, annotators=("glm", "kimi"), seed=0, per_shard=5):
+    rng = random.Random(seed)
+    folders = []
+    for annotator in annotators:
+        folder = root / "runs" / annotator
+        write_run(
+            folder, [make_record(e, annotator, rng) for e in entries], per_shard=per_shard, manifest=manifest
+        )
+        folders.append(folder)
+    return folders
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    manifest, entries = write_manifest_tree(tmp_path, classes=3, per_class=5)
+    return {
+        "root": tmp_path,
+        "manifest": manifest,
+        "entries": entries,
+        "runs": _runs(tmp_path, manifest, entries),
+    }
+
+
+def _ids(out: Path) -> dict[str, list[str]]:
+    """Each config's image ids, every split, as load_dataset reads them."""
+    marker = json.loads((out / MARKER).read_text())
+    return {
+        config: sorted(
+            image_id
+            for split in splits
+            for image_id in load_dataset(str(out), config, split=split)["image_id"]
+        )
+        for config, splits in marker["configs"].items()
+    }
+
+
+def test_a_run_from_another_manifest_with_the_same_image_ids_is_refused(inputs, tmp_path):
+    other = tmp_path / "other"
+    other_manifest, other_entries = write_manifest_tree(other, classes=3, per_class=5, seed=99)
+    assert [e.image_id for e in other_entries] == [e.image_id for e in inputs["entries"]]  # same names ...
+    assert [e.sha256 for e in other_entries] != [e.sha256 for e in inputs["entries"]]  # ... other pictures
+    out = tmp_path / "out"
+    with pytest.raises(RefusedError, match="another manifest") as refused:
+        build_release(inputs["runs"], other_manifest, out)
+    assert str(inputs["runs"][0]) in str(refused.value) and "--allow-other-manifest" in str(refused.value)
+    # Allowed on purpose, every record is still checked against the image it claims.
+    with pytest.raises(RefusedError, match="another picture") as refused:
+        build_release(inputs["runs"], other_manifest, out, allow_other_manifest=True)
+    assert inputs["entries"][0].image_id in str(refused.value) or "records-" in str(refused.value)
+    assert not out.exists()
+
+
+def test_runs_from_two_manifests_are_refused(inputs, tmp_path):
+    other = tmp_path / "other"
+    other_manifest, other_entries = write_manifest_tree(other, classes=3, per_class=5, seed=99)
+    mixed = [inputs["runs"][0], *_runs(other, other_manifest, other_entries, annotators=("kimi",))]
+    with pytest.raises(RefusedError, match="another manifest") as refused:
+        build_release(mixed, inputs["manifest"], tmp_path / "out")
+    assert str(mixed[1]) in str(refused.value)
+
+
+def test_a_misspelled_or_empty_run_folder_is_refused(inputs, tmp_path):
+    glm, kimi = inputs["runs"]
+    with pytest.raises(MissingInputError, match=f"did you mean {kimi}"):
+        build_release([glm, kimi.parent / "kimii"], inputs["manifest"], tmp_path / "out")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(MissingInputError, match="holds no generation run"):
+        build_release([glm, empty], inputs["manifest"], tmp_path / "out")
+    with pytest.raises(MissingInputError, match="no --shards run holds"):
+        build_release([glm], inputs["manifest"], tmp_path / "out", annotators=("glm", "kimi"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_replaced_or_damaged_shard_is_refused_naming_the_file(inputs, tmp_path):
+    glm = inputs["runs"][0]
+    first, second = sorted(glm.glob("records-*.parquet"))[:2]
+    original = first.read_bytes()
+    first.write_bytes(second.read_bytes())  # another chunk's file copied over it
+    with pytest.raises(RefusedError, match=first.name):
+        build_release(inputs["runs"], inputs["manifest"], tmp_path / "out")
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    first.write_bytes(bytes(damaged))
+    with pytest.raises(RefusedError, match=first.name):
+        build_release(inputs["runs"], inputs["manifest"], tmp_path / "out")
+
+
+def test_missing_images_are_reported(inputs, tmp_path, capsys):
+    glm = inputs["runs"][0]
+    last = sorted(glm.glob("commit-*.json"))[-1]
+    last.unlink()  # a chunk not (yet) committed: its files stay and do not count
+    for path in glm.glob(last.name.replace("commit-", "*-").replace(".json", ".parquet")):
+        path.unlink()
+    out = tmp_path / "out"
+    args = [
+        "build",
+        "--shards",
+        *map(str, inputs["runs"]),
+        "--manifest",
+        str(inputs["manifest"]),
+        "--out",
+        str(out),
+    ]
+    assert cli(args) == 0
+    printed = capsys.readouterr().out
+    assert f"{glm} covers 5 fewer image(s)" in printed
+    assert json.loads((out / "stats.json").read_text())["inputs"]["runs"][0]["images_missing"] == 5
+    assert "| 5 |" in (out / "README.md").read_text()
+
+
+def test_out_must_be_empty_absent_or_ours_and_a_rebuild_replaces_it_whole(inputs, tmp_path, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "README.md").write_text("my notes")
+    (notes / "data.csv").write_text("1,2")
+    with pytest.raises(RefusedError, match="not a release"):
+        build_release(inputs["runs"], inputs["manifest"], notes)
+    assert (notes / "README.md").read_text() == "my notes" and (notes / "data.csv").is_file()
+
+    out = tmp_path / "imagenet_think"
+    build_release(inputs["runs"], inputs["manifest"], out)
+    assert {"glm", "kimi", "both"} <= set(json.loads((out / MARKER).read_text())["configs"])
+    build_release(inputs["runs"][:1], inputs["manifest"], out)  # fewer annotators: no stale config survives
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["glm"]
+    assert cli(["push", str(out), "--repo-id", "org/imagenet-think", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "glm/train-" in listed and "kimi/" not in listed and "both/" not in listed
+
+    (out / "mine.txt").write_text("a file the user put there")
+    with pytest.raises(RefusedError, match="mine.txt"):
+        build_release(inputs["runs"], inputs["manifest"], out)
+    assert (out / "mine.txt").is_file()
+    assert not any(p.name.startswith(".imagenet_think.") for p in tmp_path.iterdir())
+
+
+def test_stats_and_push_refuse_what_is_not_a_release(inputs, tmp_path, capsys):
+    folder = tmp_path / "not-a-release"
+    folder.mkdir()
+    for args in (["stats", str(folder)], ["stats", str(folder), "--annotators", "glm"]):
+        with pytest.raises(MissingInputError, match="not a release"):
+            cli(args)
+    out = tmp_path / "imagenet_think"
+    build_release(inputs["runs"], inputs["manifest"], out)
+    with pytest.raises(ValueError, match="no config kimii"):
+        cli(["stats", str(out), "--annotators", "kimii"])
+    with pytest.raises(ValueError, match="not a valid dataset repository id"):
+        cli(["push", str(out), "--repo-id", "not a valid/repo id", "--dry-run"])
+    env = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"}
+    dry = subprocess.run(
+        [sys.executable, "-m", "imagenet_think_cli", "push", str(out), "--repo-id", "org/x", "--dry-run"],
+        env={**env, "HF_HOME": str(tmp_path / "hf")},
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert dry.returncode == 0 and "token: none found" in dry.stdout
+    shard = next((out / "glm").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes() + b"x")  # edited after the build
+    with pytest.raises(RefusedError, match=shard.name):
+        cli(["push", str(out), "--repo-id", "org/x", "--dry-run"])
+
+
+# SIGKILL the build when it enters a function for the n-th time (a profile hook in the child process).
+KILL_POINTS = [
+    ("write", 3),  # mid-way through the Parquet files
+    ("_record_split", 4),  # some configs and splits finished
+    ("render_card", 1),  # every Parquet file and stats.json written
+    ("_write_marker", 1),  # the card written
+    ("swap_in", 1),  # the new release complete in staging, not yet swapped
+]
+CHILD = """
+import os, signal, sys
+from release.build import build_release
+target, count = sys.argv[1], int(sys.argv[2])
+seen = 0
+def hook(frame, event, arg):
+    global seen
+    if event == "call" and frame.f_code.co_name == target:
+        seen += 1
+        if seen == count:
+            os.kill(os.getpid(), signal.SIGKILL)
+sys.setprofile(hook)
+build_release(sys.argv[3:-2], sys.argv[-2], sys.argv[-1], max_shard_bytes=2000, rows_per_group=2)
+"""
+
+
+def test_a_build_killed_at_any_moment_leaves_the_previous_release(inputs, tmp_path):
+    out = tmp_path / "imagenet_think"
+    build_release(inputs["runs"][:1], inputs["manifest"], out)  # the good release: glm only
+    before, marker = _ids(out), (out / MARKER).read_bytes()
+    for target, count in KILL_POINTS:
+        child = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                target,
+                str(count),
+                *map(str, inputs["runs"]),
+                str(inputs["manifest"]),
+                str(out),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert child.returncode == -signal.SIGKILL, (target, child.stderr[-2000:])
+        assert (out / MARKER).read_bytes() == marker, target
+        assert _ids(out) == before, target
+        assert (tmp_path / ".imagenet_think.imagenet-think-staging").is_dir(), (
+            target
+        )  # left for the next build
+    build_release(inputs["runs"], inputs["manifest"], out)
+    assert not (tmp_path / ".imagenet_think.imagenet-think-staging").exists()
+    after = _ids(out)
+    assert set(after) == {"glm", "kimi", "both"} and after["glm"] == before["glm"]
+    assert datasets.load_dataset(str(out), "both", split="train").num_rows > 0
+    assert all(pq.ParquetFile(p).metadata.num_rows for p in out.rglob("*.parquet"))
