@@ -13,10 +13,9 @@ from synthetic import make_record, write_manifest_tree, write_run
 from generation.classes import NUM_CLASSES, imagenet21k_classes
 from generation.quality import is_repetition_loop, rejection_reason
 from generation.records import RECORD_SCHEMA, Reject, to_table, write_parquet_atomic
-from imagenet_think import ImageNetThink
+from imagenet_think import ImageNetThink, assign_splits
 from imagenet_think_cli import main as cli
 from release.build import build_release
-from imagenet_think import assign_splits
 
 CLASSES, PER_CLASS = 5, 6
 LOOP = "the bird is red and the bird is red and " * 60
