@@ -23,6 +23,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from imagenet_think_errors import RefusedError
+
 REPO = Path(__file__).resolve().parent
 EXAMPLE = "imagenet-think demo --out demo"
 DEMO_NOTE = (
@@ -160,7 +162,7 @@ def _replace_demo_folder(out: Path) -> None:
         (out / "photos").is_dir() and (out / "manifest.parquet").is_file()
     )
     if out.exists() and any(out.iterdir()) and not earlier_demo:
-        raise ValueError(f"{out} is not empty and not a demo folder: give the demo a new or empty --out")
+        raise RefusedError(f"{out} is not empty and not a demo folder: give the demo a new or empty --out")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     (out / DEMO_MARKER).touch()
