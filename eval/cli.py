@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             name,
             help=summary,
             description=summary,
-            epilog=f"example:\n  {module.EXAMPLE}",
+            epilog="\n\n".join(filter(None, [getattr(module, "RULES", ""), f"example:\n  {module.EXAMPLE}"])),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)

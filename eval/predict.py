@@ -4,6 +4,11 @@ The split's images are written once into ``PRED/images`` with a manifest, then
 ``generation.generate`` annotates them, so predictions resume, shard and reject
 exactly like dataset generation. ``PRED`` ends up a run folder (records with
 raw output, think and answer) that ``eval score`` reads.
+
+``PRED/eval.json`` records what the predictions are made on: the dataset, split and
+limit as given, and ``split_sha256``, the fingerprint of the split's rows
+(:func:`split_fingerprint`). ``eval score`` computes the same fingerprint from the rows it
+scores against and refuses predictions made on another release or split.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import argparse
 import hashlib
 import io
 import json
+import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from datasets import load_dataset
@@ -21,19 +28,81 @@ from tqdm.auto import tqdm
 from generation.config import load_model_config
 from generation.generate import generate
 from generation.images import is_plain_rgb
-from generation.records import ManifestEntry, write_manifest
+from generation.records import ManifestEntry, read_manifest, write_manifest
+from imagenet_think_errors import InputError, MissingInputError, RefusedError
 
 EXAMPLE = (
     "imagenet-think eval generate --model configs/models/openvlthinker_7b.yaml "
     "--dataset imagenet_think --split test --out predictions/openvlthinker"
 )
 REFERENCE_CONFIG = "both"
-EVAL_FILE = "eval.json"  # what the predictions were made on: dataset, split, limit
+EVAL_FILE = "eval.json"  # what the predictions were made on: dataset, split, limit, split_sha256
+EVAL_KEYS = ("dataset", "split", "limit")  # as given on the command line; a rerun must give the same
+RULES = """\
+rules:
+  PRED/eval.json records the dataset, split and --limit, and split_sha256: a sha256 over the
+  split's (image_id, wnid) pairs. A rerun resumes only with the same --dataset, --split and
+  --limit; `eval score` refuses the predictions against a release or split with another
+  fingerprint."""
+log = logging.getLogger(__name__)
+
+
+def split_fingerprint(image_ids: Iterable[str], wnids: Iterable[str]) -> str:
+    """sha256 over the sorted ``image_id<TAB>wnid`` lines of a split's rows.
+
+    The same rows give the same fingerprint whether read from a local release folder or
+    from the Hub, streamed or not, in any order; another release's or split's rows do not.
+    """
+    lines = sorted(f"{i}\t{w}" for i, w in zip(image_ids, wnids, strict=True))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _how_to_generate(folder) -> str:
+    return (
+        f"make one with `imagenet-think eval generate --model MODEL.yaml --dataset DATASET "
+        f"--split SPLIT --out {folder}`"
+    )
+
+
+def read_eval_file(predictions: str | Path) -> dict:
+    """``PRED/eval.json``, checked: an :class:`InputError` naming the folder if it is not a
+    predictions folder or the file is malformed."""
+    folder = Path(predictions)
+    path = folder / EVAL_FILE
+    if not folder.is_dir():
+        raise MissingInputError(f"predictions folder {folder} does not exist; {_how_to_generate(folder)}")
+    if not path.is_file():
+        raise MissingInputError(
+            f"{folder} is not a predictions folder (it has no {EVAL_FILE}); {_how_to_generate(folder)}"
+        )
+    try:
+        made_on = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"{path} is not valid JSON ({error}); rerun `imagenet-think eval generate` with the same "
+            f"arguments into a new --out folder"
+        ) from None
+    if not isinstance(made_on, dict) or any(key not in made_on for key in ("dataset", "split")):
+        raise InputError(
+            f"{path} does not name the dataset and split the predictions were made on; "
+            f"rerun `imagenet-think eval generate` into a new --out folder"
+        )
+    return made_on
 
 
 def load_references(dataset: str, split: str, limit: int | None = None, streaming: bool = False):
     """The ``both`` config's split: one row per image with both annotators' think and answer."""
-    rows = load_dataset(dataset, REFERENCE_CONFIG, split=split, streaming=streaming)
+    try:
+        rows = load_dataset(dataset, REFERENCE_CONFIG, split=split, streaming=streaming)
+    except FileNotFoundError as error:  # also datasets' DatasetNotFoundError
+        raise MissingInputError(
+            f"release {dataset} not found ({error}); pass --dataset a folder written by "
+            "`imagenet-think build` or a Hub dataset id"
+        ) from error
+    except ValueError as error:
+        if "split" not in str(error).lower():
+            raise
+        raise InputError(f"{dataset}: {error}; pass --split with one of its splits") from error
     if limit is not None:
         rows = rows.take(limit) if streaming else rows.select(range(min(limit, len(rows))))
     return rows
@@ -57,7 +126,9 @@ def materialize_split(dataset: str, split: str, folder: Path, limit: int | None 
         digest = hashlib.sha256(row["image"]["bytes"]).hexdigest()
         entries.append(ManifestEntry(row["image_id"], row["wnid"], relative, width, height, digest, plain))
     if not entries:
-        raise ValueError(f"{dataset} has no rows in {REFERENCE_CONFIG}/{split}")
+        raise InputError(
+            f"{dataset} has no rows in {REFERENCE_CONFIG}/{split}; pass --split with a split that has"
+        )
     return write_manifest(entries, manifest, folder / "images")
 
 
@@ -66,9 +137,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", required=True, help="a model YAML (configs/models/*.yaml or configs/generation/*.yaml)"
     )
     parser.add_argument("--dataset", required=True, help="a release folder or Hub dataset id")
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default="test", help="the release split (default: test)")
     parser.add_argument("--limit", type=int, help="only the split's first N images")
-    parser.add_argument("--out", required=True, help="the predictions folder; rerun to resume")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="the predictions folder; rerun with the same --dataset, --split and --limit to resume",
+    )
     parser.add_argument(
         "--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides"
     )
@@ -77,19 +152,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     asked = {"dataset": args.dataset, "split": args.split, "limit": args.limit}
-    if (out / EVAL_FILE).is_file() and json.loads((out / EVAL_FILE).read_text()) != asked:
-        raise RuntimeError(
-            f"{out} holds predictions for {(out / EVAL_FILE).read_text()}; use a new --out folder"
-        )
+    config = load_model_config(args.model, args.set)  # a config typo fails before any work
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / EVAL_FILE).is_file():
+        made_on = read_eval_file(out)
+        if {key: made_on.get(key) for key in EVAL_KEYS} != asked:
+            raise RefusedError(
+                f"{out} holds predictions for dataset {made_on['dataset']!r}, split {made_on['split']!r}, "
+                f"limit {made_on.get('limit')}; resume with those arguments or use a new --out folder"
+            )
     # eval.json is written once the split's images are: a bad --split locks nothing, and a
     # manifest without eval.json is from a run stopped before naming its split.
     if not (out / EVAL_FILE).is_file():
         (out / "manifest.parquet").unlink(missing_ok=True)
     manifest = materialize_split(args.dataset, args.split, out, args.limit)
-    (out / EVAL_FILE).write_text(json.dumps(asked) + "\n")
-    config = load_model_config(args.model, args.set)
+    # The fingerprint of the rows the manifest was written from: the split's rows (its first
+    # --limit), the rows `eval score` reads back.
+    table, _ = read_manifest(manifest)
+    fingerprint = split_fingerprint(table["image_id"].to_pylist(), table["wnid"].to_pylist())
+    (out / EVAL_FILE).write_text(json.dumps({**asked, "split_sha256": fingerprint}) + "\n")
     # The images are read where the folder is now, so that a moved folder resumes.
     summary = generate(config, manifest, out / "records", engine=args.engine, image_root=out / "images")
     print("\n".join(summary.lines()))

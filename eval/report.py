@@ -7,7 +7,13 @@ model, with its two vector-space rows labelled as Table 6 labels them ("TF-IDF C
 Similarity" for TF-IDF, "Cosine Similarity" for raw term frequencies; the paper's Table 7
 swaps them). A label-accuracy table adds what the paper does not measure.
 
-``imagenet-think eval report REPORT [REPORT ...] --out DIR`` combines several models.
+Coverage (predicted / expected images) is a column of every table with a row per model,
+in Table 7's title and in the charts' legends; a model below full coverage is marked
+with a dagger (†) and a footnote saying how many images it was scored on.
+
+``imagenet-think eval report REPORT [REPORT ...] --out DIR`` combines several models. Two
+summaries of the same model name are labelled ``model (folder)`` by the folder that holds
+each summary.json, so that their rows can be told apart; the same file given twice is an error.
 """
 
 from __future__ import annotations
@@ -15,11 +21,20 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from collections import defaultdict
 from pathlib import Path
 
 from eval.metrics import METRICS
+from imagenet_think_errors import InputError, MissingInputError, UsageError
 
 EXAMPLE = "imagenet-think eval report reports/openvlthinker reports/internvl35 --out reports/all"
+RULES = """\
+rules:
+  Each REPORT is a folder written by `eval score` or its summary.json. Every table and
+  chart gives each model's coverage (predicted / expected images); a model below 100% is
+  marked with a dagger and a footnote. Two summaries with the same model name are told
+  apart by their folders: `model (folder)`. The same summary given twice is an error."""
+DAGGER = "†"
 PAPER_TABLES = {
     "Table 3: Semantic Similarity Metrics": (
         "bertscore_f1",
@@ -39,12 +54,137 @@ FAMILY_CHARTS = {
 }
 
 
-def load_summary(report: str | Path) -> dict:
+def _fail(path: Path, problem: str) -> InputError:
+    return InputError(
+        f"{path} is not a summary written by `imagenet-think eval score`: {problem}; score the "
+        "predictions again with `imagenet-think eval score --predictions PRED --out FOLDER`"
+    )
+
+
+def check_summary(summary, path: Path) -> dict:
+    """``summary`` if it has what the tables and charts read, else an :class:`InputError` naming ``path``."""
+    if not isinstance(summary, dict):
+        raise _fail(path, f"it holds a JSON {type(summary).__name__}, not an object")
+    missing = [k for k in ("model", "scores", "backbones", "label_accuracy", "coverage") if k not in summary]
+    if missing:
+        raise _fail(path, f"the key(s) {', '.join(missing)} are missing")
+    if not isinstance(summary["model"], str) or not summary["model"]:
+        raise _fail(path, f"model {summary['model']!r} is not a name")
+    if not isinstance(summary["coverage"], int | float) or not 0 <= summary["coverage"] <= 1:
+        raise _fail(path, f"coverage {summary['coverage']!r} is not a fraction")
+    images = summary.get("images")
+    if images is not None and (
+        not isinstance(images, dict)
+        or not all(
+            isinstance(images.get(k), int) for k in ("expected", "predicted", "rejected", "not_generated")
+        )
+    ):
+        raise _fail(path, "images lacks the counts expected, predicted, rejected, not_generated")
+    scores = summary["scores"]
+    if not isinstance(scores, dict) or not scores or not all(isinstance(s, dict) for s in scores.values()):
+        raise _fail(path, "scores is not a mapping of segments to metrics")
+    for segment, by_metric in scores.items():
+        if segment not in SEGMENT_NAMES:
+            raise _fail(path, f"scores.{segment} is not one of the segments {', '.join(SEGMENT_NAMES)}")
+        for metric, entry in by_metric.items():
+            if metric not in METRICS:
+                raise _fail(path, f"scores.{segment}.{metric} is not a metric of eval.metrics")
+            keys = ("avg_of_avg", "avg_of_max", "avg_of_avg_ci")
+            if not isinstance(entry, dict) or any(k not in entry for k in keys):
+                raise _fail(path, f"scores.{segment}.{metric} lacks {', '.join(keys)}")
+    accuracy = summary["label_accuracy"]
+    if not isinstance(accuracy, dict) or not {"model", "references"} <= set(accuracy):
+        raise _fail(path, "label_accuracy lacks model or references")
+    if not isinstance(summary["backbones"], dict):
+        raise _fail(path, "backbones is not a mapping")
+    return summary
+
+
+def summary_path(report: str | Path) -> Path:
     path = Path(report)
-    path = path / "summary.json" if path.is_dir() else path
+    return path / "summary.json" if path.is_dir() else path
+
+
+def load_summary(report: str | Path) -> dict:
+    """A ``summary.json`` (or the ``eval score`` folder holding one), checked."""
+    path = summary_path(report)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: write it with `imagenet-think eval score`")
-    return json.loads(path.read_text())
+        raise MissingInputError(f"{path} not found: write it with `imagenet-think eval score`")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _fail(path, f"it is not valid JSON ({error})") from None
+    return check_summary(summary, path)
+
+
+def load_summaries(reports: list[str | Path]) -> list[dict]:
+    """The summaries, each with a ``label`` distinct from the others'.
+
+    A label is the model's name; summaries sharing a name are labelled ``model (folder)``,
+    with as many of the folders holding each summary.json as tell them apart (a summary file
+    named otherwise stands for itself: ``model (reports/a.json)``).
+    """
+    paths = [summary_path(r) for r in reports]
+    seen: dict[Path, str | Path] = {}
+    for report, path in zip(reports, paths, strict=True):
+        resolved = path.resolve()
+        if resolved in seen:
+            raise UsageError(f"{seen[resolved]} and {report} are the same summary ({path}); give it once")
+        seen[resolved] = report
+    summaries = [dict(load_summary(path)) for path in paths]
+    by_model = defaultdict(list)
+    for summary, path in zip(summaries, paths, strict=True):
+        summary["label"] = summary["model"]
+        where = path.resolve()
+        by_model[summary["model"]].append((summary, where.parent if where.name == "summary.json" else where))
+    for model, group in by_model.items():
+        if len(group) < 2:
+            continue
+        for depth in range(1, max(len(folder.parts) for _, folder in group) + 1):
+            labels = ["/".join(folder.parts[-depth:]) for _, folder in group]
+            if len(set(labels)) == len(labels):
+                break
+        for (summary, _), folder_label in zip(group, labels, strict=True):
+            summary["label"] = f"{model} ({folder_label})"
+    return summaries
+
+
+def _label(summary: dict) -> str:
+    return summary.get("label") or summary["model"]
+
+
+def _below_full(summary: dict) -> bool:
+    return summary["coverage"] < 1
+
+
+def _name(summary: dict) -> str:
+    """The model's label, with a dagger if it is below full coverage."""
+    return _label(summary) + (DAGGER if _below_full(summary) else "")
+
+
+def _coverage(summary: dict) -> str:
+    images = summary.get("images")
+    counts = f" ({images['predicted']}/{images['expected']})" if isinstance(images, dict) else ""
+    return f"{summary['coverage']:.1%}{counts}"
+
+
+def coverage_note(summaries: list[dict]) -> str:
+    """The footnote for the models below full coverage ("" if none is)."""
+    below = []
+    for summary in summaries:
+        if not _below_full(summary):
+            continue
+        images = summary.get("images")
+        if isinstance(images, dict):
+            below.append(
+                f"{_label(summary)} has predictions for {images['predicted']} of {images['expected']} images "
+                f"({images['rejected']} rejected, scored 0; {images['not_generated']} not generated, left out)"
+            )
+        else:
+            below.append(f"{_label(summary)} has predictions for {summary['coverage']:.1%} of the images")
+    if not below:
+        return ""
+    return f"{DAGGER} Coverage below 100%: " + "; ".join(below) + "."
 
 
 def _cell(summary: dict, segment: str, metric: str, how: str) -> str:
@@ -52,19 +192,21 @@ def _cell(summary: dict, segment: str, metric: str, how: str) -> str:
     return f"{entry[f'avg_of_{how}']:.3f}" if entry else "–"
 
 
-def table_rows(summaries: list[dict]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) for every table; cells are strings."""
+def table_rows(summaries: list[dict]) -> list[tuple[str, list[str], list[list[str]], str]]:
+    """(title, header, rows, footnote) for every table; cells are strings."""
     tables = []
     for title, metrics in PAPER_TABLES.items():
         present = [m for m in metrics if any(m in s["scores"].get("full", {}) for s in summaries)]
         if not present:
             continue
-        header = ["Model"] + [f"{METRICS[m].display} {how}" for m in present for how in ("Avg.", "Max")]
+        header = ["Model", "Coverage"] + [
+            f"{METRICS[m].display} {how}" for m in present for how in ("Avg.", "Max")
+        ]
         rows = [
-            [s["model"]] + [_cell(s, "full", m, how) for m in present for how in ("avg", "max")]
+            [_name(s), _coverage(s)] + [_cell(s, "full", m, how) for m in present for how in ("avg", "max")]
             for s in summaries
         ]
-        tables.append((title, header, rows))
+        tables.append((title, header, rows, coverage_note(summaries)))
     for summary in summaries:
         segments = [seg for seg in SEGMENT_NAMES if seg in summary["scores"]]
         header = ["Metric"] + [f"{SEGMENT_NAMES[seg]} {how}" for seg in segments for how in ("Avg.", "Max.")]
@@ -73,34 +215,40 @@ def table_rows(summaries: list[dict]) -> list[tuple[str, list[str], list[list[st
             [METRICS[m].display] + [_cell(summary, seg, m, how) for seg in segments for how in ("avg", "max")]
             for m in metrics
         ]
-        tables.append((f"Table 7: Thinking Tokens vs Answer Tokens of {summary['model']}", header, rows))
-    references = list(summaries[0]["label_accuracy"]["references"])
-    header = ["Model", "Answer names the class"] + [f"Reference {r}" for r in references]
+        title = (
+            f"Table 7: Thinking Tokens vs Answer Tokens of {_name(summary)} (coverage {_coverage(summary)})"
+        )
+        tables.append((title, header, rows, coverage_note([summary])))
+    references = list(dict.fromkeys(r for s in summaries for r in s["label_accuracy"]["references"]))
+    header = ["Model", "Coverage", "Answer names the class"] + [f"Reference {r}" for r in references]
     rows = [
-        [s["model"], f"{s['label_accuracy']['model']:.3f}"]
+        [_name(s), _coverage(s), f"{s['label_accuracy']['model']:.3f}"]
         + [f"{s['label_accuracy']['references'].get(r, float('nan')):.3f}" for r in references]
         for s in summaries
     ]
-    tables.append(("Label-grounded answer accuracy", header, rows))
+    tables.append(("Label-grounded answer accuracy", header, rows, coverage_note(summaries)))
     return tables
 
 
 def _markdown(tables) -> str:
     blocks = []
-    for title, header, rows in tables:
+    for title, header, rows, note in tables:
         lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines += ["", note] if note else []
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
 def _latex_escape(text: str) -> str:
-    return text.replace("&", r"\&").replace("%", r"\%").replace("_", r"\_").replace("#", r"\#")
+    for plain, escaped in (("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), (DAGGER, r"$^\dagger$")):
+        text = text.replace(plain, escaped)
+    return text
 
 
 def _latex(tables) -> str:
     blocks = []
-    for title, header, rows in tables:
+    for title, header, rows, note in tables:
         lines = [
             r"\begin{table}[t]",
             r"\centering",
@@ -112,6 +260,7 @@ def _latex(tables) -> str:
             *[" & ".join(_latex_escape(c) for c in row) + r" \\" for row in rows],
             r"\bottomrule",
             r"\end{tabular}",
+            *([r"\par\smallskip{\footnotesize " + _latex_escape(note) + "}"] if note else []),
             r"\end{table}",
         ]
         blocks.append("\n".join(lines))
@@ -122,14 +271,20 @@ def _csv(tables, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["table", "row", "column", "value"])
-        for title, header, rows in tables:
+        for title, header, rows, note in tables:
             for row in rows:
                 for column, value in zip(header[1:], row[1:], strict=True):
                     writer.writerow([title, row[0], column, value])
+            if note:
+                writer.writerow([title, DAGGER, "footnote", note])
 
 
 def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
-    """One PNG per metric family: Avg of Avg per model and metric, with bootstrap CIs."""
+    """One PNG per metric family: Avg of Avg per model and metric, with bootstrap CIs.
+
+    The legend gives each model's coverage (a dagger below 100%, with the footnote under the
+    chart); the PNG's ``Description`` text chunk repeats both.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,7 +310,7 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
                 ]
             ).T
             positions = np.arange(len(metrics)) + (k - (len(summaries) - 1) / 2) * width
-            axis.bar(positions, means, width, yerr=errors, capsize=3, label=summary["model"])
+            axis.bar(positions, means, width, yerr=errors, capsize=3, label=legend_label(summary))
         axis.set_xticks(
             np.arange(len(metrics)),
             [METRICS[m].display.replace(" Similarity", "") for m in metrics],
@@ -165,12 +320,20 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
         axis.set_ylabel("Avg of Avg (95% CI)")
         axis.set_title(f"{family} metrics, full output")
         axis.legend(fontsize=7)
-        figure.tight_layout()
+        note = coverage_note(summaries)
+        if note:
+            figure.text(0.01, 0.01, note, fontsize=6, wrap=True, va="bottom")
+        figure.tight_layout(rect=(0, 0.1 if note else 0, 1, 1))
         path = out / f"chart_{family}.png"
-        figure.savefig(path, dpi=110)
+        description = "; ".join(legend_label(s) for s in summaries) + (f". {note}" if note else "")
+        figure.savefig(path, dpi=110, metadata={"Description": description})
         plt.close(figure)
         written.append(path)
     return written
+
+
+def legend_label(summary: dict) -> str:
+    return f"{_name(summary)}, coverage {summary['coverage']:.1%}"
 
 
 def _backbone_note(summaries: list[dict]) -> str:
@@ -192,7 +355,10 @@ def _backbone_note(summaries: list[dict]) -> str:
 
 
 def write_report(summaries: list[dict], out: str | Path) -> list[Path]:
-    """tables.md, tables.tex, tables.csv and the charts into ``out``."""
+    """tables.md, tables.tex, tables.csv and the charts into ``out``.
+
+    Rows are labelled by each summary's ``label`` (set by :func:`load_summaries`), else its model.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tables = table_rows(summaries)
@@ -205,12 +371,16 @@ def write_report(summaries: list[dict], out: str | Path) -> list[Path]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("reports", nargs="+", help="folders written by `eval score` (or their summary.json)")
+    parser.add_argument(
+        "reports",
+        nargs="+",
+        help="folders written by `eval score` (or their summary.json); same model names get folder labels",
+    )
     parser.add_argument("--out", required=True, help="folder for the combined tables and charts")
 
 
 def run(args: argparse.Namespace) -> int:
-    written = write_report([load_summary(r) for r in args.reports], args.out)
+    written = write_report(load_summaries(args.reports), args.out)
     print(Path(written[0]).read_text())
     print("written: " + ", ".join(str(p) for p in written))
     return 0

@@ -160,3 +160,133 @@ def test_label_accuracy_over_answers():
     assert label_accuracy.label_accuracy(answers, wnids) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="not an ImageNet-21K-P class"):
         label_accuracy.names_class("a dog", "n00000000")
+
+
+def _summary(model: str, predicted: int, rejected: int = 0, not_generated: int = 0) -> dict:
+    """A summary as `eval score` writes it, over real Jaccard scores."""
+    scores = jaccard_scores(
+        aggregate.segments(["a red bird", "grey sky"], ["finch", "a finch"]),
+        [aggregate.segments(["red bird", "sky"], ["a finch", "finch"])] * 2,
+    )
+    expected = predicted + rejected + not_generated
+    summary = aggregate.summarize(scores, n_boot=20)
+    summary.update(
+        model=model,
+        coverage=predicted / expected,
+        images={
+            "expected": expected,
+            "predicted": predicted,
+            "rejected": rejected,
+            "not_generated": not_generated,
+        },
+        label_accuracy={"model": 0.5, "references": {"glm": 1.0, "kimi": 0.5}},
+    )
+    return summary
+
+
+def _write_summary(folder, summary) -> str:
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(summary))
+    return str(folder)
+
+
+def test_coverage_is_in_every_table_and_chart_with_a_dagger_below_full(tmp_path):
+    from PIL import Image
+
+    from imagenet_think_cli import main as cli
+
+    full = _write_summary(tmp_path / "full", _summary("complete_model", predicted=4))
+    partial = _write_summary(
+        tmp_path / "partial", _summary("partial_model", predicted=2, rejected=1, not_generated=1)
+    )
+    assert cli(["eval", "report", full, partial, "--out", str(tmp_path / "out")]) == 0
+
+    footnote = (
+        "partial_model has predictions for 2 of 4 images (1 rejected, scored 0; 1 not generated, left out)"
+    )
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert "| Model | Coverage | Jaccard" in markdown
+    assert "| complete_model | 100.0% (4/4) |" in markdown
+    assert "| partial_model† | 50.0% (2/4) |" in markdown
+    assert "Label-grounded" in markdown and markdown.count(footnote) == 3  # Table 5, its Table 7, labels
+    assert "Tokens of partial_model† (coverage 50.0% (2/4))" in markdown
+    assert "Tokens of complete_model (coverage 100.0% (4/4))" in markdown
+    latex = (tmp_path / "out" / "tables.tex").read_text()
+    assert r"partial\_model$^\dagger$ & 50.0\% (2/4)" in latex and r"complete\_model & 100.0\%" in latex
+    assert latex.count(r"{\footnotesize $^\dagger$ Coverage below 100\%") == 3
+    rows = (tmp_path / "out" / "tables.csv").read_text().splitlines()
+    assert "Table 5: Lexical Set-Overlap Metrics,partial_model†,Coverage,50.0% (2/4)" in rows
+    assert "Table 5: Lexical Set-Overlap Metrics,complete_model,Coverage,100.0% (4/4)" in rows
+    assert any(row.startswith("Table 5: Lexical Set-Overlap Metrics,†,footnote,") for row in rows)
+    with Image.open(tmp_path / "out" / "chart_lexical.png") as chart:
+        described = chart.text["Description"]
+    assert "complete_model, coverage 100.0%" in described and "partial_model†, coverage 50.0%" in described
+    assert footnote in described
+
+    # At full coverage no model is marked and there is no footnote.
+    assert cli(["eval", "report", full, "--out", str(tmp_path / "one")]) == 0
+    assert "†" not in (tmp_path / "one" / "tables.md").read_text()
+    assert "†" not in (tmp_path / "one" / "tables.csv").read_text()
+
+
+def test_summaries_of_the_same_model_get_their_folders_as_labels(tmp_path):
+    from eval.report import load_summaries
+    from imagenet_think_cli import main as cli
+    from imagenet_think_errors import UsageError
+
+    first = _write_summary(tmp_path / "run1" / "student", _summary("student", predicted=2))
+    second = _write_summary(tmp_path / "run2" / "student", _summary("student", predicted=2))
+    other = _write_summary(tmp_path / "run1" / "baseline", _summary("baseline", predicted=2))
+    labels = [s["label"] for s in load_summaries([first, second, other])]
+    assert labels == ["student (run1/student)", "student (run2/student)", "baseline"]
+    for name in ("a.json", "b.json"):  # summary files of other names, side by side
+        (tmp_path / name).write_text((tmp_path / "run1" / "student" / "summary.json").read_text())
+    labels = [s["label"] for s in load_summaries([tmp_path / "a.json", tmp_path / "b.json"])]
+    assert labels == ["student (a.json)", "student (b.json)"]
+    assert cli(["eval", "report", first, f"{second}/summary.json", "--out", str(tmp_path / "out")]) == 0
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert "| student (run1/student) |" in markdown and "| student (run2/student) |" in markdown
+    with pytest.raises(UsageError, match=rf"{first}/summary.json and {first} are the same summary"):
+        cli(["eval", "report", f"{first}/summary.json", first, "--out", str(tmp_path / "twice")])
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("{", "is not valid JSON"),
+        ("[]", "holds a JSON list"),
+        ('{"model": "m", "scores": {}}', "backbones, label_accuracy, coverage are missing"),
+        (
+            '{"model": "m", "scores": {"full": {}}, "backbones": {}, "coverage": 0.5,'
+            ' "label_accuracy": {"model": 0, "references": {}}, "images": {"expected": 2}}',
+            "images lacks the counts",
+        ),
+    ],
+)
+def test_a_malformed_summary_is_an_input_error_naming_the_file(tmp_path, content, problem):
+    from imagenet_think_cli import main as cli
+    from imagenet_think_errors import InputError
+
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "summary.json").write_text(content)
+    with pytest.raises(
+        InputError, match=rf"{tmp_path}/report/summary.json is not a summary .*{problem}.*eval score"
+    ):
+        cli(["eval", "report", str(tmp_path / "report"), "--out", str(tmp_path / "out")])
+
+
+def test_a_summary_without_scores_of_a_metric_is_an_input_error(tmp_path):
+    from eval.report import load_summary
+    from imagenet_think_errors import InputError
+
+    summary = _summary("m", predicted=2)
+    del summary["scores"]["full"]["jaccard"]["avg_of_max"]
+    _write_summary(tmp_path / "r", summary)
+    with pytest.raises(InputError, match=r"summary.json is not .*scores.full.jaccard lacks"):
+        load_summary(tmp_path / "r")
+    summary["coverage"] = "all"
+    (tmp_path / "r" / "summary.json").write_text(__import__("json").dumps(summary))
+    with pytest.raises(InputError, match=r"coverage 'all' is not a fraction"):
+        load_summary(tmp_path / "r")

@@ -2,16 +2,33 @@
 
 import json
 import random
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
 from synthetic import make_record, write_manifest_tree, write_run
 
-from generation.records import iter_rows
+from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, Reject, iter_rows, to_table
+from generation.runs import chunk_files, commit_chunk
 from imagenet_think_cli import main as cli
+from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
 
 REFERENCES = ("glm", "kimi")
+# One image per chunk, so that a test can leave a chunk unfinished or rejected.
+GENERATE = ["eval", "generate", "--model", "configs/models/tiny_baseline.yaml", "--set", "chunk_size=1"]
+FAST = ["--metrics", "jaccard", "rougeL", "--bootstrap", "20"]
+
+
+def build(root, out, split_seed=0):
+    return build_release(
+        [root / a for a in REFERENCES],
+        root / "manifest.parquet",
+        root / out,
+        validation_fraction=0.2,
+        test_fraction=0.2,
+        split_seed=split_seed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -24,39 +41,47 @@ def release(tmp_path_factory):
         # The first image's answers name its class, so the label accuracy of both references is > 0.
         records[0] = make_record(entries[0], annotator, rng, answer="It is a goose, a large waterbird.")
         write_run(root / annotator, records)
-    build_release(
-        [root / a for a in REFERENCES],
-        manifest,
-        root / "imagenet_think",
-        validation_fraction=0.2,
-        test_fraction=0.2,
-    )
+    build(root, "imagenet_think")
     return root
 
 
-def test_generate_score_report(release, tmp_path):
+@pytest.fixture(scope="module")
+def predictions(release, tmp_path_factory):
+    """The tiny model's predictions on the test split (3 images, one chunk each)."""
+    folder = tmp_path_factory.mktemp("predictions") / "pred"
+    args = [*GENERATE, "--dataset", str(release / "imagenet_think")]
+    with pytest.raises(InputError, match="split"):
+        cli([*args, "--split", "tset", "--out", str(folder)])  # a typo ...
+    assert cli([*args, "--split", "test", "--out", str(folder)]) == 0  # ... locks nothing
+    return folder
+
+
+def score(predictions, out, *extra):
+    return cli(["eval", "score", "--predictions", str(predictions), "--out", str(out), *extra])
+
+
+def test_generate_score_report(release, predictions, tmp_path):
     dataset = str(release / "imagenet_think")
-    predictions, report = tmp_path / "pred", tmp_path / "report"
-    args = ["eval", "generate", "--model", "configs/models/tiny_baseline.yaml", "--dataset", dataset]
-    with pytest.raises(ValueError, match="split"):
-        cli([*args, "--split", "tset", "--out", str(predictions)])  # a typo ...
-    assert cli([*args, "--split", "test", "--out", str(predictions)]) == 0  # ... locks nothing
+    args = [*GENERATE, "--dataset", dataset]
+    made_on = json.loads((predictions / "eval.json").read_text())
+    assert made_on["split"] == "test" and len(made_on["split_sha256"]) == 64
+    with pytest.raises(RefusedError, match=f"{predictions} holds predictions for .* split 'test'.*new --out"):
+        cli([*args, "--split", "validation", "--out", str(predictions)])
     moved = tmp_path / "moved"
-    predictions.rename(moved)
+    shutil.copytree(predictions, moved)
     for shard in (moved / "records").glob("*-c*.parquet"):
         shard.unlink()  # the predictions are redone, from the images where the folder is now
     assert cli([*args, "--split", "test", "--out", str(moved)]) == 0
     assert not list(iter_rows(sorted((moved / "records").glob("rejects-*.parquet"))))  # none unreadable
-    moved.rename(predictions)
-    assert cli([*args, "--split", "test", "--out", str(predictions)]) == 0  # resumes: nothing left to do
-    assert (
-        cli(["eval", "score", "--predictions", str(predictions), "--out", str(report), "--bootstrap", "50"])
-        == 0
-    )
+    assert cli([*args, "--split", "test", "--out", str(moved)]) == 0  # resumes: nothing left to do
+    report = tmp_path / "report"
+    assert score(moved, report, "--bootstrap", "50") == 0
 
     summary = json.loads((report / "summary.json").read_text())
     assert summary["n_examples"] == 3 and summary["references"] == list(REFERENCES)
     assert summary["coverage"] == 1.0
+    assert summary["images"] == {"expected": 3, "predicted": 3, "rejected": 0, "not_generated": 0}
+    assert summary["split_sha256"] == made_on["split_sha256"] and not summary["allow_other_release"]
     assert set(summary["scores"]) == {"full", "think", "answer"}
     for metric in (
         "bertscore_f1",
@@ -82,10 +107,118 @@ def test_generate_score_report(release, tmp_path):
     assert (
         "| TF-IDF Cosine Similarity |" in tables and "| Cosine Similarity |" in tables
     )  # Table 7 rows, not swapped
+    assert "| tiny_baseline | 100.0% (3/3) |" in tables and "†" not in tables
     assert (report / "tables.tex").read_text().count(r"\begin{tabular}") == 6
     assert (report / "chart_semantic.png").stat().st_size > 1000
 
-    combined = tmp_path / "combined"
-    assert cli(["eval", "report", str(report), str(report / "summary.json"), "--out", str(combined)]) == 0
-    assert (combined / "tables.csv").read_text().count("tiny_baseline") >= 16
+    combined, again = tmp_path / "combined", tmp_path / "again"
+    with pytest.raises(UsageError, match="same summary"):
+        cli(["eval", "report", str(report), str(report / "summary.json"), "--out", str(combined)])
+    shutil.copytree(report, again)  # the same model scored twice: told apart by folder
+    assert cli(["eval", "report", str(report), str(again / "summary.json"), "--out", str(combined)]) == 0
+    csv = (combined / "tables.csv").read_text()
+    assert csv.count("tiny_baseline (report)") >= 16 and csv.count("tiny_baseline (again)") >= 16
     assert (combined / "chart_lexical.png").is_file()
+
+
+def test_score_refuses_predictions_made_on_another_release_or_split(release, predictions, tmp_path):
+    build(release, "reshuffled", split_seed=3)  # the same images, another test split (2 of 3 shared)
+    dataset, other = release / "imagenet_think", release / "reshuffled"
+    for extra, against in (
+        (["--dataset", str(other)], f"{other} split 'test'"),
+        (["--split", "validation"], f"{dataset} split 'validation'"),
+    ):
+        with pytest.raises(RefusedError) as refused:
+            score(predictions, tmp_path / "refused", *FAST, *extra)
+        message = str(refused.value)
+        assert (
+            f"predictions in {predictions} were made on {dataset} split 'test', not on {against}" in message
+        )
+        assert "--allow-other-release" in message
+    assert not (tmp_path / "refused").exists()
+
+    # A copy of the release (e.g. a download of the Hub one) has the same rows: accepted.
+    shutil.copytree(dataset, tmp_path / "copy")
+    assert score(predictions, tmp_path / "copy_report", *FAST, "--dataset", str(tmp_path / "copy")) == 0
+
+    # Asked explicitly: the images both test splits share are scored, and the summary says so.
+    assert (
+        score(predictions, tmp_path / "other", *FAST, "--dataset", str(other), "--allow-other-release") == 0
+    )
+    summary = json.loads((tmp_path / "other" / "summary.json").read_text())
+    assert summary["allow_other_release"] and summary["dataset"] == str(other)
+    assert summary["made_on"]["dataset"] == str(dataset)
+    assert summary["split_sha256"] != summary["made_on"]["split_sha256"]
+    shared = {r["image_id"] for r in iter_rows(sorted((other / "both").glob("test-*.parquet")), ["image_id"])}
+    shared &= {r["image_id"] for r in iter_rows(sorted((predictions / "records").glob("records-*.parquet")))}
+    assert summary["images"]["predicted"] == summary["n_examples"] == len(shared) == 2
+
+
+def test_predictions_without_a_fingerprint_are_refused_until_generate_reruns(release, predictions, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(predictions, old)
+    made_on = json.loads((old / "eval.json").read_text())
+    (old / "eval.json").write_text(json.dumps({k: made_on[k] for k in ("dataset", "split", "limit")}))
+    with pytest.raises(RefusedError, match=f"{old} were made on .* has no split fingerprint.*same arguments"):
+        score(old, tmp_path / "report", *FAST)
+    # Nothing is left to generate: the rerun only records the fingerprint.
+    assert cli([*GENERATE, "--dataset", made_on["dataset"], "--split", "test", "--out", str(old)]) == 0
+    assert json.loads((old / "eval.json").read_text()) == made_on
+    assert score(old, tmp_path / "report", *FAST) == 0
+
+
+def test_an_unfinished_predictions_folder_is_scored_over_what_exists(release, predictions, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(predictions, partial)
+    records = partial / "records"
+    predicted, rejected, pending = (
+        next(iter_rows([records / f"records-c{c:07d}.parquet"]))["image_id"] for c in range(3)
+    )
+    # Chunk 1's image was rejected by the engine; chunk 2 was never run.
+    reject = Reject(rejected, f"x/{rejected}.png", "generate", "tiny_baseline", "prompt_too_long", "too long")
+    commit_chunk(records, 1, to_table([], RECORD_SCHEMA), to_table([reject], REJECT_SCHEMA), [rejected])
+    for chunk_file in chunk_files(records, 2):
+        chunk_file.unlink()
+
+    assert score(partial, tmp_path / "report", *FAST) == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["images"] == {"expected": 3, "predicted": 1, "rejected": 1, "not_generated": 1}
+    assert summary["coverage"] == pytest.approx(1 / 3) and summary["n_examples"] == 2
+    per_example = pq.read_table(tmp_path / "report" / "per_example.parquet").to_pylist()
+    assert {row["image_id"]: row["has_prediction"] for row in per_example} == {
+        predicted: True,
+        rejected: False,
+    }
+    assert [row["full/jaccard/max"] for row in per_example if row["image_id"] == rejected] == [0.0]
+    assert pending not in {row["image_id"] for row in per_example}
+    tables = (tmp_path / "report" / "tables.md").read_text()
+    assert "| tiny_baseline† | 33.3% (1/3) |" in tables
+    assert "tiny_baseline has predictions for 1 of 3 images (1 rejected, scored 0; 1 not generated" in tables
+
+    for shard in records.glob("*-c*.parquet"):
+        shard.unlink()
+    with pytest.raises(MissingInputError, match=f"{partial} has no prediction for any of the 3 images"):
+        score(partial, tmp_path / "empty", *FAST)
+
+
+def test_a_folder_that_is_not_a_predictions_folder_is_an_input_error(tmp_path):
+    folder = tmp_path / "pred"
+    with pytest.raises(MissingInputError, match=f"{folder} does not exist; make one with .*eval generate"):
+        score(folder, tmp_path / "report")
+    folder.mkdir()
+    with pytest.raises(MissingInputError, match=f"{folder} is not a predictions folder .*eval generate"):
+        score(folder, tmp_path / "report")
+    (folder / "eval.json").write_text('{"dataset": "d", ')
+    with pytest.raises(InputError, match=f"{folder}/eval.json is not valid JSON"):
+        score(folder, tmp_path / "report")
+    (folder / "eval.json").write_text('{"dataset": "d"}')
+    with pytest.raises(InputError, match=f"{folder}/eval.json does not name the dataset and split"):
+        score(folder, tmp_path / "report")
+    (folder / "eval.json").write_text('{"dataset": "d", "split": "test", "limit": null}')
+    with pytest.raises(MissingInputError, match=f"{folder} holds no predictions yet .*eval generate"):
+        score(folder, tmp_path / "report")
+    (folder / "records").mkdir()
+    (folder / "records" / "run.json").write_text('{"config": ')
+    with pytest.raises(InputError, match=f"{folder}/records/run.json is not valid JSON"):
+        score(folder, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
