@@ -8,6 +8,7 @@ from datasets import load_dataset
 
 from generation.records import RECORD_GLOB, iter_rows, shard_files
 from imagenet_think_demo import PHOTOS, run_demo
+from imagenet_think_errors import RefusedError
 
 REDUCED = (PHOTOS[1], PHOTOS[3], PHOTOS[6])  # a PNG, a JPEG from scikit-image, a JPEG from scikit-learn
 
@@ -45,6 +46,6 @@ def test_demo_pipeline(tmp_path):
 
 def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="not a demo folder"):
+    with pytest.raises(RefusedError, match="not a demo folder"):
         run_demo(tmp_path, photos=REDUCED)
     assert (tmp_path / "notes.txt").read_text() == "mine"
