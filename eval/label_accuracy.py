@@ -1,7 +1,12 @@
-"""Label-grounded accuracy: does an answer name its image's ImageNet-21K class?
+"""Label verdicts: how an answer relates to its image's ImageNet-21K-P class in WordNet 3.0.
 
-An answer names the class when it contains any lemma of the class's synset
-(``generation.classes.imagenet21k_classes().lemmas[wnid]``) as whole words, ignoring case:
+The one definition of the label check: ``eval score`` (label accuracy) uses it here, and the release
+and the GRPO reward import ``label_verdicts``.
+
+**What an answer names.** An answer names a noun synset of the WordNet table (``eval.wordnet``: the
+10,450 classes, their ancestors and their descendants) when it contains one of the synset's lemmas
+(for a class, the lemmas of ``generation.classes.imagenet21k_classes()``: the same strings) as
+whole words, ignoring case:
 
 - the words of a multiword lemma may be joined by spaces or hyphens ("man-eater" matches
   "man eater" and "great white-shark" matches "great white shark");
@@ -9,73 +14,293 @@ An answer names the class when it contains any lemma of the class's synset
   ("brambling" matches "bramblings", "butterfly" matches "butterflies"); irregular
   plurals ("mice", "geese", "oxen") are not recognised;
 - lemmas written in capitals (abbreviations: "OR", "ER", "PC", "CD") match only in
-  capitals, otherwise every "or" would name an operating room;
+  capitals, otherwise every "or" would name an operating room (a plural ending stays lower-case:
+  "PCs");
 - curly apostrophes count as straight ones ("jack-o’-lantern").
 
-Hypernyms are not accepted ("a bird" does not name a brambling): the WordNet hierarchy is
-not available offline (timm ships the lemmas and glosses only).
+Three rules are new with the hierarchy, whose 68,000 lemmas include many everyday words:
+
+- a mention inside a longer one does not count: "sea lion" names the sea lion, not the lion, and
+  "hot dog" names no dog (mentions that merely overlap both count);
+- the names of WordNet instances (``@i``: people, places, ships) that start with a capital match
+  only as written ("Nice" the city, never "a nice view"; "Bell" the inventor, never "a bell");
+- single-character lemmas are not matched ("A" is vitamin A, and every sentence's first word).
+
+All these rules live in ``lemma_forms`` and ``_normalize``. Every form of every lemma is one
+pattern of a single Aho-Corasick automaton (``ahocorasick_rs``, Rust's ``aho-corasick`` crate),
+matched against the lower-cased answer in which each run of spaces and hyphens is one space and
+each word boundary carries a mark, as the patterns do: one pass finds every whole-word mention of
+any lemma, however many lemmas there are, where the former matcher ran one regular expression per
+class. ``pyahocorasick`` gives the same matches; on these answers it searched about half as fast
+and took longer to build. The automaton is built on first use (1.5 s or so) and kept for the process.
+
+**The verdict.** ``label_verdicts(answers, wnids)`` gives one ``LabelVerdict`` per answer: ``kind``
+is the first of these that applies to the synsets the answer names,
+
+1. ``exact``: the label class itself;
+2. ``hyponym``: a descendant of the label ("beagle" for dog): more specific, counted correct;
+3. ``hypernym``: an ancestor of the label ("finch", "bird", "animal" for brambling);
+4. ``other_class``: another ImageNet-21K-P class, neither ancestor nor descendant of the label;
+5. ``none``: none of these (also for an answer that is not a string),
+
+ancestors and descendants over the ``@`` and ``@i`` hypernym edges, along every path. ``score`` is 1
+for ``exact`` and ``hyponym``, 0 for ``other_class`` and ``none``, and for ``hypernym``
+``(|ancestors(a)| + 1) / (|ancestors(label)| + 1)`` for the deepest ancestor ``a`` named (the one
+with most ancestors): strictly between 0 and 1, larger for more specific ancestors (brambling has 13
+ancestors: finch scores 13/14, bird 10/14, animal 7/14). ``named`` is the wnid that decided: the
+label for ``exact``, the ancestor scored for ``hypernym``, the first one mentioned for ``hyponym``
+and ``other_class`` (and between equally deep ancestors; between synsets that share a mention, the
+first by wnid), None for ``none``. ``label_hits`` (``exact`` or ``hyponym``) and
+``label_accuracy`` (their share) are views of the verdicts; ``names_class`` says whether an answer
+names one class by its own lemmas.
+
+**Known limits.** Matching is lexical. Negation counts as naming ("not a sparrow" names the
+sparrow). An answer naming several candidates gets the best kind among them, whatever it concludes:
+precedence decides ("a sparrow or a brambling" is ``exact``; "a sparrow, a small bird" is
+``hypernym``). A lemma shared by several synsets names them all ("crane" names the bird and the
+machine). Lemmas of the upper levels are everyday words ("whole", "part", "object", "being" for
+organism, "form", "point", "side"): an answer that uses one is at least a ``hypernym``, with a low
+score. Irregular plurals are missed.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
+from itertools import chain
 
+import ahocorasick_rs
 import numpy as np
 
+from eval.wordnet import WordNetNouns, wordnet_nouns
 from generation.classes import imagenet21k_classes
 
-WORD_SEPARATOR = r"[\s\-]+"
-APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
+__all__ = [
+    "KINDS",
+    "LabelVerdict",
+    "label_accuracy",
+    "label_hits",
+    "label_verdicts",
+    "lemma_forms",
+    "named_synsets",
+    "names_class",
+]
+
+KINDS = ("exact", "hyponym", "hypernym", "other_class", "none")
+CORRECT_KINDS = frozenset({"exact", "hyponym"})
 
 
-def _last_word_pattern(word: str) -> str:
-    """The last word of a lemma with its optional plural ending."""
-    if re.search(r"[^aeiou\W]y$", word, re.IGNORECASE):
-        return re.escape(word[:-1]) + "(?:y|ies)"
-    if word[-1].isalpha():
-        return re.escape(word) + "(?:e?s)?"
-    return re.escape(word)
+@dataclass(frozen=True, slots=True)
+class LabelVerdict:
+    kind: str  # one of KINDS
+    score: float  # in [0, 1]
+    named: str | None  # the wnid that decided the verdict
 
 
-def lemma_pattern(lemma: str) -> str:
-    """A regular expression (without word boundaries) for one lemma."""
-    words = [word for word in re.split(WORD_SEPARATOR, lemma.translate(APOSTROPHES)) if word]
+NONE = LabelVerdict("none", 0.0, None)
+
+
+# The matching rules, all of them.
+
+WORD_SEPARATOR = re.compile(r"[\s\-]+")
+CONSONANT_Y = re.compile(r"[^aeiou\W]y$", re.IGNORECASE)
+# Every boundary between a word character (``\w``, as in a regular expression) and another character
+# or an end of the text is marked, in the answers and in the patterns alike, so that a pattern can
+# only match whole words: one that begins (ends) with a word character begins (ends) with the mark.
+WORDS = re.compile(r"(\w+)")
+MARK = "\x01"
+# Curly apostrophes count as straight ones; an answer's own \x01 (and \x00, which separates the
+# patterns while they are normalised together) is neither mark nor separator.
+REPLACEMENTS = (("\u2019", "'"), ("\u2018", "'"), ("\u02bc", "'"), ("\x00", "\ufffd"), ("\x01", "\ufffd"))
+
+
+def lemma_forms(lemma: str, instance: bool = False) -> tuple[tuple[str, ...], bool]:
+    """The strings that name ``lemma`` (its words joined by one space, the last one with its plural
+    endings; none for a single character), and whether they match only in their own capitals: an
+    abbreviation (all capitals), or the name of an ``instance`` (a proper name) that starts with one."""
+    words = [word for word in WORD_SEPARATOR.split(_replace(lemma)) if word]
     if not words:
         raise ValueError(f"lemma {lemma!r} has no words")
-    body = WORD_SEPARATOR.join([*map(re.escape, words[:-1]), _last_word_pattern(words[-1])])
+    if len(words) == 1 and len(words[0]) == 1:
+        return (), False  # "A" (vitamin A), "C" (carbon): letters far more often than names
+    last = words[-1]
+    if CONSONANT_Y.search(last):
+        endings = (last, last[:-1] + "ies")
+    elif last[-1].isalpha():
+        endings = (last, last + "s", last + "es")
+    else:
+        endings = (last,)
+    stem = " ".join(words[:-1])
+    forms = tuple(f"{stem} {ending}" if stem else ending for ending in endings)
     is_abbreviation = lemma.upper() == lemma and any(character.isalpha() for character in lemma)
-    return f"(?:{body})" if is_abbreviation else f"(?i:{body})"
+    return forms, is_abbreviation or (instance and lemma[0].isupper())
+
+
+def _replace(text: str) -> str:
+    for old, new in REPLACEMENTS:
+        text = text.replace(old, new)
+    return text
+
+
+def _mark(text: str) -> str:
+    """Each run of spaces and hyphens made one space (those at either end dropped), word boundaries
+    marked. (``str.split`` and ``\\s`` know the same whitespace.)"""
+    return MARK.join(WORDS.split(" ".join(text.replace("-", " ").split())))
+
+
+def _normalize(text: str) -> str:
+    """An answer as the patterns are matched in it (apostrophes straight, separators, marks)."""
+    return _mark(_replace(text))
+
+
+def _lower(text: str) -> str:
+    """Lower case, one character for one (so that positions agree with ``text``)."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(low if len(low := character.lower()) == 1 else character for character in text)
+
+
+class _Matcher:
+    """Every lemma of the WordNet table in one automaton: which synsets does a text name?"""
+
+    def __init__(self, nouns: WordNetNouns) -> None:
+        synsets, forms, cased = [], [], []
+        for index, lemmas in enumerate(nouns.lemmas):
+            instance = bool(nouns.instance_parents[index])
+            for lemma in lemmas:
+                lemma_strings, own_case_only = lemma_forms(lemma, instance)
+                synsets += [index] * len(lemma_strings)
+                forms += lemma_strings
+                cased += [own_case_only] * len(lemma_strings)
+        # All forms in one pass: \x00 is neither a word character nor a separator.
+        marked = _mark("\x00".join(forms))
+        keys: dict[str, tuple[list[int], list[tuple[int, str]]]] = {}
+        for index, form, key, own_case_only in zip(
+            synsets, marked.split("\x00"), _lower(marked).split("\x00"), cased, strict=True
+        ):
+            any_case, own_case = keys.setdefault(key, ([], []))
+            if own_case_only:
+                own_case.append((index, form))
+            elif index not in any_case:
+                any_case.append(index)
+        # Per pattern: the synsets it names in any case, the (synset, form) pairs that need their own
+        # capitals, and which ends need a look at their neighbour: those that are no word character
+        # (left, right), or None.
+        self.values = []
+        for key, (any_case, own_case) in keys.items():
+            check = (key[0] != MARK, key[-1] != MARK)
+            self.values.append((tuple(any_case), tuple(own_case), check if any(check) else None))
+        self.automaton = ahocorasick_rs.AhoCorasick(list(keys), matchkind=ahocorasick_rs.MatchKind.Standard)
+
+    def mentions(self, text: str, keep_nested: bool = False) -> list[tuple[int, ...]]:
+        """The synsets of each mention in ``text``, in order; a mention inside a longer one ("lion" in
+        "sea lion") does not count unless ``keep_nested`` (which gives every whole-word match)."""
+        marked = _normalize(text)
+        lowered = _lower(marked)
+        values, found = self.values, []
+        for pattern, start, end in self.automaton.find_matches_as_indexes(lowered, overlapping=True):
+            named, own_case, check = values[pattern]
+            if check is not None and (
+                (check[0] and start and lowered[start - 1] == MARK)
+                or (check[1] and lowered[end : end + 1] == MARK)
+            ):
+                continue  # a word character beside an end of the pattern that is no word character
+            if own_case:
+                span = marked[start:end]
+                named += tuple(index for index, form in own_case if form == span)
+            if named:
+                found.append((start, -end, named))
+        found.sort()  # by start, the longest first
+        mentions, reach = [], 0
+        for _, negative_end, named in found:
+            if -negative_end > reach or keep_nested:
+                mentions.append(named)
+            if -negative_end > reach:
+                reach = -negative_end
+        return mentions
 
 
 @cache
-def class_pattern(wnid: str) -> re.Pattern:
-    """Any lemma of the class ``wnid`` as whole words."""
-    classes = imagenet21k_classes()
-    if wnid not in classes:
+def _matcher() -> _Matcher:
+    return _Matcher(wordnet_nouns())
+
+
+@cache
+def _class_indices() -> frozenset[int]:
+    nouns = wordnet_nouns()
+    return frozenset(nouns.index[wnid] for wnid in imagenet21k_classes().wnids)
+
+
+def _label_index(wnid: str) -> int:
+    if wnid not in imagenet21k_classes():
         raise ValueError(f"{wnid!r} is not an ImageNet-21K-P class")
-    alternatives = "|".join(lemma_pattern(lemma) for lemma in classes.lemmas[wnid])
-    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+    return wordnet_nouns().index[wnid]
+
+
+def named_synsets(answer: str) -> list[str]:
+    """The wnids of the table's synsets that ``answer`` names, in order of first mention."""
+    if not isinstance(answer, str):
+        return []
+    wnids = wordnet_nouns().wnids
+    return [wnids[index] for index in dict.fromkeys(chain.from_iterable(_matcher().mentions(answer)))]
 
 
 def names_class(answer: str, wnid: str) -> bool:
-    """Whether ``answer`` names the class ``wnid``; a non-string answer names nothing."""
-    if not isinstance(answer, str):
-        return False
-    return class_pattern(wnid).search(answer.translate(APOSTROPHES)) is not None
+    """Whether ``answer`` names the class ``wnid`` by one of its lemmas; a non-string answer names nothing."""
+    label = _label_index(wnid)
+    return isinstance(answer, str) and any(label in named for named in _matcher().mentions(answer))
+
+
+# The verdict.
+
+
+def _first(mentions: list[tuple[int, ...]], candidates: set[int] | frozenset[int]) -> int:
+    """The candidate mentioned first."""
+    return next(index for named in mentions for index in named if index in candidates)
+
+
+def _verdict(
+    mentions: list[tuple[int, ...]], label: int, nouns: WordNetNouns, classes: frozenset[int]
+) -> LabelVerdict:
+    mentioned = set(chain.from_iterable(mentions))
+    if label in mentioned:
+        return LabelVerdict("exact", 1.0, nouns.wnids[label])
+    if not mentioned:
+        return NONE
+    if below := nouns.descendant_indices(label) & mentioned:
+        return LabelVerdict("hyponym", 1.0, nouns.wnids[_first(mentions, below)])
+    ancestors = nouns.ancestor_indices(label)
+    if above := ancestors & mentioned:
+        depths = {index: len(nouns.ancestor_indices(index)) for index in above}
+        depth = max(depths.values())
+        deepest = _first(mentions, {index for index, d in depths.items() if d == depth})
+        return LabelVerdict("hypernym", (depth + 1) / (len(ancestors) + 1), nouns.wnids[deepest])
+    if others := classes & mentioned:
+        return LabelVerdict("other_class", 0.0, nouns.wnids[_first(mentions, others)])
+    return NONE
+
+
+def label_verdicts(answers: Sequence[str], wnids: Sequence[str]) -> list[LabelVerdict]:
+    """Per answer, its verdict against the class ``wnids[i]`` (rules in the module docstring)."""
+    if len(answers) != len(wnids):
+        raise ValueError(f"{len(answers)} answers but {len(wnids)} wnids")
+    nouns, matcher, classes = wordnet_nouns(), _matcher(), _class_indices()
+    labels = {wnid: _label_index(wnid) for wnid in dict.fromkeys(wnids)}
+    return [
+        _verdict(matcher.mentions(answer), labels[wnid], nouns, classes) if isinstance(answer, str) else NONE
+        for answer, wnid in zip(answers, wnids, strict=True)
+    ]
 
 
 def label_hits(answers: Sequence[str], wnids: Sequence[str]) -> np.ndarray:
-    """Per answer, whether it names its class."""
-    if len(answers) != len(wnids):
-        raise ValueError(f"{len(answers)} answers but {len(wnids)} wnids")
-    return np.array(
-        [names_class(answer, wnid) for answer, wnid in zip(answers, wnids, strict=True)], dtype=bool
-    )
+    """Per answer, whether it names its class or a descendant of it (verdict ``exact`` or ``hyponym``)."""
+    return np.array([v.kind in CORRECT_KINDS for v in label_verdicts(answers, wnids)], dtype=bool)
 
 
 def label_accuracy(answers: Sequence[str], wnids: Sequence[str]) -> float:
-    """The share of answers that name their class."""
+    """The share of answers that name their class or a descendant of it."""
     hits = label_hits(answers, wnids)
     return float(hits.mean()) if len(hits) else 0.0
