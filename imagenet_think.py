@@ -175,97 +175,25 @@ class RejectedRecord:
     record_row: int | None  # row in the records table; None for a generation-stage reject
 
 
-class Sources:
-    """The inputs of a release, checked and indexed once: the run folders (verified), records
-    (memory-mapped), manifest, images, verdicts, splits.
+class RecordStore:
+    """Every committed record of the runs in one memory-mapped Arrow file: bounded memory, random
+    access by row, and the run folder and file each row came from."""
 
-    Checking refuses, before anything is written, a ``record_dirs`` entry that holds no
-    generation run, a committed chunk whose files were replaced or damaged since, a run made
-    from another manifest (unless ``allow_other_manifest``), and any record whose image hash
-    differs from the manifest's: that text was generated for another picture.
-    """
-
-    def __init__(self, config: ImageNetThinkConfig):
-        self.config = config
-        manifest_path, run_dirs = _resolve_inputs(config)
-        self.manifest, root = read_manifest(manifest_path)
-        self.manifest_path = manifest_path
-        self.manifest_sha256 = manifest_fingerprint(self.manifest)
-        self.runs = _checked_runs(run_dirs, manifest_path, self.manifest_sha256, config.allow_other_manifest)
-        self.annotators = tuple(dict.fromkeys(run.run["config"]["annotator"] for run in self.runs.values()))
-        self.image_root = Path(config.image_root) if config.image_root else root
-        self.classes = imagenet21k_classes()
+    def __init__(self, record_files: list[tuple[Path, Path]]):
         self._workdir = tempfile.TemporaryDirectory(prefix="imagenet-think-")
-        record_files = [(folder, path) for folder, run in self.runs.items() for path in run.record_files]
-        self.records, self._record_origin = _memory_mapped_records(
+        self.table, self._origin = _memory_mapped_records(
             record_files, Path(self._workdir.name) / "records.arrow"
         )
-        self._record_batches = self.records.to_batches()
-        self._batch_starts = np.cumsum([0] + [batch.num_rows for batch in self._record_batches])
-        self.generation_rejects = [
-            row for run in self.runs.values() for row in _read_rows(run.reject_files, REJECT_SCHEMA.names)
-        ]
-        self.image_ids = self.manifest["image_id"].to_pylist()
-        self.wnids = self.manifest["wnid"].to_pylist()
-        self.image_paths = self.manifest["image_path"].to_pylist()
-        self.manifest_row = {image_id: i for i, image_id in enumerate(self.image_ids)}
-        self.image_sha256 = dict(zip(self.image_ids, self.manifest["sha256"].to_pylist(), strict=True))
-        self.plain_rgb = self.manifest["plain_rgb"].to_pylist()  # stored as they are; the others re-encoded
-        self.image_problems = {  # the sampler decoded every image fully: here, only its presence is checked
-            image_id: f"no file {self.image_root / relative}"
-            for image_id, relative in zip(self.image_ids, self.image_paths, strict=True)
-            if not (self.image_root / relative).is_file()
-        }
-        self.splits = assign_splits(
-            zip(self.image_ids, self.wnids, strict=True),
-            validation=config.validation_fraction,
-            test=config.test_fraction,
-            seed=config.split_seed,
-        )
-        self.good, self.rejected = self._judge_records()
+        self._batches = self.table.to_batches()
+        self._batch_starts = np.cumsum([0] + [batch.num_rows for batch in self._batches])
 
-    def _judge_records(self) -> tuple[dict[tuple[str, str], int], list[RejectedRecord]]:
-        good: dict[tuple[str, str], int] = {}
-        rejected: list[RejectedRecord] = []
-        row = 0
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
-            for keys, hashes, quality in pool.map(_judge_batch, self.records.to_batches()):
-                for (image_id, annotator), image_sha256, reason in zip(keys, hashes, quality, strict=True):
-                    expected = self.image_sha256.get(image_id)
-                    if expected is not None and image_sha256 != expected:
-                        self._refuse_other_image(row, image_id, image_sha256, expected)
-                    key = (image_id, annotator)
-                    if reason is None and key in good:
-                        reason = "duplicate_record"
-                    if reason is None and expected is None:
-                        reason = "image_not_in_manifest"
-                    detail = REJECT_REASONS.get(reason, "")
-                    if reason is None and image_id in self.image_problems:
-                        reason, detail = "image_unreadable", self.image_problems[image_id]
-                    if reason is None:
-                        good[key] = row
-                    else:
-                        rejected.append(RejectedRecord(image_id, annotator, reason, detail, row))
-                    row += 1
-        for reject in self.generation_rejects:
-            rejected.append(
-                RejectedRecord(
-                    reject["image_id"], reject["annotator"], reject["reason"], reject["detail"], None
-                )
-            )
-        return good, rejected
+    def origin(self, row: int) -> tuple[Path, Path]:
+        """(run folder, records file) of ``row``."""
+        starts = [start for start, _, _ in self._origin]
+        _, folder, path = self._origin[int(np.searchsorted(starts, row, "right")) - 1]
+        return folder, path
 
-    def _refuse_other_image(self, row: int, image_id: str, found: str, expected: str) -> None:
-        starts = [start for start, _, _ in self._record_origin]
-        _, folder, path = self._record_origin[int(np.searchsorted(starts, row, "right")) - 1]
-        raise RefusedError(
-            f"{folder} holds text generated for another picture than the manifest's: record "
-            f"{image_id} in {path.name} was made from an image with sha256 {found[:12]}..., "
-            f"{self.manifest_path} has {expected[:12]}... for it. Build with the manifest the run "
-            "was generated from, or regenerate the run from this manifest."
-        )
-
-    def take_records(self, rows: list[int]) -> pa.Table:
+    def take(self, rows: list[int]) -> pa.Table:
         """Records at ``rows``, in that order, taken batch by batch.
 
         ``Table.take`` on the memory-mapped table would concatenate every chunk of a column
@@ -278,28 +206,128 @@ class Sources:
         pieces = []
         for batch in np.unique(batch_of):
             wanted = rows[order][batch_of[order] == batch] - self._batch_starts[batch]
-            pieces.append(self._record_batches[batch].take(pa.array(wanted)))
-        gathered = pa.Table.from_batches(pieces, schema=self.records.schema)
+            pieces.append(self._batches[batch].take(pa.array(wanted)))
+        gathered = pa.Table.from_batches(pieces, schema=self.table.schema)
         return gathered if ascending else gathered.combine_chunks().take(pa.array(np.argsort(order)))
+
+
+class ImageFiles:
+    """The manifest's image files as ``datasets.Image`` cells. The sampler decoded every image
+    fully, so here only their presence is checked; plain RGB files are stored as they are, the
+    others re-encoded as upright RGB."""
+
+    def __init__(self, manifest: pa.Table, root: Path):
+        self.root = root
+        self.paths = manifest["image_path"].to_pylist()
+        self.plain_rgb = manifest["plain_rgb"].to_pylist()
+        self.problems = {  # image_id -> why it cannot be read
+            image_id: f"no file {root / relative}"
+            for image_id, relative in zip(manifest["image_id"].to_pylist(), self.paths, strict=True)
+            if not (root / relative).is_file()
+        }
+
+    def cell(self, manifest_row: int) -> dict:
+        relative = self.paths[manifest_row]
+        path = self.root / relative
+        try:
+            data = path.read_bytes() if self.plain_rgb[manifest_row] else _rgb_bytes(path)
+            return {"bytes": data, "path": relative}
+        except (OSError, UnidentifiedImageError, ValueError) as error:
+            raise RefusedError(
+                f"image {path} became unreadable during the build: {error}; restore it (or pass "
+                "--image-root) and rebuild"
+            ) from error
+
+
+def judge_records(
+    records: RecordStore,
+    image_sha256: dict[str, str],
+    image_problems: dict[str, str],
+    generation_rejects: list[dict],
+) -> tuple[dict[tuple[str, str], int], list[RejectedRecord]]:
+    """The quality verdict of every record: (image_id, annotator) -> row of each good record, and
+    the rejected ones with their reason. A record whose image hash is not the manifest's is refused."""
+    good: dict[tuple[str, str], int] = {}
+    rejected: list[RejectedRecord] = []
+    row = 0
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
+        for keys, hashes, quality in pool.map(_judge_batch, records.table.to_batches()):
+            for (image_id, annotator), found, reason in zip(keys, hashes, quality, strict=True):
+                expected = image_sha256.get(image_id)
+                if expected is not None and found != expected:
+                    folder, path = records.origin(row)
+                    raise RefusedError(
+                        f"{folder} holds text generated for another picture than the manifest's: record "
+                        f"{image_id} in {path.name} was made from an image with sha256 {found[:12]}..., the "
+                        f"manifest has {expected[:12]}... for it. Build with the manifest the run was "
+                        "generated from, or regenerate the run from this manifest."
+                    )
+                key = (image_id, annotator)
+                if reason is None and key in good:
+                    reason = "duplicate_record"
+                if reason is None and expected is None:
+                    reason = "image_not_in_manifest"
+                detail = REJECT_REASONS.get(reason, "")
+                if reason is None and image_id in image_problems:
+                    reason, detail = "image_unreadable", image_problems[image_id]
+                if reason is None:
+                    good[key] = row
+                else:
+                    rejected.append(RejectedRecord(image_id, annotator, reason, detail, row))
+                row += 1
+    for reject in generation_rejects:
+        rejected.append(
+            RejectedRecord(reject["image_id"], reject["annotator"], reject["reason"], reject["detail"], None)
+        )
+    return good, rejected
+
+
+class Sources:
+    """The inputs of a release, checked and indexed once: the run folders (verified), their
+    records (:class:`RecordStore`), the manifest and its images (:class:`ImageFiles`), each
+    record's quality verdict (:func:`judge_records`) and each image's split (:func:`assign_splits`).
+
+    Checking refuses, before anything is written, a ``record_dirs`` entry that holds no
+    generation run, a committed chunk whose files were replaced or damaged since, a run made
+    from another manifest (unless ``allow_other_manifest``), and any record whose image hash
+    differs from the manifest's: that text was generated for another picture.
+    """
+
+    def __init__(self, config: ImageNetThinkConfig):
+        self.config = config
+        manifest_path, run_dirs = _resolve_inputs(config)
+        manifest, root = read_manifest(manifest_path)
+        self.manifest_path = manifest_path
+        self.manifest_sha256 = manifest_fingerprint(manifest)
+        self.runs = _checked_runs(run_dirs, manifest_path, self.manifest_sha256, config.allow_other_manifest)
+        self.annotators = tuple(dict.fromkeys(run.run["config"]["annotator"] for run in self.runs.values()))
+        self.classes = imagenet21k_classes()
+        self.records = RecordStore(
+            [(folder, path) for folder, run in self.runs.items() for path in run.record_files]
+        )
+        self.images = ImageFiles(manifest, Path(config.image_root) if config.image_root else root)
+        self.image_ids = manifest["image_id"].to_pylist()
+        self.wnids = manifest["wnid"].to_pylist()
+        self.manifest_row = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self.splits = assign_splits(
+            zip(self.image_ids, self.wnids, strict=True),
+            validation=config.validation_fraction,
+            test=config.test_fraction,
+            seed=config.split_seed,
+        )
+        generation_rejects = [
+            row for run in self.runs.values() for row in _read_rows(run.reject_files, REJECT_SCHEMA.names)
+        ]
+        image_sha256 = dict(zip(self.image_ids, manifest["sha256"].to_pylist(), strict=True))
+        self.good, self.rejected = judge_records(
+            self.records, image_sha256, self.images.problems, generation_rejects
+        )
 
     def image_batches(self, split: str, size: int) -> Iterator[list[int]]:
         """Manifest rows of the images in ``split``, in manifest order, ``size`` at a time."""
         rows = [row for row, image_id in enumerate(self.image_ids) if self.splits[image_id] == split]
         for start in range(0, len(rows), size):
             yield rows[start : start + size]
-
-    def image_cell(self, manifest_row: int) -> dict:
-        """The image as ``datasets.Image`` stores it: original bytes, or RGB re-encoded when it must be."""
-        relative = self.image_paths[manifest_row]
-        path = self.image_root / relative
-        try:
-            data = path.read_bytes() if self.plain_rgb[manifest_row] else _rgb_bytes(path)
-            return {"bytes": data, "path": relative}
-        except (OSError, UnidentifiedImageError, ValueError) as error:
-            raise RefusedError(
-                f"image {self.image_root / relative} became unreadable during the build: {error}; "
-                "restore it (or pass --image-root) and rebuild"
-            ) from error
 
     def provenance(self) -> dict:
         """What the release is built from: the manifest's and every run's fingerprints, and gaps."""
@@ -519,7 +547,7 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
                 yield f"{split}-{index}", table
             return
         for index, rows in enumerate(self.sources.image_batches(split, self.config.rows_per_batch)):
-            table = rows_table(self.config, self.sources, rows, self.sources.image_cell)
+            table = rows_table(self.config, self.sources, rows, self.sources.images.cell)
             if table is not None:
                 yield f"{split}-{index}", table
 
@@ -546,7 +574,7 @@ def rows_table(
     for position, (annotator, record_rows) in enumerate(
         zip(config.annotators, zip(*records, strict=True), strict=True)
     ):
-        taken = sources.take_records(list(record_rows))
+        taken = sources.records.take(list(record_rows))
         if position == 0:
             columns["question"] = taken["question"]
         if config.kind == "single":
@@ -562,7 +590,7 @@ def rejected_tables(config: ImageNetThinkConfig, sources: Sources) -> Iterator[p
     for reject in sources.rejected:
         if reject.annotator in wanted:
             row = sources.manifest_row.get(reject.image_id)
-            usable = row is not None and reject.image_id not in sources.image_problems
+            usable = row is not None and reject.image_id not in sources.images.problems
             rejects.append((row, usable, reject))
     for start in range(0, len(rejects), config.rows_per_batch):
         yield _rejected_table(sources, rejects[start : start + config.rows_per_batch])
@@ -583,10 +611,10 @@ def _image_columns(sources: Sources, rows: list[int | None], cells: list[dict | 
 
 def _rejected_table(sources: Sources, batch) -> pa.Table:
     rows, usable, rejects = zip(*batch, strict=True)
-    cells = [sources.image_cell(row) if ok else None for row, ok in zip(rows, usable, strict=True)]
+    cells = [sources.images.cell(row) if ok else None for row, ok in zip(rows, usable, strict=True)]
     record_rows = [r.record_row for r in rejects]
     known = [r for r in record_rows if r is not None]
-    found = sources.take_records(known).to_pylist() if known else []
+    found = sources.records.take(known).to_pylist() if known else []
     by_row = dict(zip(known, found, strict=True))
     fields = list(RECORD_COLUMNS) + ["question", "output"]
     values: dict[str, list] = defaultdict(list)

@@ -189,8 +189,8 @@ def build_release(
 
     summary = ReleaseSummary(
         out=out,
-        models=_models_by_annotator(sources.records, annotators),
-        questions=_questions(sources.records, annotators),
+        models=_models_by_annotator(sources.records.table, annotators),
+        questions=_questions(sources.records.table, annotators),
         fractions={"validation": validation_fraction, "test": test_fraction, "seed": split_seed},
         provenance=sources.provenance(),
     )
@@ -215,7 +215,7 @@ def build_release(
         for split in SPLITS:
             writers = {name: writer(name, split) for name in configs}
             for rows in sources.image_batches(split, rows_per_group):
-                image_cell = functools.cache(sources.image_cell)  # this batch's images, read once
+                image_cell = functools.cache(sources.images.cell)  # this batch's images, read once
                 for name, config in configs.items():
                     table = rows_table(config, sources, rows, image_cell)
                     if table is not None:
