@@ -4,6 +4,12 @@
 ``similarities(metrics, ...)`` scores several metrics with shared work: every distinct
 text is tokenized once for all lexical metrics and embedded once per neural backbone.
 
+The registry (``METRICS``, ``FAMILIES``) is the one definition of the metrics: each entry names
+its family, its display name in the paper's tables, its backbone, and whether it is a column
+of its family's table (Tables 3-6, :func:`paper_tables`) and a bar of its family's chart
+(:func:`family_charts`); every metric scored is a row of Table 7 (``SEGMENT_TABLE``).
+``eval.report`` builds its tables and charts from it and names no metric itself.
+
 =========================  ==============================================================
 metric                     equals (reference library)
 =========================  ==============================================================
@@ -60,36 +66,85 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("semantic", "ngram", "set", "vector")
 PROGRESS_MIN_STEPS = 4  # neural scoring shows a progress bar from this many batches / blocks on
+
+
+# ---------------------------------------------------------------------------------------
+# The registry: every metric, its family, and the paper's table and the report's chart that
+# show it. The report (eval/report.py) builds Tables 3-7 and its charts from these entries only.
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family: the paper's table that lists its metrics (a row per model) and the
+    report's bar chart (``chart_{chart}.png``) that draws them; families may share a chart."""
+
+    name: str
+    table: str
+    chart: str
+
+
+FAMILIES: dict[str, Family] = {
+    family.name: family
+    for family in [
+        Family("semantic", "Table 3: Semantic Similarity Metrics", "semantic"),
+        Family("ngram", "Table 4: N-gram Overlap Metrics", "lexical"),
+        Family("set", "Table 5: Lexical Set-Overlap Metrics", "lexical"),
+        Family("vector", "Table 6: Vector Space Metrics", "vector"),
+    ]
+}
+# Table 7: every metric scored, a row each, against the three segments (full, think, answer).
+SEGMENT_TABLE = "Table 7: Thinking Tokens vs Answer Tokens"
 
 
 @dataclass(frozen=True)
 class Metric:
-    """A registry entry: what a metric is and how score tables name it."""
+    """A registry entry: what a metric is and where the report shows it."""
 
     name: str
-    family: str  # one of FAMILIES
+    family: str  # a key of FAMILIES
     display: str  # as in the paper's tables
     backbone: str | None = None  # "bertscore" or "sbert" for semantic metrics
     full_length: bool = False
+    in_table: bool = True  # a column of its family's table (Tables 3-6); every metric is in Table 7
+    in_chart: bool = True  # a bar of its family's chart
 
 
 def _registry(metrics: Iterable[Metric]) -> dict[str, Metric]:
-    return {metric.name: metric for metric in metrics}
+    registry: dict[str, Metric] = {}
+    for metric in metrics:
+        if metric.family not in FAMILIES or metric.name in registry:
+            raise ValueError(f"{metric.name}: unknown family {metric.family!r} or a second entry")
+        registry[metric.name] = metric
+    return registry
 
 
+_SHOWN_IN_TABLE_7_ONLY = {"in_table": False, "in_chart": False}
 METRICS: dict[str, Metric] = _registry(
     [
         Metric("bertscore_f1", "semantic", "BERTScore", "bertscore"),
-        Metric("bertscore_precision", "semantic", "BERTScore Precision", "bertscore"),
-        Metric("bertscore_recall", "semantic", "BERTScore Recall", "bertscore"),
+        Metric(
+            "bertscore_precision", "semantic", "BERTScore Precision", "bertscore", **_SHOWN_IN_TABLE_7_ONLY
+        ),
+        Metric("bertscore_recall", "semantic", "BERTScore Recall", "bertscore", **_SHOWN_IN_TABLE_7_ONLY),
         Metric("sbert_cosine", "semantic", "Sentence-BERT Cosine Similarity", "sbert"),
         Metric("bertscore_f1_full", "semantic", "BERTScore (full length)", "bertscore", True),
         Metric(
-            "bertscore_precision_full", "semantic", "BERTScore Precision (full length)", "bertscore", True
+            "bertscore_precision_full",
+            "semantic",
+            "BERTScore Precision (full length)",
+            "bertscore",
+            True,
+            **_SHOWN_IN_TABLE_7_ONLY,
         ),
-        Metric("bertscore_recall_full", "semantic", "BERTScore Recall (full length)", "bertscore", True),
+        Metric(
+            "bertscore_recall_full",
+            "semantic",
+            "BERTScore Recall (full length)",
+            "bertscore",
+            True,
+            **_SHOWN_IN_TABLE_7_ONLY,
+        ),
         Metric(
             "sbert_cosine_full", "semantic", "Sentence-BERT Cosine Similarity (full length)", "sbert", True
         ),
@@ -99,7 +154,7 @@ METRICS: dict[str, Metric] = _registry(
         Metric("overlap", "set", "Overlap Coefficient"),
         Metric("tfidf_cosine", "vector", "TF-IDF Cosine Similarity"),
         Metric("tf_cosine", "vector", "Cosine Similarity"),
-        Metric("tfidf_cosine_corpus", "vector", "TF-IDF Cosine Similarity (corpus IDF)"),
+        Metric("tfidf_cosine_corpus", "vector", "TF-IDF Cosine Similarity (corpus IDF)", in_table=False),
     ]
 )
 
@@ -115,6 +170,26 @@ PAPER_METRICS = (
     "tfidf_cosine",
     "tf_cosine",
 )
+
+
+def paper_tables() -> dict[str, tuple[str, ...]]:
+    """Tables 3-6: each family's table title and the metrics it lists, in registry order."""
+    tables: dict[str, tuple[str, ...]] = {family.table: () for family in FAMILIES.values()}
+    for metric in METRICS.values():
+        if metric.in_table:
+            tables[FAMILIES[metric.family].table] += (metric.name,)
+    return tables
+
+
+def family_charts() -> dict[str, tuple[str, ...]]:
+    """The report's bar charts: each chart's name and the metrics it draws, in registry order."""
+    charts: dict[str, tuple[str, ...]] = {family.chart: () for family in FAMILIES.values()}
+    for metric in METRICS.values():
+        if metric.in_chart:
+            charts[FAMILIES[metric.family].chart] += (metric.name,)
+    return charts
+
+
 LEXICAL_METRICS = tuple(name for name, m in METRICS.items() if m.family != "semantic")
 SEMANTIC_METRICS = tuple(name for name, m in METRICS.items() if m.family == "semantic")
 
@@ -449,6 +524,8 @@ _LEXICAL_SCORERS = {
     "tfidf_cosine": _tfidf_cosine,
     "tfidf_cosine_corpus": _tfidf_cosine_corpus,
 }
+if set(_LEXICAL_SCORERS) != set(LEXICAL_METRICS):
+    raise RuntimeError("every lexical metric of the registry needs a scorer, and only those")
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Tables in the layout of the paper's Tables 3–7 (Markdown, LaTeX, CSV) and bar charts (PNG).
 
-Input: one or more ``summary.json`` written by ``eval score`` (one per model). Tables 3–6
+Input: one or more ``summary.json`` written by ``eval score`` (one per model). Which metric
+goes in which table and chart is the metric registry's (:mod:`eval.metrics`: ``FAMILIES``,
+``METRICS``, :func:`~eval.metrics.paper_tables`, :func:`~eval.metrics.family_charts`). Tables 3–6
 put the models in rows and, per metric, Avg of Avg / Avg of Max on the full output;
 Table 7 puts segments (full output, thinking tokens, answer tokens) in columns for each
 model, with its two vector-space rows labelled as Table 6 labels them ("TF-IDF Cosine
@@ -24,7 +26,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from eval.metrics import METRICS
+from eval.metrics import METRICS, SEGMENT_TABLE, family_charts, paper_tables
 from imagenet_think_errors import InputError, MissingInputError, UsageError
 
 EXAMPLE = "imagenet-think eval report reports/openvlthinker reports/internvl35 --out reports/all"
@@ -35,23 +37,7 @@ rules:
   marked with a dagger and a footnote. Two summaries with the same model name are told
   apart by their folders: `model (folder)`. The same summary given twice is an error."""
 DAGGER = "†"
-PAPER_TABLES = {
-    "Table 3: Semantic Similarity Metrics": (
-        "bertscore_f1",
-        "sbert_cosine",
-        "bertscore_f1_full",
-        "sbert_cosine_full",
-    ),
-    "Table 4: N-gram Overlap Metrics": ("rouge1", "rougeL"),
-    "Table 5: Lexical Set-Overlap Metrics": ("jaccard", "overlap"),
-    "Table 6: Vector Space Metrics": ("tfidf_cosine", "tf_cosine"),
-}
 SEGMENT_NAMES = {"full": "Full Output", "think": "Thinking Tokens", "answer": "Answer Tokens"}
-FAMILY_CHARTS = {
-    "semantic": ("bertscore_f1", "sbert_cosine", "bertscore_f1_full", "sbert_cosine_full"),
-    "lexical": ("rouge1", "rougeL", "jaccard", "overlap"),
-    "vector": ("tfidf_cosine", "tf_cosine", "tfidf_cosine_corpus"),
-}
 
 
 def _fail(path: Path, problem: str) -> InputError:
@@ -195,7 +181,7 @@ def _cell(summary: dict, segment: str, metric: str, how: str) -> str:
 def table_rows(summaries: list[dict]) -> list[tuple[str, list[str], list[list[str]], str]]:
     """(title, header, rows, footnote) for every table; cells are strings."""
     tables = []
-    for title, metrics in PAPER_TABLES.items():
+    for title, metrics in paper_tables().items():
         present = [m for m in metrics if any(m in s["scores"].get("full", {}) for s in summaries)]
         if not present:
             continue
@@ -215,9 +201,7 @@ def table_rows(summaries: list[dict]) -> list[tuple[str, list[str], list[list[st
             [METRICS[m].display] + [_cell(summary, seg, m, how) for seg in segments for how in ("avg", "max")]
             for m in metrics
         ]
-        title = (
-            f"Table 7: Thinking Tokens vs Answer Tokens of {_name(summary)} (coverage {_coverage(summary)})"
-        )
+        title = f"{SEGMENT_TABLE} of {_name(summary)} (coverage {_coverage(summary)})"
         tables.append((title, header, rows, coverage_note([summary])))
     references = list(dict.fromkeys(r for s in summaries for r in s["label_accuracy"]["references"]))
     header = ["Model", "Coverage", "Answer names the class"] + [f"Reference {r}" for r in references]
@@ -292,7 +276,7 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
     import numpy as np
 
     written = []
-    for family, candidates in FAMILY_CHARTS.items():
+    for chart, candidates in family_charts().items():
         metrics = [m for m in candidates if any(m in s["scores"].get("full", {}) for s in summaries)]
         if not metrics:
             continue
@@ -318,13 +302,13 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
         )
         axis.set_ylim(0, 1)
         axis.set_ylabel("Avg of Avg (95% CI)")
-        axis.set_title(f"{family} metrics, full output")
+        axis.set_title(f"{chart} metrics, full output")
         axis.legend(fontsize=7)
         note = coverage_note(summaries)
         if note:
             figure.text(0.01, 0.01, note, fontsize=6, wrap=True, va="bottom")
         figure.tight_layout(rect=(0, 0.1 if note else 0, 1, 1))
-        path = out / f"chart_{family}.png"
+        path = out / f"chart_{chart}.png"
         description = "; ".join(legend_label(s) for s in summaries) + (f". {note}" if note else "")
         figure.savefig(path, dpi=110, metadata={"Description": description})
         plt.close(figure)

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eval.aggregate import score_against_references, segments, summarize
-from eval.label_accuracy import label_hits
+from eval.label_accuracy import label_accuracy, label_hits
 from eval.metrics import PAPER_METRICS
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
@@ -179,8 +179,10 @@ def score(
         coverage=counts["predicted"] / counts["expected"],
         images=counts,
         label_accuracy={
-            "model": float(model_hits.mean()) if len(model_hits) else 0.0,
-            "references": {a: float(h.mean()) if len(h) else 0.0 for a, h in reference_hits.items()},
+            "model": label_accuracy(candidate["answer"], wnids),
+            "references": {
+                a: label_accuracy(ref["answer"], wnids) for a, ref in zip(annotators, refs, strict=True)
+            },
         },
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

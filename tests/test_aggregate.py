@@ -231,6 +231,34 @@ def test_coverage_is_in_every_table_and_chart_with_a_dagger_below_full(tmp_path)
     assert "†" not in (tmp_path / "one" / "tables.csv").read_text()
 
 
+def test_the_reports_tables_and_charts_come_from_the_metric_registry(tmp_path):
+    """Every table and chart of the report is one the registry defines, with its metrics in its order."""
+    from eval import metrics
+    from eval.report import bar_charts, table_rows
+
+    names = ["rouge1", "rougeL", "jaccard", "overlap", "tfidf_cosine", "tf_cosine", "tfidf_cosine_corpus"]
+    scores = aggregate.score_against_references(
+        aggregate.segments(["a red bird", "grey sky"], ["finch", "a finch"]),
+        [aggregate.segments(["red bird", "sky"], ["a finch", "finch"])] * 2,
+        names,
+    )
+    summary = aggregate.summarize(scores, n_boot=20)
+    summary.update(model="m", coverage=1.0, label_accuracy={"model": 0.5, "references": {"glm": 1.0}})
+    tables = {title: header for title, header, _, _ in table_rows([summary])}
+    family_tables = {t: m for t, m in metrics.paper_tables().items() if t in tables}
+    assert list(family_tables) == [
+        "Table 4: N-gram Overlap Metrics",
+        "Table 5: Lexical Set-Overlap Metrics",
+        "Table 6: Vector Space Metrics",
+    ]
+    for title, metric_names in family_tables.items():
+        shown = [metrics.METRICS[m].display for m in metric_names]
+        assert tables[title][2:] == [f"{d} {how}" for d in shown for how in ("Avg.", "Max")]
+    assert any(title.startswith(metrics.SEGMENT_TABLE + " of m") for title in tables)
+    charts = bar_charts([summary], tmp_path)
+    assert [path.name for path in charts] == ["chart_lexical.png", "chart_vector.png"]
+
+
 def test_summaries_of_the_same_model_get_their_folders_as_labels(tmp_path):
     from eval.report import load_summaries
     from imagenet_think_cli import main as cli

@@ -135,6 +135,30 @@ def test_registry_describes_every_metric_with_the_papers_names():
     }
 
 
+def test_the_registry_defines_the_papers_tables_and_the_reports_charts():
+    assert metrics.paper_tables() == {
+        "Table 3: Semantic Similarity Metrics": (
+            "bertscore_f1",
+            "sbert_cosine",
+            "bertscore_f1_full",
+            "sbert_cosine_full",
+        ),
+        "Table 4: N-gram Overlap Metrics": ("rouge1", "rougeL"),
+        "Table 5: Lexical Set-Overlap Metrics": ("jaccard", "overlap"),
+        "Table 6: Vector Space Metrics": ("tfidf_cosine", "tf_cosine"),
+    }
+    assert metrics.family_charts() == {
+        "semantic": ("bertscore_f1", "sbert_cosine", "bertscore_f1_full", "sbert_cosine_full"),
+        "lexical": ("rouge1", "rougeL", "jaccard", "overlap"),
+        "vector": ("tfidf_cosine", "tf_cosine", "tfidf_cosine_corpus"),
+    }
+    # Every paper metric is in a table and a chart; the corpus-IDF variant is charted only.
+    tabled = {name for names in metrics.paper_tables().values() for name in names}
+    assert set(metrics.PAPER_METRICS) <= tabled and "tfidf_cosine_corpus" not in tabled
+    with pytest.raises(ValueError, match="unknown family 'bleu'"):
+        metrics._registry([metrics.Metric("bleu4", "bleu", "BLEU-4")])
+
+
 # Neural metrics: a handful of texts, "medium" past both backbones' token limits.
 
 NEURAL_TEXTS = ["short", "short_other", "unicode", "crlf", "digits_underscores", "punctuation"]
