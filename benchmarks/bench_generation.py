@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from synthetic import write_manifest_tree  # noqa: E402
 
+from generation.annotator import Annotator  # noqa: E402
 from generation.config import load_model_config  # noqa: E402
-from generation.engine import Annotator  # noqa: E402
-from generation.generate import generate, plan_chunks  # noqa: E402
+from generation.generate import generate  # noqa: E402
 from generation.images import load_rgb  # noqa: E402
+from generation.runs import plan_run  # noqa: E402
 from generation.tiny_models import resolve_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,7 +92,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
         classes = max(1, args.images // 8)
         manifest, _ = write_manifest_tree(Path(tmp), classes, -(-args.images // classes))
-        chunks, _ = plan_chunks(manifest, config.chunk_size, limit=args.images)
+        chunks = plan_run(manifest, config.chunk_size, limit=args.images).chunks
         annotator = Annotator(config)
         bare_vllm(annotator, chunks[:1])  # warm-up: first-request compilation and caches
         start = time.perf_counter()

@@ -1,9 +1,10 @@
-"""Run a thinking VLM over images with vLLM's offline engine and parse each output into a record.
+"""The :class:`Annotator`: a thinking VLM in vLLM's offline engine, with prompt building and parsing.
 
 One :class:`Annotator` per process (or per Ray actor / GPU): it builds ``vllm.LLM``
-from a :class:`~generation.config.ModelConfig`, sends a whole chunk of images to
-``LLM.chat`` at once (vLLM batches and schedules them), and turns every output
-into a :class:`~generation.records.GenerationRecord` with ``parse_reasoning``.
+from a :class:`~generation.config.VLMConfig`, sends a chunk's
+:class:`~generation.runs.ImageTask` images to ``LLM.chat`` at once (vLLM batches and
+schedules them), and turns every output into a
+:class:`~generation.records.GenerationRecord` with ``parse_reasoning``.
 A request that fails alone (an unreadable image, a prompt over ``max_model_len``)
 becomes a :class:`~generation.records.Reject`; the others go on. Each image is read
 once and checked against the manifest's ``sha256`` first: a file replaced or damaged
@@ -18,39 +19,19 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from generation.config import ModelConfig
+from generation.config import VLMConfig
 from generation.images import ImageRejected, normalize, read_file
 from generation.reasoning import parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
+from generation.runs import ChunkResult, ImageTask
 from generation.tiny_models import resolve_model
 
 
-@dataclass(frozen=True)
-class ImageTask:
-    image_id: str
-    wnid: str
-    image_path: str  # relative to the image root
-    absolute_path: str
-    sha256: str = ""  # the manifest's sha256 of the file: the picture this task is for
-    manifest_sha256: str = ""  # generation.records.manifest_fingerprint of the manifest
-
-
-@dataclass
-class ChunkResult:
-    records: list[GenerationRecord]
-    rejects: list[Reject]
-
-    @property
-    def output_tokens(self) -> int:
-        return sum(r.num_output_tokens for r in self.records)
-
-
-def model_revision(config: ModelConfig, model_path: str) -> str:
+def model_revision(config: VLMConfig, model_path: str) -> str:
     """The revision a record names: the config's pin, else the local snapshot's commit, else ``local``."""
     if config.revision:
         return config.revision
@@ -63,7 +44,7 @@ def model_revision(config: ModelConfig, model_path: str) -> str:
 class Annotator:
     """A vLLM engine for one model config."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: VLMConfig):
         import torch
 
         if not torch.cuda.is_available():

@@ -1,9 +1,10 @@
-"""Model configs: one YAML per model, shared by generation (annotators) and eval (baselines).
+"""Model configs: one YAML per model, read into a :class:`VLMConfig`, shared by generation
+(annotators) and eval (evaluated models).
 
 Every key maps to something users know: ``sampling`` is passed to vLLM's
 ``SamplingParams``, ``engine`` to ``vllm.LLM`` (its engine arguments), ``prompt``
 names a question of ``configs/prompts/imagenet_think.yaml``. ``model`` is a hub
-id, a local path, or ``tiny:<arch>`` (generation.tiny_models). Remote code is
+id, a local path, or ``tiny:<arch>`` (:func:`generation.models.resolve_model`). Remote code is
 trusted only where a config says ``trust_remote_code: true``.
 
 :func:`validate_model_config` checks a whole config before anything is written or an engine
@@ -17,10 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -48,7 +48,10 @@ ENGINE_ARGS_DOCS = "https://docs.vllm.ai/en/latest/configuration/engine_args.htm
 
 
 @dataclass
-class ModelConfig:
+class VLMConfig:
+    """A VLM run through vLLM: an annotator (``configs/generation/``) or an evaluated model
+    (``configs/models/``). Not TRL's ``ModelConfig``, which configures a model to train."""
+
     annotator: str  # the dataset config name its records go to: glm, kimi, ...
     model: str
     revision: str | None = None
@@ -82,11 +85,8 @@ class ModelConfig:
         question = load_question(self.prompt)
         return f"{question} {self.instruction}".strip() if self.instruction else question
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
 
-
-# Types of the top-level keys (ModelConfig's annotations are strings under `from __future__`).
+# Types of the top-level keys (VLMConfig's annotations are strings under `from __future__`).
 _TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
     "annotator": (str,),
     "model": (str,),
@@ -129,7 +129,7 @@ def _origin(key: str, source: str | None, overrides: dict[str, str]) -> str:
 
 
 def validate_model_config(
-    config: ModelConfig, source: str | None = None, overrides: dict[str, str] | None = None
+    config: VLMConfig, source: str | None = None, overrides: dict[str, str] | None = None
 ) -> None:
     """Check every key and value of ``config`` as vLLM will read them; raise :class:`InputError`.
 
@@ -150,7 +150,7 @@ def validate_model_config(
         if not isinstance(value, types) or (int in types and isinstance(value, bool)):
             expected = " or ".join(_TYPE_NAMES[t] for t in types)
             raise fail(name, f"{name} must be {expected}, not {value!r} ({type(value).__name__})")
-    # ModelConfig.__post_init__ checked annotator, parse_style and chunk_size; a config changed
+    # VLMConfig.__post_init__ checked annotator, parse_style and chunk_size; a config changed
     # since (dataclasses.replace runs it again, attribute assignment does not) is checked again.
     try:
         dataclasses.replace(config)
@@ -178,7 +178,7 @@ def validate_model_config(
     _validate_engine(config, fail)
 
 
-def _validate_sampling(config: ModelConfig, fail) -> None:
+def _validate_sampling(config: VLMConfig, fail) -> None:
     import msgspec
     from msgspec.structs import fields as struct_fields
     from vllm import SamplingParams
@@ -270,7 +270,7 @@ def _pydantic_problem(error) -> str:
     return "; ".join(line.split(" [type=")[0] for line in lines) or str(error)
 
 
-def _validate_engine(config: ModelConfig, fail) -> None:
+def _validate_engine(config: VLMConfig, fail) -> None:
     from vllm import EngineArgs
 
     types, extra = _engine_fields()
@@ -328,7 +328,7 @@ def _parse_override(item: str) -> tuple[list[str], object]:
         raise InputError(f"--set {item!r}: the value is not valid YAML ({error})") from None
 
 
-def load_model_config(path: str | Path, overrides: list[str] = ()) -> ModelConfig:
+def load_model_config(path: str | Path, overrides: list[str] = ()) -> VLMConfig:
     """Read a model YAML, apply ``a.b=value`` overrides (values parsed as YAML), and validate it
     (:func:`validate_model_config`): a wrong key or value names the file or the ``--set`` item."""
     path = Path(path)
@@ -354,7 +354,7 @@ def load_model_config(path: str | Path, overrides: list[str] = ()) -> ModelConfi
                 )
         target[keys[-1]] = value
         origins[".".join(keys)] = item
-    known = [f.name for f in fields(ModelConfig)]
+    known = [f.name for f in fields(VLMConfig)]
     for key in spec:
         if key not in known:
             raise InputError(
@@ -366,7 +366,7 @@ def load_model_config(path: str | Path, overrides: list[str] = ()) -> ModelConfi
     if missing:
         raise InputError(f"{path}: {' and '.join(missing)} must be set")
     try:
-        config = ModelConfig(**spec)
+        config = VLMConfig(**spec)
     except InputError as error:
         key = next((k for k in ("parse_style", "annotator", "chunk_size") if k in str(error)), "")
         raise InputError(f"{_origin(key, str(path), origins)}: {error}") from None

@@ -2,7 +2,7 @@
 
 The manifest is cut into fixed chunks of ``chunk_size`` images (chunk ``c`` is
 rows ``[c*K, (c+1)*K)``). A worker takes the chunks with ``c % num_shards ==
-shard_index``, runs each through the engine, and commits it
+shard_index``, runs each through an :class:`~generation.annotator.Annotator`, and commits it
 (:func:`generation.runs.commit_chunk`: rejects, records, then a commit file naming
 both with their size and sha256). Before anything is written the whole config is
 checked (:func:`generation.config.validate_model_config`); then ``run.json`` pins
@@ -14,7 +14,9 @@ exactly one record or reject per (image, annotator).
 
 Sharding defaults to SLURM array variables (``SLURM_ARRAY_TASK_ID`` /
 ``SLURM_ARRAY_TASK_COUNT``), else ``RANK`` / ``WORLD_SIZE``, else one worker.
-``--engine ray`` runs the chunks on a Ray cluster instead, one vLLM engine per GPU.
+``--engine ray`` runs the chunks on a Ray cluster instead, one vLLM engine per GPU
+(:mod:`generation.ray_pool`). This module is the command and the local loop; the run
+protocol both loops share (chunk plan, run folder, commits, summary) is :mod:`generation.runs`.
 """
 
 from __future__ import annotations
@@ -27,18 +29,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from generation.config import ModelConfig, load_model_config, validate_model_config
-from generation.runs import (  # noqa: F401 - the run protocol, importable from here as before
-    RUN_FILE,
+from generation.config import VLMConfig, load_model_config, validate_model_config
+from generation.runs import (
     Chunk,
-    RunPlan,
     RunSummary,
     check_run,
-    chunk_paths,
     claim_run_dir,
     commit_result,
-    completed_chunks,
-    plan_chunks,
     plan_run,
     prepare_resume,
     summarize,
@@ -76,7 +73,7 @@ def default_sharding() -> tuple[int, int]:
 
 
 def generate(
-    config: ModelConfig,
+    config: VLMConfig,
     manifest: str | Path,
     out: str | Path,
     num_shards: int = 1,
@@ -91,7 +88,7 @@ def generate(
     """Annotate this worker's pending chunks into ``out`` and summarize the whole run folder.
 
     The config and arguments are checked before ``run.json`` is written or an engine starts.
-    ``annotator``: an :class:`~generation.engine.Annotator` already built for ``config`` (reused
+    ``annotator``: an :class:`~generation.annotator.Annotator` already built for ``config`` (reused
     rather than starting another engine).
     """
     validate_model_config(config)
@@ -127,7 +124,7 @@ def generate(
     start = time.perf_counter()
     images = tokens = 0
     if pending and engine == "ray":
-        from generation.ray_engine import run_with_ray
+        from generation.ray_pool import run_with_ray
 
         images, tokens = run_with_ray(config, pending, run_dir, address=ray_address, num_engines=num_engines)
     elif pending:
@@ -135,8 +132,8 @@ def generate(
     return summarize(run_dir, time.perf_counter() - start, images, tokens)
 
 
-def _run_local(config: ModelConfig, pending: list[Chunk], run_dir: Path, annotator=None) -> tuple[int, int]:
-    from generation.engine import Annotator
+def _run_local(config: VLMConfig, pending: list[Chunk], run_dir: Path, annotator=None) -> tuple[int, int]:
+    from generation.annotator import Annotator
 
     annotator = annotator or Annotator(config)
     images = tokens = 0

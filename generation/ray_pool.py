@@ -1,10 +1,10 @@
-"""``imagenet-think generate --engine ray``: the same chunks, on a Ray cluster.
+"""``imagenet-think generate --engine ray``: the same chunks, on a Ray cluster, by a pool of annotators.
 
-Ray Data holds the pending chunks; ``map_batches`` sends them to an actor pool
-with one vLLM engine per actor (one per GPU or tensor-parallel group, or ``--num-engines``).
-Each actor commits its chunks itself with :func:`generation.runs.commit_result` (the run
-protocol both loops share), so a Ray run resumes, and mixes with local runs, exactly like the
-default engine. On a multi-node cluster start Ray on every node (``ray start --head`` /
+Ray Data holds the pending chunks; ``map_batches`` sends them to an actor pool with one
+:class:`~generation.annotator.Annotator` (one vLLM engine) per actor: one per GPU or
+tensor-parallel group, or ``--num-engines``. Each actor commits its chunks itself with
+:func:`generation.runs.commit_result` (the run protocol both loops share), so a Ray run
+resumes, and mixes with local runs, exactly like the local loop of :mod:`generation.generate`. On a multi-node cluster start Ray on every node (``ray start --head`` /
 ``ray start --address=HEAD:6379``) and pass ``--ray-address auto``.
 """
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from generation.config import ModelConfig
-from generation.engine import Annotator, ImageTask
-from generation.runs import Chunk, commit_result
+from generation.annotator import Annotator
+from generation.config import VLMConfig
+from generation.runs import Chunk, ImageTask, commit_result
 
 # Settings the driver passes on to the actors' processes.
 FORWARDED_ENV = (
@@ -35,7 +35,7 @@ class ChunkWorker:
     """A Ray Data actor: one engine, many chunks."""
 
     def __init__(self, config_json: str, run_dir: str):
-        self.annotator = Annotator(ModelConfig(**json.loads(config_json)))
+        self.annotator = Annotator(VLMConfig(**json.loads(config_json)))
         self.run_dir = Path(run_dir)
 
     def __call__(self, batch: dict) -> dict:
@@ -50,7 +50,7 @@ class ChunkWorker:
 
 
 def run_with_ray(
-    config: ModelConfig,
+    config: VLMConfig,
     pending: list[Chunk],
     run_dir: Path,
     address: str | None = None,

@@ -210,13 +210,6 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def committed_reject_shards(paths: Iterable[Path]) -> list[Path]:
-    """The reject shards whose records shard exists. A chunk writes its rejects just before
-    its records: rejects alone are from a chunk killed in between, which a resume redoes.
-    (A generation run's committed chunks are exactly :func:`generation.runs.check_run`'s.)"""
-    return [path for path in paths if path.with_name(path.name.replace("rejects-", "records-", 1)).is_file()]
-
-
 def shard_files(folder: str | os.PathLike, pattern: str = RECORD_GLOB) -> list[Path]:
     """Completed shards in ``folder``, in name order."""
     return sorted(Path(folder).glob(pattern))

@@ -1,8 +1,10 @@
 """The generation run protocol: what a run folder holds, how a chunk is committed, how a run is checked.
 
-Both loops use it, the local one (:mod:`generation.generate`) and the Ray driver
-(:mod:`generation.ray_engine`), and so does the release build, which reads only what
-:func:`check_run` verifies.
+Both loops import it, the local one (:mod:`generation.generate`) and the Ray pool driver
+(:mod:`generation.ray_pool`), and so does the release build, which reads only what
+:func:`check_run` verifies. It imports neither loop nor the annotator: a chunk's
+:class:`ImageTask` list goes to :class:`generation.annotator.Annotator`, which returns the
+chunk's :class:`ChunkResult` for :func:`commit_result`.
 
 A run folder holds:
 
@@ -38,12 +40,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from generation.config import ModelConfig
-from generation.engine import ChunkResult, ImageTask
+from generation.config import VLMConfig
 from generation.records import (
     RECORD_GLOB,
     RECORD_SCHEMA,
     REJECT_SCHEMA,
+    GenerationRecord,
+    Reject,
     file_sha256,
     manifest_fingerprint,
     open_temporary,
@@ -68,6 +71,30 @@ PINNED = {"config": "config", "images_sha256": "image list (--limit)", "manifest
 
 # ----------------------------------------------------------------------------------------------
 # The chunk plan
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """One image to annotate, as the manifest names it."""
+
+    image_id: str
+    wnid: str
+    image_path: str  # relative to the image root
+    absolute_path: str
+    sha256: str = ""  # the manifest's sha256 of the file: the picture this task is for
+    manifest_sha256: str = ""  # generation.records.manifest_fingerprint of the manifest
+
+
+@dataclass
+class ChunkResult:
+    """What an annotator made of a chunk's tasks: a record or a reject each."""
+
+    records: list[GenerationRecord]
+    rejects: list[Reject]
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.num_output_tokens for r in self.records)
 
 
 @dataclass(frozen=True)
@@ -120,14 +147,6 @@ def plan_run(
     return RunPlan(manifest, root, chunks, chunk_size, len(tasks), image_ids_sha256(ids), fingerprint)
 
 
-def plan_chunks(
-    manifest: str | Path, chunk_size: int, limit: int | None = None, image_root: str | Path | None = None
-) -> tuple[list[Chunk], str]:
-    """All chunks of the manifest (its first ``limit`` images) and a fingerprint of that image list."""
-    plan = plan_run(manifest, chunk_size, limit, image_root)
-    return plan.chunks, plan.images_sha256
-
-
 def chunk_files(run_dir: Path, index: int) -> tuple[Path, Path, Path]:
     """A chunk's records, rejects and commit files."""
     run_dir = Path(run_dir)
@@ -136,11 +155,6 @@ def chunk_files(run_dir: Path, index: int) -> tuple[Path, Path, Path]:
         run_dir / f"rejects-c{index:07d}.parquet",
         run_dir / f"commit-c{index:07d}.json",
     )
-
-
-def chunk_paths(run_dir: Path, index: int) -> tuple[Path, Path]:
-    """A chunk's records and rejects files."""
-    return chunk_files(run_dir, index)[:2]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,7 +175,7 @@ def _same(a, b) -> bool:
     return json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
 
 
-def claim_run_dir(run_dir: Path, config: ModelConfig, plan: RunPlan) -> None:
+def claim_run_dir(run_dir: Path, config: VLMConfig, plan: RunPlan) -> None:
     """Create or check ``run.json``: a run folder holds one config over one image list.
 
     A folder whose ``run.json`` pins another config, manifest or image list is refused

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from generation.classes import imagenet21k_classes
-from generation.config import ModelConfig
+from generation.config import VLMConfig
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,
@@ -155,7 +155,7 @@ def write_run(
     if unknown:
         raise ValueError(f"{unknown[:5]} are not among the first {plan.images} images of {manifest}")
     annotator = annotator or (rows[0].annotator if rows else "glm")
-    config = ModelConfig(annotator=annotator, model=f"synthetic/{annotator}", chunk_size=per_shard)
+    config = VLMConfig(annotator=annotator, model=f"synthetic/{annotator}", chunk_size=per_shard)
     claim_run_dir(folder, config, plan)
     records = [
         r if r.manifest_sha256 else dataclasses.replace(r, manifest_sha256=plan.manifest_sha256)

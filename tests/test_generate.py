@@ -1,5 +1,5 @@
 """Generation on the real vLLM CPU engine with a tiny local model: sample -> generate -> build -> load,
-per-request rejects, SIGKILL at random moments then resume, the Ray engine, and the run protocol:
+per-request rejects, SIGKILL at random moments then resume, the Ray pool, and the run protocol:
 the whole config checked before run.json, checkable chunk commits, resume verification, takeover of
 folders with no committed chunk, provenance columns, file permissions."""
 
@@ -23,7 +23,7 @@ from datasets import load_dataset
 from image_trees import write_image_tree
 
 from generation.config import load_model_config
-from generation.generate import completed_chunks, generate
+from generation.generate import generate
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,
@@ -33,7 +33,16 @@ from generation.records import (
     read_manifest,
     to_table,
 )
-from generation.runs import RUN_FILE, check_run, chunk_files, claim_run_dir, commit_chunk, plan_run, summarize
+from generation.runs import (
+    RUN_FILE,
+    check_run,
+    chunk_files,
+    claim_run_dir,
+    commit_chunk,
+    completed_chunks,
+    plan_run,
+    summarize,
+)
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
@@ -137,7 +146,7 @@ def test_an_engine_that_cannot_go_on_stops_the_run_uncommitted(sampled, tmp_path
     """Failures injected at vLLM's boundary: a dead engine, and one failing every request."""
     from vllm.v1.engine.exceptions import EngineDeadError
 
-    from generation.engine import Annotator
+    from generation.annotator import Annotator
 
     config = load_model_config(TINY_GLM)
     annotator = Annotator(config)
@@ -208,7 +217,7 @@ def test_sigkill_at_random_moments_then_resume(sampled, tmp_path):
     assert sorted(state.done) == list(range(len(expected)))  # chunk_size=1: one commit per image
 
 
-def test_ray_engine_matches_default_engine(sampled, tmp_path):
+def test_ray_pool_matches_the_local_loop(sampled, tmp_path):
     ray = pytest.importorskip("ray")
     config = load_model_config(TINY_GLM, ["chunk_size=3"])
     generate(config, sampled["manifest"], tmp_path / "local", limit=5)
@@ -392,7 +401,7 @@ def test_a_folder_without_committed_chunks_is_taken_over(sampled, tmp_path, capl
 
 
 def test_resume_redoes_replaced_and_damaged_chunks_exactly(sampled, tmp_path, caplog):
-    from generation.engine import Annotator
+    from generation.annotator import Annotator
 
     manifest, out = sampled["manifest"], tmp_path / "run"
     config = load_model_config(TINY_GLM, ["chunk_size=2"])
@@ -427,7 +436,7 @@ def test_resume_redoes_replaced_and_damaged_chunks_exactly(sampled, tmp_path, ca
 
 
 def test_a_limited_sharded_run_reports_its_images_and_writes_user_permissions(tmp_path):
-    from generation.engine import Annotator
+    from generation.annotator import Annotator
 
     old_umask = os.umask(0o027)  # the files must follow it: 0o640, not mkstemp's 0o600
     try:

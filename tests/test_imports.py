@@ -1,0 +1,123 @@
+"""Every module of the toolkit imports, and the project's modules import one another one way.
+
+The import graph is read from the source (every ``import`` statement, function-level ones
+included, since a lazy import is still a dependency), over the runtime packages, the top-level
+modules, ``tests/``, ``benchmarks/`` and ``tools/``: it must have no cycle. The runtime modules
+are the ones ``pyproject.toml`` installs, and every package folder is listed there.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCE_FOLDERS = ("tests", "benchmarks", "tools")
+
+
+def _setuptools() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    """Module name -> file, for every Python file of the project."""
+    setuptools = _setuptools()
+    files = [REPO / f"{name}.py" for name in setuptools["py-modules"]]
+    for folder in (*(p for p in setuptools["packages"] if "." not in p), *SOURCE_FOLDERS):
+        files += sorted((REPO / folder).rglob("*.py"))
+    return {_module_name(path): path for path in files}
+
+
+def _target(name: str, modules: dict[str, Path]) -> str | None:
+    """The project module that importing ``name`` runs last: ``name`` or its nearest package."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [_target(alias.name, modules) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{anchor}.{base}".strip(".")
+                targets = [_target(f"{base}.{alias.name}", modules) for alias in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t and t != name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for successor in sorted(graph[node]):
+            if successor not in index:
+                visit(successor)
+                low[node] = min(low[node], low[successor])
+            elif successor in on_stack:
+                low[node] = min(low[node], index[successor])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycle_among_the_project_modules():
+    modules = project_modules()
+    graph = import_graph(modules)
+    assert "generation.runs" in graph["generation.generate"]  # the graph is read as it should be
+    assert "generation.runs" in graph["generation.ray_pool"]
+    assert cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_lazy_cycles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert cycles(graph) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_pyproject_installs_every_package_and_every_module_imports():
+    setuptools = _setuptools()
+    listed = set(setuptools["packages"])
+    for top in (p for p in listed if "." not in p):
+        for init in (REPO / top).rglob("__init__.py"):
+            assert _module_name(init) in listed, f"{init.parent} is not in pyproject's packages"
+    runtime = [
+        name for name in project_modules() if name in setuptools["py-modules"] or name.split(".")[0] in listed
+    ]
+    for name in runtime:
+        importlib.import_module(name)
