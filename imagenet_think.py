@@ -7,8 +7,15 @@ Configs:
 - ``both``: one row per image with both annotators' think and answer, the two
   references the paper's evaluation compares against (an image is here only if
   both records are good);
+- ``verified``: one row per trace (image, annotator) whose answer names the image's class
+  or a more specific kind of it (label verdict ``exact`` or ``hyponym``): the
+  rejection-sampled subset for SFT;
 - ``rejected``: every record kept out of the others, with its reason
   (``generation.quality``), for those who study failures.
+
+Per-annotator and ``verified`` rows carry ``label_verdict`` and ``label_score`` (``both``:
+``<annotator>_label_verdict`` / ``_label_score``): the answer's label verdict against the
+image's class in the WordNet hierarchy (``eval.label_accuracy.label_verdicts``).
 
 Splits ``train`` / ``validation`` / ``test`` follow :func:`assign_splits` (the rule
 is in its docstring). ``datasets`` >= 4 no longer loads scripts, so this builder
@@ -42,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
+from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts
 from generation.classes import imagenet21k_classes
 from generation.quality import rejection_reason
 from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, manifest_fingerprint, read_manifest
@@ -123,12 +131,25 @@ REJECTED_COLUMNS = {
     "reject_reason": datasets.Value("string"),
     "reject_detail": datasets.Value("string"),
 }
-JOINT_SUFFIXES = ("think", "answer", "model_id")
+VERDICT_COLUMNS = {"label_verdict": datasets.Value("string"), "label_score": datasets.Value("float32")}
+# The joint config's columns per annotator: <annotator>_<field> (joint_column).
+JOINT_RECORD_FIELDS = ("think", "answer", "model_id")
+JOINT_FIELDS = (*JOINT_RECORD_FIELDS, *VERDICT_COLUMNS)
+JOINT_CONFIG = "both"
+VERIFIED_CONFIG = "verified"
+REJECTED_CONFIG = "rejected"
+VERDICT_BLOCK = 2000  # answers judged at once
+
+
+def joint_column(annotator: str, field: str) -> str:
+    """The ``both`` config's column holding ``annotator``'s ``field`` (``glm_think``, ``kimi_answer``)."""
+    return f"{annotator}_{field}"
 
 
 @dataclass
 class ImageNetThinkConfig(datasets.BuilderConfig):
-    """``kind`` is ``single`` (one annotator), ``joint`` (all ``annotators`` per row) or ``rejected``."""
+    """``kind`` is ``single`` (one annotator), ``joint`` (all ``annotators`` per row), ``verified``
+    (a row per verified trace of any of ``annotators``) or ``rejected``."""
 
     kind: str = "single"
     annotators: tuple[str, ...] = ANNOTATORS
@@ -158,9 +179,14 @@ def config_features(config: ImageNetThinkConfig) -> datasets.Features:
     columns = image_features()
     if config.kind == "joint":
         for annotator in config.annotators:
-            columns.update({f"{annotator}_{suffix}": datasets.Value("string") for suffix in JOINT_SUFFIXES})
+            columns.update(
+                {joint_column(annotator, f): datasets.Value("string") for f in JOINT_RECORD_FIELDS}
+            )
+            columns.update({joint_column(annotator, f): value for f, value in VERDICT_COLUMNS.items()})
     else:
         columns.update(RECORD_COLUMNS)
+    if config.kind in ("single", "verified"):
+        columns.update(VERDICT_COLUMNS)
     if config.kind == "rejected":
         columns.update(REJECTED_COLUMNS)
     return datasets.Features(columns)
@@ -282,6 +308,30 @@ def judge_records(
     return good, rejected
 
 
+def label_verdicts_of(
+    records: RecordStore, good: dict[tuple[str, str], int], wnids: list[str], manifest_row: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label verdict of every good record's answer against its image's class: per record row,
+    the index of its kind in ``KINDS`` (-1 for rows not judged) and its score. Judged in threads
+    (the automaton's search frees the GIL), a bounded block at a time."""
+    kinds = np.full(records.table.num_rows, -1, dtype=np.int8)
+    scores = np.zeros(records.table.num_rows, dtype=np.float32)
+    rows = sorted(good.values())
+    labels = {row: wnids[manifest_row[image_id]] for (image_id, _), row in good.items()}
+    blocks = [rows[start : start + VERDICT_BLOCK] for start in range(0, len(rows), VERDICT_BLOCK)]
+
+    def judge(block: list[int]) -> None:
+        answers = records.take(block)["answer"].to_pylist()
+        for row, verdict in zip(block, label_verdicts(answers, [labels[r] for r in block]), strict=True):
+            kinds[row], scores[row] = KINDS.index(verdict.kind), verdict.score
+
+    if blocks:
+        judge(blocks[0])  # builds the automaton once, before the threads share it
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(judge, blocks[1:]))
+    return kinds, scores
+
+
 class Sources:
     """The inputs of a release, checked and indexed once: the run folders (verified), their
     records (:class:`RecordStore`), the manifest and its images (:class:`ImageFiles`), each
@@ -321,6 +371,9 @@ class Sources:
         image_sha256 = dict(zip(self.image_ids, manifest["sha256"].to_pylist(), strict=True))
         self.good, self.rejected = judge_records(
             self.records, image_sha256, self.images.problems, generation_rejects
+        )
+        self.label_kinds, self.label_scores = label_verdicts_of(
+            self.records, self.good, self.wnids, self.manifest_row
         )
 
     def image_batches(self, split: str, size: int) -> Iterator[list[int]]:
@@ -509,13 +562,18 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
             name="kimi", kind="single", annotators=("kimi",), description="Kimi-VL-A3B-Thinking-2506"
         ),
         ImageNetThinkConfig(
-            name="both", kind="joint", description="both annotators' think and answer per image"
+            name=JOINT_CONFIG, kind="joint", description="both annotators' think and answer per image"
         ),
         ImageNetThinkConfig(
-            name="rejected", kind="rejected", description="records kept out, with their reason"
+            name=VERIFIED_CONFIG,
+            kind="verified",
+            description="one row per trace whose answer names the image's class or a kind of it",
+        ),
+        ImageNetThinkConfig(
+            name=REJECTED_CONFIG, kind="rejected", description="records kept out, with their reason"
         ),
     ]
-    DEFAULT_CONFIG_NAME = "both"
+    DEFAULT_CONFIG_NAME = JOINT_CONFIG
 
     def _create_builder_config(self, config_name=None, custom_features=None, **config_kwargs):
         if isinstance(config_name, str) and config_name not in self.builder_configs:
@@ -559,8 +617,10 @@ def rows_table(
     """``config``'s rows for the images at manifest ``rows`` (None when it has none of them).
 
     ``image_cell`` reads an image's cell: the release build passes one cached per batch, so
-    that the glm, kimi and both configs read each image once.
+    that every config reads each image once.
     """
+    if config.kind == "verified":
+        return _verified_table(config, sources, rows, image_cell)
     ids, good = sources.image_ids, sources.good
     kept, records = [], []
     for row in rows:
@@ -577,10 +637,42 @@ def rows_table(
         taken = sources.records.take(list(record_rows))
         if position == 0:
             columns["question"] = taken["question"]
+        verdicts = _verdict_columns(sources, list(record_rows))
         if config.kind == "single":
             columns.update({name: taken[name] for name in RECORD_COLUMNS})
+            columns.update(verdicts)
         else:
-            columns.update({f"{annotator}_{suffix}": taken[suffix] for suffix in JOINT_SUFFIXES})
+            columns.update({joint_column(annotator, f): taken[f] for f in JOINT_RECORD_FIELDS})
+            columns.update({joint_column(annotator, f): values for f, values in verdicts.items()})
+    return pa.table(columns)
+
+
+def _verdict_columns(sources: Sources, record_rows: list[int]) -> dict[str, pa.Array]:
+    return {
+        "label_verdict": pa.array([KINDS[k] for k in sources.label_kinds[record_rows]], pa.string()),
+        "label_score": pa.array(sources.label_scores[record_rows], pa.float32()),
+    }
+
+
+def _verified_table(
+    config: ImageNetThinkConfig, sources: Sources, rows: list[int], image_cell: Callable[[int], dict]
+) -> pa.Table | None:
+    """A row per (image, annotator) whose good record's answer is verified (``exact``/``hyponym``)."""
+    correct = {KINDS.index(kind) for kind in CORRECT_KINDS}
+    kept, record_rows = [], []
+    for row in rows:
+        for annotator in config.annotators:
+            record = sources.good.get((sources.image_ids[row], annotator))
+            if record is not None and sources.label_kinds[record] in correct:
+                kept.append(row)
+                record_rows.append(record)
+    if not kept:
+        return None
+    columns = _image_columns(sources, kept, [image_cell(row) for row in kept])
+    taken = sources.records.take(record_rows)
+    columns["question"] = taken["question"]
+    columns.update({name: taken[name] for name in RECORD_COLUMNS})
+    columns.update(_verdict_columns(sources, record_rows))
     return pa.table(columns)
 
 

@@ -30,8 +30,10 @@ from tqdm.auto import tqdm
 
 from imagenet_think import (
     DEFAULT_FRACTIONS,
+    JOINT_CONFIG,
+    REJECTED_CONFIG,
     SPLITS,
-    ImageNetThink,
+    VERIFIED_CONFIG,
     ImageNetThinkConfig,
     Sources,
     config_features,
@@ -54,8 +56,6 @@ from release.stats import ReleaseStats
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
 DEFAULT_MAX_SHARD_BYTES = 500 * 2**20
 DEFAULT_ROWS_PER_GROUP = 100
-REJECTED_CONFIG = "rejected"
-JOINT_CONFIG = ImageNetThink.DEFAULT_CONFIG_NAME
 
 
 @dataclass
@@ -182,6 +182,7 @@ def build_release(
     kinds = [(a, "single", (a,)) for a in annotators]
     if len(annotators) > 1:
         kinds.append((JOINT_CONFIG, "joint", annotators))
+    kinds.append((VERIFIED_CONFIG, "verified", annotators))
     configs = {
         name: ImageNetThinkConfig(name=name, kind=kind, annotators=a, **common) for name, kind, a in kinds
     }
