@@ -4,9 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export VLLM_CPU_KVCACHE_SPACE ?= 1
-export VLLM_ENABLE_V1_MULTIPROCESSING ?= 0
-export TOKENIZERS_PARALLELISM ?= false
+# vLLM's CPU settings are set by the toolkit itself where no GPU is used (generation/cpu_env.py).
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install test lint format demo clean

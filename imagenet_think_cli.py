@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("release.push", "upload a release folder to the Hugging Face Hub"),
     "eval": ("eval.cli", "evaluate models on a release: generate, score (the paper's metrics), report"),
     "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),
-    "tiny-model": ("generation.tiny_models", "build a tiny random-weight VLM locally (tests, demo)"),
+    "tiny-model": ("generation.tiny.builder", "build a tiny random-weight VLM locally (tests, demo)"),
 }
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "IMAGENET_THINK_DEBUG"

@@ -1,6 +1,6 @@
 """Generation throughput: the toolkit against a bare vLLM loop and transformers, in one run.
 
-    .venv/bin/python benchmarks/bench_generation.py --images 64 --max-tokens 64
+    .venv/bin/python -m benchmarks.bench_generation --images 64 --max-tokens 64   # from the repo root
 
 The same images and question go through, in this process:
 
@@ -17,23 +17,19 @@ config on a GPU machine.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from synthetic import write_manifest_tree  # noqa: E402
-
-from generation.annotator import Annotator  # noqa: E402
-from generation.config import load_model_config  # noqa: E402
-from generation.generate import generate  # noqa: E402
-from generation.images import load_rgb  # noqa: E402
-from generation.runs import plan_run  # noqa: E402
-from generation.tiny_models import resolve_model  # noqa: E402
+from generation.annotator import Annotator
+from generation.config import load_model_config
+from generation.generate import generate
+from generation.images import load_rgb
+from generation.models import resolve_model
+from generation.runs import plan_run
+from tests.fixtures.synthetic import write_manifest_tree
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Time the metric suite against the naive reference loops and check their numbers agree.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_metrics.py --pairs 1000 --words 1500 --semantic-pairs 40
+    HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_metrics --pairs 1000 --words 1500 --semantic-pairs 40
 
 Synthetic examples mirror the paper's evaluation: two references per example and one
 candidate (``--models 1``: 3 distinct texts per 2 pairs) or one per evaluated model
@@ -9,7 +9,7 @@ Texts have about ``--words`` words, drawn deterministically from the vocabulary 
 ImageNet-21K class glosses, with a pool of sentences shared within an example so that
 texts overlap as model outputs do.
 
-The naive loops (tests/reference_metrics.py) are the libraries called per pair: rouge-score's
+The naive loops (tests/fixtures/reference_metrics.py) are the libraries called per pair: rouge-score's
 ``RougeScorer``, sklearn's vectorizers fitted per pair, Python sets of rouge-score tokens,
 ``bert_score.score`` and sentence-transformers ``encode`` + cosine. ROUGE-L (pure-Python LCS,
 about 0.6 s a pair) is timed on the first ``--lcs-pairs`` pairs and the neural metrics on the
@@ -21,22 +21,17 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from reference_metrics import (  # noqa: E402
+from eval import metrics
+from tests.fixtures.reference_metrics import (
     LEXICAL_REFERENCES,
     bert_score_reference,
     sbert_cosine_reference,
 )
-
-from eval import metrics  # noqa: E402
 
 LEXICAL = ("rouge1", "rougeL", "jaccard", "overlap", "tfidf_cosine", "tf_cosine")
 SEMANTIC = ("bertscore_f1", "sbert_cosine")

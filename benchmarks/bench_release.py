@@ -1,6 +1,6 @@
 """Release build throughput and memory against datasets' bare ParquetWriter.
 
-    .venv/bin/python benchmarks/bench_release.py --images 5000
+    .venv/bin/python -m benchmarks.bench_release --images 5000   # from the repo root
 
 Writes ``--images`` synthetic JPEGs (~30 KB) with two annotators' records
 (~8 KB of text each), then in one run:
@@ -37,13 +37,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from generation.classes import imagenet21k_classes
+from generation.records import ManifestEntry, iter_rows, write_manifest
+from tests.fixtures.synthetic import make_record, synthetic_text, write_run
 
-from synthetic import make_record, synthetic_text, write_run  # noqa: E402
-
-from generation.classes import imagenet21k_classes  # noqa: E402
-from generation.records import ManifestEntry, iter_rows, write_manifest  # noqa: E402
-
+REPO = Path(__file__).resolve().parent.parent
 DISTINCT_IMAGES = 64
 
 
@@ -158,7 +156,11 @@ def _status_kib(field: str) -> int:
 
 def build_in_fresh_process(folder: Path) -> dict:
     output = subprocess.run(
-        [sys.executable, __file__, "--build-only", str(folder)], check=True, capture_output=True, text=True
+        [sys.executable, "-m", "benchmarks.bench_release", "--build-only", str(folder.resolve())],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 

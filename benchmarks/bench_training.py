@@ -1,9 +1,9 @@
 """Training throughput of an SFT recipe: samples/s and tokens/s over N optimizer steps.
 
-    # the tiny recipe on the CPU, on a synthetic release built on the fly
-    .venv/bin/python benchmarks/bench_training.py --config configs/sft/tiny.yaml --synthetic 64 --max_steps 30
-    # a GPU recipe on a real release, under its launcher
-    accelerate launch --config_file configs/accelerate/zero2.yaml benchmarks/bench_training.py \\
+    # from the repo root: the tiny recipe on the CPU, on a synthetic release built on the fly
+    .venv/bin/python -m benchmarks.bench_training --config configs/sft/tiny.yaml --synthetic 64 --max_steps 30
+    # a GPU recipe on a real release, under its launcher (-m: run as a module)
+    accelerate launch --config_file configs/accelerate/zero2.yaml -m benchmarks.bench_training \\
         --config configs/sft/qwen2_5_vl_7b_lora.yaml --dataset_name org/imagenet-think --max_steps 50
 
 Every argument but ``--warmup`` and ``--synthetic`` goes to ``training/sft.py``
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,12 +24,9 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from synthetic import make_record, write_manifest_tree, write_run  # noqa: E402
-
-from release.build import build_release  # noqa: E402
-from training.sft import build_trainer, parse_args  # noqa: E402
+from release.build import build_release
+from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from training.sft import build_trainer, parse_args
 
 
 class StepTimer(TrainerCallback):

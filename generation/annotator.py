@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 from PIL import Image
 
 from generation.config import VLMConfig
+from generation.cpu_env import set_cpu_env_defaults
 from generation.images import ImageRejected, normalize, read_file
+from generation.models import resolve_model
 from generation.reasoning import parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
 from generation.runs import ChunkResult, ImageTask
-from generation.tiny_models import resolve_model
 
 
 def model_revision(config: VLMConfig, model_path: str) -> str:
@@ -48,7 +48,7 @@ class Annotator:
         import torch
 
         if not torch.cuda.is_available():
-            cpu_engine_defaults()
+            set_cpu_env_defaults()
         from vllm import LLM, SamplingParams
 
         self.config = config
@@ -187,9 +187,3 @@ def _fatal_errors() -> tuple[type[Exception], ...]:
 def _is_too_long(error: Exception) -> bool:
     message = str(error)
     return "maximum context length" in message or "longer than the maximum model length" in message
-
-
-def cpu_engine_defaults() -> None:
-    """Settings vLLM's CPU backend needs (a no-op where they are set or a GPU is used)."""
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

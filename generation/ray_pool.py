@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 
 from generation.annotator import Annotator
 from generation.config import VLMConfig
+from generation.cpu_env import CPU_ENV_DEFAULTS
 from generation.runs import Chunk, ImageTask, commit_result
 
-# Settings the driver passes on to the actors' processes.
+# Settings the driver passes on to the actors' processes (an actor on a CPU sets the CPU
+# defaults it is not given itself, in its Annotator).
 FORWARDED_ENV = (
-    "VLLM_CPU_KVCACHE_SPACE",
-    "VLLM_ENABLE_V1_MULTIPROCESSING",
+    *CPU_ENV_DEFAULTS,
     "HF_HUB_OFFLINE",
     "IMAGENET_THINK_CACHE",
     "HF_HOME",

@@ -59,7 +59,7 @@ def _token_counter(tokenizer: str | None):
         return "each annotator's own tokenizer (num_output_tokens of the raw output)", None
     from transformers import AutoTokenizer
 
-    from generation.tiny_models import resolve_model
+    from generation.models import resolve_model
 
     loaded = AutoTokenizer.from_pretrained(resolve_model(tokenizer))
 

@@ -3,12 +3,12 @@
 import os
 import tempfile
 
+from generation.cpu_env import set_cpu_env_defaults
+
+set_cpu_env_defaults()  # vLLM's CPU engine, tokenizers: for every test, whatever the machine
 for key, value in {
     "HF_HUB_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "VLLM_CPU_KVCACHE_SPACE": "1",
-    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "TRANSFORMERS_VERBOSITY": "error",
     # A fresh datasets cache per run: results never come from an earlier run's cache.
     "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-cache-"),

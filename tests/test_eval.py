@@ -6,13 +6,13 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from synthetic import make_record, write_manifest_tree, write_run
 
 from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, Reject, iter_rows, to_table
 from generation.runs import chunk_files, commit_chunk
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
+from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 REFERENCES = ("glm", "kimi")
 # One image per chunk, so that a test can leave a chunk unfinished or rejected.

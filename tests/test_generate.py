@@ -20,7 +20,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
-from image_trees import write_image_tree
 
 from generation.config import load_model_config
 from generation.generate import generate
@@ -46,6 +45,7 @@ from generation.runs import (
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
+from tests.fixtures.image_trees import write_sampling_tree
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_GLM = REPO / "configs" / "generation" / "tiny_glm.yaml"
@@ -55,7 +55,7 @@ TINY_GLM = REPO / "configs" / "generation" / "tiny_glm.yaml"
 def sampled(tmp_path_factory):
     """An image tree with good, odd and bad files, sampled into a manifest by the CLI."""
     root = tmp_path_factory.mktemp("generate")
-    tree = write_image_tree(root / "tree", good_per_class=2)
+    tree = write_sampling_tree(root / "tree", good_per_class=2)
     manifest = root / "manifest.parquet"
     assert (
         cli(["sample", "--source", str(root / "tree"), "--out", str(manifest), "--min-per-class", "1"]) == 0
@@ -268,7 +268,7 @@ def test_only_torn_temporary_files_are_removed(tmp_path):
 
 def _small_manifest(tmp_path) -> Path:
     manifest = tmp_path / "m.parquet"
-    write_image_tree(tmp_path / "tree", good_per_class=1, odd_files=False)
+    write_sampling_tree(tmp_path / "tree", good_per_class=1, odd_files=False)
     assert (
         cli(["sample", "--source", str(tmp_path / "tree"), "--out", str(manifest), "--min-per-class", "1"])
         == 0

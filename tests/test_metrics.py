@@ -4,11 +4,11 @@ import itertools
 
 import numpy as np
 import pytest
-from reference_metrics import LEXICAL_REFERENCES, bert_score_reference, sbert_cosine_reference
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
 from eval import metrics
+from tests.fixtures.reference_metrics import LEXICAL_REFERENCES, bert_score_reference, sbert_cosine_reference
 
 LEXICAL_TOLERANCE = 1e-9
 NEURAL_TOLERANCE = 1e-4

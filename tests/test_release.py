@@ -8,7 +8,6 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
-from synthetic import make_record, write_manifest_tree, write_run
 
 from generation.classes import NUM_CLASSES, imagenet21k_classes
 from generation.quality import is_repetition_loop, rejection_reason
@@ -16,6 +15,7 @@ from generation.records import RECORD_SCHEMA, Reject, to_table, write_parquet_at
 from imagenet_think import ImageNetThink, assign_splits
 from imagenet_think_cli import main as cli
 from release.build import build_release
+from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 CLASSES, PER_CLASS = 5, 6
 LOOP = "the bird is red and the bird is red and " * 60

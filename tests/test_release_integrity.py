@@ -12,12 +12,12 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
-from synthetic import make_record, write_manifest_tree, write_run
 
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError, RefusedError
 from release.build import build_release
 from release.folder import MARKER
+from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 REPO = Path(__file__).resolve().parent.parent
 

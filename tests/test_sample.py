@@ -8,21 +8,21 @@ from collections import Counter
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from image_trees import (
-    BLUE,
-    RED,
-    TREE_WNIDS,
-    UNKNOWN_WNID,
-    png_declaring,
-    write_image_tree,
-    write_odd_entries,
-)
 
 import imagenet_think_cli
 from generation.images import ImageRejected, check_image, load_rgb
 from generation.records import read_manifest
 from generation.sample import SamplingRule, add_arguments, rejects_path, run, sample_images
 from imagenet_think_errors import InputError, MissingInputError, UsageError
+from tests.fixtures.image_trees import (
+    BLUE,
+    RED,
+    TREE_WNIDS,
+    UNKNOWN_WNID,
+    png_declaring,
+    write_odd_entries,
+    write_sampling_tree,
+)
 
 CHECK_ALL = SamplingRule(min_per_class=1, max_per_class=None, budget=None)
 A, B, C = TREE_WNIDS
@@ -42,7 +42,7 @@ def per_class(result):
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    return write_image_tree(tmp_path_factory.mktemp("tree"), unknown_class=True)
+    return write_sampling_tree(tmp_path_factory.mktemp("tree"), unknown_class=True)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_check_image_min_side_is_configurable(tree):
 
 
 def test_same_seed_same_sample_whatever_the_workers(tmp_path):
-    tree = write_image_tree(tmp_path, 8)
+    tree = write_sampling_tree(tmp_path, 8)
     rule = SamplingRule(min_per_class=1, max_per_class=3, budget=None, seed=5)
     one = sample(tree.root, rule)
     assert one == sample(tree.root, rule)
@@ -161,7 +161,7 @@ def test_quotas_water_fill_the_budget():
 
 
 def test_classes_under_the_minimum_are_dropped_and_the_budget_shared(tmp_path):
-    tree = write_image_tree(tmp_path, {A: 2, B: 5, C: 9}, odd_files=False)
+    tree = write_sampling_tree(tmp_path, {A: 2, B: 5, C: 9}, odd_files=False)
     result = sample(tree.root, SamplingRule(min_per_class=3, max_per_class=8, budget=12))
     assert per_class(result) == {B: 5, C: 7}
     assert result.dropped_classes == {A: 2}
@@ -173,7 +173,7 @@ def test_classes_under_the_minimum_are_dropped_and_the_budget_shared(tmp_path):
 
 
 def test_a_class_short_of_good_images_is_dropped_after_checking_and_its_budget_shared(tmp_path):
-    tree = write_image_tree(tmp_path, {A: 2, B: 6}, odd_files=False)
+    tree = write_sampling_tree(tmp_path, {A: 2, B: 6}, odd_files=False)
     (tree.root / A / f"{A}_empty.JPEG").write_bytes(b"")
     result = sample(tree.root, SamplingRule(min_per_class=3, max_per_class=None, budget=6))
     assert per_class(result) == {B: 6}
@@ -182,7 +182,7 @@ def test_a_class_short_of_good_images_is_dropped_after_checking_and_its_budget_s
 
 
 def test_a_budget_below_the_minimum_is_an_error(tmp_path):
-    tree = write_image_tree(tmp_path, 4, odd_files=False)
+    tree = write_sampling_tree(tmp_path, 4, odd_files=False)
     with pytest.raises(UsageError, match="budget"):
         sample(tree.root, SamplingRule(min_per_class=3, max_per_class=None, budget=8))
 
@@ -195,8 +195,8 @@ def test_classes_refill_what_duplicates_took(tree, seed):
 
 
 def test_split_folders_are_read_and_merged(tmp_path):
-    write_image_tree(tmp_path, 2, split="train", odd_files=False)
-    write_image_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
+    write_sampling_tree(tmp_path, 2, split="train", odd_files=False)
+    write_sampling_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
     result = sample(tmp_path)
     assert per_class(result) == dict.fromkeys(TREE_WNIDS, 3)
     assert {entry.image_path.split("/")[0] for entry in result.entries} == {"train", "val"}
@@ -204,7 +204,7 @@ def test_split_folders_are_read_and_merged(tmp_path):
 
 
 def test_list_file_source(tmp_path):
-    write_image_tree(tmp_path / "images", 3, odd_files=False)
+    write_sampling_tree(tmp_path / "images", 3, odd_files=False)
     lines = [
         "# path [wnid]",
         f"images/{A}/{A}_00000.JPEG",
@@ -251,8 +251,8 @@ def test_cli_writes_manifest_rejects_and_summary(tree, tmp_path, capsys):
 
 
 def test_files_sharing_a_stem_get_path_ids(tmp_path):
-    write_image_tree(tmp_path, 2, split="train", odd_files=False)
-    write_image_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
+    write_sampling_tree(tmp_path, 2, split="train", odd_files=False)
+    write_sampling_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
     (tmp_path / "val" / A / f"{A}_00100.JPEG").rename(tmp_path / "val" / A / f"{A}_00000.JPEG")  # as in train
     result = sample(tmp_path)
     ids = {entry.image_path: entry.image_id for entry in result.entries}
@@ -270,8 +270,8 @@ def test_image_ids_that_still_clash_are_an_error():
 
 
 def test_a_tree_source_under_the_image_root_lists_only_itself(tmp_path):
-    write_image_tree(tmp_path, 1, split="train", odd_files=False)
-    write_image_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
+    write_sampling_tree(tmp_path, 1, split="train", odd_files=False)
+    write_sampling_tree(tmp_path, 1, split="val", odd_files=False, first_index=100)
     result = sample(tmp_path / "train", image_root=tmp_path)
     assert sorted(entry.image_path for entry in result.entries) == [
         f"train/{w}/{w}_00000.JPEG" for w in TREE_WNIDS
@@ -310,7 +310,7 @@ def assert_nothing_written(out):
 
 
 def test_defaults_on_a_small_tree_are_an_error_naming_the_largest_class(tmp_path):
-    tree = write_image_tree(tmp_path / "tree", {A: 3, B: 2, C: 1}, odd_files=False)
+    tree = write_sampling_tree(tmp_path / "tree", {A: 3, B: 2, C: 1}, odd_files=False)
     out = tmp_path / "run" / "manifest.parquet"
     with pytest.raises(InputError) as error:
         cli("--source", str(tree.root), "--out", str(out))
@@ -331,7 +331,7 @@ def test_an_empty_tree_is_an_error(tmp_path):
 
 
 def test_loose_images_without_class_folders_are_an_error(tmp_path):
-    tree = write_image_tree(tmp_path / "tree", 1, odd_files=False)
+    tree = write_sampling_tree(tmp_path / "tree", 1, odd_files=False)
     loose = tmp_path / "loose"
     loose.mkdir()
     for file in tree.files:
@@ -351,7 +351,7 @@ def test_a_list_without_images_is_an_error(tmp_path):
 
 
 def test_a_tree_of_unknown_classes_is_an_error_that_names_any_classes(tmp_path):
-    write_image_tree(tmp_path, {UNKNOWN_WNID: 2}, odd_files=False)
+    write_sampling_tree(tmp_path, {UNKNOWN_WNID: 2}, odd_files=False)
     with pytest.raises(
         MissingInputError, match=f"--any-classes keeps.*Rejects: unknown_class 1 \\(e.g. {UNKNOWN_WNID}: "
     ):
@@ -360,13 +360,13 @@ def test_a_tree_of_unknown_classes_is_an_error_that_names_any_classes(tmp_path):
 
 
 def test_a_class_whose_every_file_is_rejected_is_an_error_with_the_reasons(tmp_path):
-    tree = write_image_tree(tmp_path, {A: 2}, odd_files=False)
+    tree = write_sampling_tree(tmp_path, {A: 2}, odd_files=False)
     with pytest.raises(InputError, match=r"has a usable image.*--min-side.*Rejects: too_small 2 \(e.g. "):
         sample(tree.root, min_side=400)
 
 
 def test_dropped_classes_are_in_the_rejects_and_the_summary(tmp_path, capsys):
-    tree = write_image_tree(tmp_path / "tree", {A: 2, B: 5, C: 3}, odd_files=False)
+    tree = write_sampling_tree(tmp_path / "tree", {A: 2, B: 5, C: 3}, odd_files=False)
     for name in ("tiny1.JPEG", "tiny2.JPEG"):  # C: 3 good + 2 bad: checked, then short of 4
         (tree.root / C / f"{C}_{name}").write_bytes(b"")
     (tree.root / "n01537544").mkdir()  # a class folder with no file at all
@@ -400,7 +400,7 @@ def test_dropped_classes_are_in_the_rejects_and_the_summary(tmp_path, capsys):
 
 @pytest.mark.timeout(60)
 def test_odd_entries_become_rejects_and_the_rest_is_kept(tmp_path, capsys):
-    tree = write_image_tree(tmp_path / "tree", 2, odd_files=False)
+    tree = write_sampling_tree(tmp_path / "tree", 2, odd_files=False)
     odd = write_odd_entries(tree.root, tmp_path / "elsewhere", A)
     out = tmp_path / "manifest.parquet"
     cli("--source", str(tree.root), "--out", str(out), "--min-per-class", "1", "--any-classes")
@@ -420,7 +420,7 @@ def test_odd_entries_become_rejects_and_the_rest_is_kept(tmp_path, capsys):
 
 @pytest.mark.timeout(60)
 def test_odd_entries_of_a_split_tree_and_without_any_classes(tmp_path):
-    write_image_tree(tmp_path, 2, split="train", odd_files=False)
+    write_sampling_tree(tmp_path, 2, split="train", odd_files=False)
     odd = write_odd_entries(tmp_path / "train", tmp_path.with_name(tmp_path.name + "-elsewhere"), A)
     result = sample(tmp_path)  # train holds one file and more folders: a split, its file a reject
     assert reasons_by_path(result) == {f"train/{path}": reason for path, reason in odd.rejected.items()}
@@ -429,7 +429,7 @@ def test_odd_entries_of_a_split_tree_and_without_any_classes(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
 def test_unreadable_files_and_folders_are_rejects(tmp_path):
-    tree = write_image_tree(tmp_path, 2, odd_files=False)
+    tree = write_sampling_tree(tmp_path, 2, odd_files=False)
     locked_file = tree.root / A / f"{A}_00000.JPEG"
     locked_folder = tree.root / B
     locked_file.chmod(0)
@@ -446,7 +446,7 @@ def test_unreadable_files_and_folders_are_rejects(tmp_path):
 @pytest.mark.timeout(60)
 def test_odd_paths_in_a_list_file_are_rejects_and_never_opened(tmp_path):
     images = tmp_path / "images"
-    write_image_tree(images, 2, odd_files=False)
+    write_sampling_tree(images, 2, odd_files=False)
     odd = write_odd_entries(images, tmp_path / "elsewhere", A)
     lines = [
         f"images/{A}/{A}_00000.JPEG".encode(),
@@ -501,7 +501,7 @@ def test_limits_that_make_no_sense_are_a_usage_error_before_any_work(tmp_path, a
 
 
 def test_a_budget_below_the_classes_minimum_is_a_usage_error_naming_the_fix(tmp_path):
-    tree = write_image_tree(tmp_path, 4, odd_files=False)
+    tree = write_sampling_tree(tmp_path, 4, odd_files=False)
     with pytest.raises(UsageError, match=r"--budget of 8 cannot give 3 classes .* \(to 9 at least\)"):
         sample(tree.root, SamplingRule(min_per_class=3, max_per_class=None, budget=8))
 
@@ -539,7 +539,7 @@ def test_an_out_that_cannot_be_written_is_a_usage_error_before_any_work(tmp_path
 
 def test_an_image_root_that_is_not_utf8_is_refused_before_listing(tmp_path):
     root = os.fsdecode(os.fsencode(tmp_path) + b"/root\xff")
-    write_image_tree(root, 1, odd_files=False)
+    write_sampling_tree(root, 1, odd_files=False)
     with pytest.raises(InputError, match=r"root\\xff is not valid UTF-8"):
         sample(root)
 

@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 from skimage import data
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
-from vllm_greedy import vllm_greedy
 
-from generation.tiny_models import ARCHS, BUILD_VERSION, REASONING_TOKENS, build_tiny_model, resolve_model
+from generation.models import resolve_model
+from generation.tiny.builder import ARCHS, BUILD_VERSION, REASONING_TOKENS, build_tiny_model
 from imagenet_think_cli import main
+from tests.fixtures.vllm_greedy import vllm_greedy
 
 QUESTION = "What is in the image?"
 IMAGE_MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]

@@ -19,15 +19,15 @@ from datasets import Dataset, load_dataset
 from datasets import Image as ImageFeature
 from peft import PeftModel, get_peft_model
 from PIL import Image
-from synthetic import make_record, write_manifest_tree, write_run
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig
-from vllm_greedy import vllm_greedy
 
+from generation.models import resolve_model
 from generation.reasoning import parse_reasoning
-from generation.tiny_models import resolve_model
 from imagenet_think_errors import InputError
 from release.build import build_release
+from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from tests.fixtures.vllm_greedy import vllm_greedy
 from training.formatting import (
     EACH,
     THINK_FORMATS,

@@ -24,7 +24,7 @@ from pathlib import Path
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from generation.tiny_models import resolve_model
+from generation.models import resolve_model
 from imagenet_think_cli import DEBUG_ENV, DEBUG_FLAG, run_reporting
 from imagenet_think_errors import InputError, MissingInputError
 

@@ -60,7 +60,7 @@ from datasets.exceptions import DatasetNotFoundError
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from generation.tiny_models import resolve_model
+from generation.models import resolve_model
 from imagenet_think_cli import run_reporting
 from imagenet_think_errors import InputError, MissingInputError, UsageError
 from training.formatting import (

@@ -13,10 +13,11 @@ bit-identical for one seed; transformers and vLLM load it like the real one:
   image placeholders, generation prompt);
 - the image processor turns an image into 4 to 16 image tokens.
 
-Configs name models by reference: :func:`resolve_model` turns ``tiny:<arch>`` or
-``tiny:<arch>@seed=<n>`` into a folder built once into the cache
-(``$IMAGENET_THINK_CACHE/tiny-models``, default ``~/.cache/imagenet_think``) and
-returns any other reference (hub id, local path) unchanged.
+Configs name these models ``tiny:<arch>`` or ``tiny:<arch>@seed=<n>``:
+:func:`generation.models.resolve_model` turns such a reference into
+:func:`cached_tiny_model`'s folder, built once into the cache
+(``$IMAGENET_THINK_CACHE/tiny-models``, default ``~/.cache/imagenet_think``).
+``imagenet-think tiny-model ARCH`` builds one into a folder of your choice.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 BUILD_VERSION = 2  # bump when a build changes, so caches rebuild
-TINY_PREFIX = "tiny:"
 EXAMPLE = "imagenet-think tiny-model glm4v --out tiny-glm"
 
 VOCAB_SIZE = 3000  # BPE merges and bytes, before the special and reasoning tokens
@@ -342,31 +342,18 @@ def _processor(family: Family, tokenizer):
     )
 
 
-def resolve_model(ref: str) -> str:
-    """The folder of a ``tiny:<arch>[@seed=<n>]`` reference (built on first use); other references unchanged."""
-    if not ref.startswith(TINY_PREFIX):
-        return ref
-    arch, seed = _parse_tiny_ref(ref)
+def cached_tiny_model(arch: str, seed: int = 0) -> Path:
+    """The tiny ``arch`` model of ``seed`` in the cache, built there on first use."""
+    _family(arch)
     folder = cache_dir() / "tiny-models" / f"{arch}-seed{seed}-v{BUILD_VERSION}"
     if not folder.is_dir():
         _build_once(arch, seed, folder)
-    return str(folder)
+    return folder
 
 
 def cache_dir() -> Path:
     """``$IMAGENET_THINK_CACHE``, default ``~/.cache/imagenet_think``."""
     return Path(os.environ.get("IMAGENET_THINK_CACHE") or "~/.cache/imagenet_think").expanduser()
-
-
-def _parse_tiny_ref(ref: str) -> tuple[str, int]:
-    arch, _, option = ref.removeprefix(TINY_PREFIX).partition("@")
-    _family(arch)
-    if not option:
-        return arch, 0
-    key, _, value = option.partition("=")
-    if key != "seed" or not value.isdigit():
-        raise ValueError(f"bad tiny model reference {ref!r}; expected tiny:<arch> or tiny:<arch>@seed=<n>")
-    return arch, int(value)
 
 
 def _build_once(arch: str, seed: int, folder: Path) -> None:
