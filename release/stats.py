@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from eval.label_accuracy import CORRECT_KINDS, KINDS
 from imagenet_think import SPLITS
 from imagenet_think_errors import InputError
 from release.folder import read_marker
@@ -51,7 +52,7 @@ def unique_words(thinks: list[str]) -> int:
     return len(pc.unique(pc.list_flatten(words)))
 
 
-COLUMNS = ["image_id", "wnid", "think", "answer", "num_output_tokens"]
+COLUMNS = ["image_id", "wnid", "think", "answer", "num_output_tokens", "label_verdict", "label_score"]
 
 
 def _token_counter(tokenizer: str | None):
@@ -103,6 +104,8 @@ class ReleaseStats:
         self._pool = ThreadPoolExecutor(max_workers=self._workers)
         self._images: dict[str, str] = {}
         self._tokens: dict[str, list[int]] = {a: [] for a in samples}
+        self._verdicts: dict[str, Counter] = {a: Counter() for a in samples}
+        self._label_score = dict.fromkeys(samples, 0.0)
         self._pending: dict[str, list[str]] = {a: [] for a in samples}  # thinks of the block being filled
         self._blocks: list[Future[int]] = []  # unique words of each counted block, counted in threads
 
@@ -116,6 +119,8 @@ class ReleaseStats:
             else table["num_output_tokens"].to_pylist()
         )
         self._tokens[annotator].extend(counts)
+        self._verdicts[annotator].update(table["label_verdict"].to_pylist())
+        self._label_score[annotator] += float(pc.sum(table["label_score"]).as_py() or 0.0)
         pending, position = self._pending[annotator], 0
         while position < table.num_rows:
             take = min(VOCABULARY_BLOCK - len(pending), table.num_rows - position)
@@ -153,6 +158,15 @@ class ReleaseStats:
             else float(unique_words(leftover)),
             "vocabulary_blocks": len(block_words) or (1 if leftover else 0),
             "vocabulary_block_size": VOCABULARY_BLOCK if block_words else len(leftover),
+            "label_verdicts_by_annotator": {
+                a: {
+                    "samples": len(tokens[a]),
+                    "share": {kind: self._verdicts[a][kind] / max(len(tokens[a]), 1) for kind in KINDS},
+                    "mean_label_score": self._label_score[a] / max(len(tokens[a]), 1),
+                }
+                for a in tokens
+            },
+            "verified_samples": sum(self._verdicts[a][kind] for a in tokens for kind in CORRECT_KINDS),
         }
 
 
@@ -213,6 +227,19 @@ def stats_markdown(stats: dict) -> str:
             if stats["vocabulary_block_size"] == VOCABULARY_BLOCK
             else f"(all {stats['vocabulary_block_size']:,} samples: no annotator has 1,000)."
         ),
+        "",
+        "Label verdicts of the answers against the image's class (WordNet 3.0; share of samples):",
+        "",
+        "| | " + " | ".join(KINDS) + " | Mean label score |",
+        "|---|" + "---:|" * (len(KINDS) + 1),
+        *(
+            f"| {annotator} | "
+            + " | ".join(f"{verdicts['share'][kind]:.1%}" for kind in KINDS)
+            + f" | {verdicts['mean_label_score']:.3f} |"
+            for annotator, verdicts in stats["label_verdicts_by_annotator"].items()
+        ),
+        "",
+        f"Verified traces (`exact` or `hyponym`, the `verified` config): {stats['verified_samples']:,}.",
     ]
     return "\n".join(lines)
 

@@ -297,3 +297,71 @@ def test_a_single_annotator_release_loads_and_its_card_names_only_its_configs(tm
     assert '"both"' not in card and "`rejected`" not in card
     assert "- config_name: glm\n  default: true" in card
     assert load_dataset(str(out), split="train").num_rows == built.rows["glm"]["train"]  # the default config
+
+
+def test_label_verdicts_and_the_verified_config(tmp_path):
+    """Each answer's verdict against its image's class, in the per-annotator and joint configs, and
+    the verified traces (exact or hyponym) as their own config."""
+    import hashlib
+
+    from generation.records import ManifestEntry, write_manifest
+    from tests.fixtures.synthetic import write_image
+
+    images = tmp_path / "images"
+    entries = []
+    for i, wnid in enumerate(["n01530575", "n02084071", "n01530575"]):  # brambling, dog, brambling
+        write_image(images / wnid / f"{wnid}_{i}", "RGB", (64, 48), seed=i)
+        path = images / wnid / f"{wnid}_{i}.JPEG"
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        entries.append(ManifestEntry(f"{wnid}_{i}", wnid, f"{wnid}/{path.name}", 64, 48, digest, True))
+    manifest = write_manifest(entries, tmp_path / "manifest.parquet", images)
+    answers = {
+        "glm": ["It is a brambling.", "A beagle, sitting.", "No idea."],
+        "kimi": ["A small finch.", "This looks like a brambling.", "Two bramblings!"],
+    }
+    expected = {
+        "glm": ["exact", "hyponym", "none"],
+        "kimi": ["hypernym", "other_class", "exact"],
+    }
+    rng = random.Random(0)
+    for annotator, texts in answers.items():
+        records = [make_record(e, annotator, rng, answer=a) for e, a in zip(entries, texts, strict=True)]
+        write_run(tmp_path / annotator, records, manifest=manifest)
+    out = tmp_path / "imagenet_think"
+    built = build_release([tmp_path / "glm", tmp_path / "kimi"], manifest, out)
+    order = [e.image_id for e in entries]
+    for annotator in ("glm", "kimi"):
+        rows = sorted(
+            load_dataset(str(out), annotator, split="train"), key=lambda r: order.index(r["image_id"])
+        )
+        assert [r["label_verdict"] for r in rows] == expected[annotator]
+        for row, kind in zip(rows, expected[annotator], strict=True):
+            score = row["label_score"]
+            assert 0 < score < 1 if kind == "hypernym" else score == (kind in ("exact", "hyponym"))
+    both = load_dataset(str(out), "both", split="train")
+    assert {"glm_label_verdict", "glm_label_score", "kimi_label_verdict", "kimi_label_score"} <= set(
+        both.features
+    )
+    verified = load_dataset(str(out), "verified", split="train")
+    assert sorted(zip(verified["image_id"], verified["annotator"], strict=True)) == sorted(
+        [(order[0], "glm"), (order[1], "glm"), (order[2], "kimi")]
+    )
+    assert set(verified["label_verdict"]) == {"exact", "hyponym"} and built.rows["verified"] == {"train": 3}
+    assert isinstance(verified.features["image"], datasets.Image) and "think" in verified.features
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["verified_samples"] == 3
+    glm_verdicts = stats["label_verdicts_by_annotator"]["glm"]
+    assert glm_verdicts["share"] == {
+        "exact": 1 / 3,
+        "hyponym": 1 / 3,
+        "hypernym": 0,
+        "other_class": 0,
+        "none": 1 / 3,
+    }
+    assert glm_verdicts["mean_label_score"] == pytest.approx(2 / 3)
+    card = (out / "README.md").read_text()
+    assert (
+        "**`verified`**" in card
+        and "Verified traces (`exact` or `hyponym`, the `verified` config): 3" in card
+    )
+    assert "config_name: verified" in card.split("---")[1]
