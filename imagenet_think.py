@@ -51,7 +51,7 @@ from PIL import Image, UnidentifiedImageError
 
 from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts
 from generation.classes import imagenet21k_classes
-from generation.quality import rejection_reason
+from generation.quality import REJECT_REASONS, rejection_reason
 from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, manifest_fingerprint, read_manifest
 from generation.runs import CHUNK_FILE, RUN_FILE, RunCheck, check_run, chunk_files
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
@@ -295,7 +295,7 @@ def judge_records(
                     reason = "image_not_in_manifest"
                 detail = REJECT_REASONS.get(reason, "")
                 if reason is None and image_id in image_problems:
-                    reason, detail = "image_unreadable", image_problems[image_id]
+                    reason, detail = "unreadable_image", image_problems[image_id]
                 if reason is None:
                     good[key] = row
                 else:
@@ -404,14 +404,6 @@ class Sources:
         }
 
 
-REJECT_REASONS = {  # the build's reject codes and what they mean
-    "truncated": "generation stopped at max_tokens (finish_reason=length)",
-    "think_not_closed": "the reasoning delimiter was never closed",
-    "empty_answer": "no answer after the reasoning",
-    "repetition_loop": "the text degenerates into a repetition loop",
-    "duplicate_record": "a second record for the same image and annotator",
-    "image_not_in_manifest": "the record's image is not in the manifest",
-}
 _EMPTY = defaultdict(str, {pa.bool_(): False, pa.int32(): 0})
 
 

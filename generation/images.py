@@ -138,7 +138,7 @@ def check_image(
     ``max_pixels`` and its shorter side at least ``min_side`` (both read from the
     header, before any pixel is decoded); it decodes to the end and converts to RGB.
     Raises :class:`ImageRejected` with reason ``empty_file``, ``not_an_image``,
-    ``decompression_bomb``, ``too_small``, ``truncated`` or ``unreadable``. PIL refuses
+    ``decompression_bomb``, ``too_small``, ``truncated_file`` or ``unreadable``. PIL refuses
     on its own any image over twice ``Image.MAX_IMAGE_PIXELS``; that is a
     ``decompression_bomb`` too.
     """
@@ -176,5 +176,5 @@ def _failures_as_rejections() -> Iterator[None]:
     except Image.DecompressionBombError as error:
         raise ImageRejected("decompression_bomb", f"{error}; not decoded") from None
     except Exception as error:
-        reason = "truncated" if "truncated" in str(error).lower() else "unreadable"
+        reason = "truncated_file" if "truncated" in str(error).lower() else "unreadable"
         raise ImageRejected(reason, f"{type(error).__name__}: {error}") from None

@@ -31,6 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from generation.quality import REJECT_REASONS
 from imagenet_think_errors import InputError, MissingInputError
 
 RECORD_GLOB = "records-*.parquet"
@@ -79,8 +80,14 @@ class Reject:
     image_path: str
     stage: str  # sample / generate / build
     annotator: str  # empty where no model was involved
-    reason: str  # a short machine-readable code, e.g. too_small, truncated, prompt_too_long
+    reason: str  # a code of generation.quality.REJECT_REASONS, e.g. too_small, truncated, prompt_too_long
     detail: str  # a human-readable explanation
+
+    def __post_init__(self):
+        if self.reason not in REJECT_REASONS:
+            raise ValueError(
+                f"reject reason {self.reason!r} is not one of generation.quality.REJECT_REASONS: add it there"
+            )
 
 
 def _schema(cls, types: dict[str, pa.DataType]) -> pa.Schema:

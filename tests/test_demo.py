@@ -20,7 +20,7 @@ def test_demo_pipeline(tmp_path):
     run_demo(out, photos=REDUCED)
 
     rejects = pq.read_table(out / "manifest.rejects.parquet").to_pylist()
-    assert [(r["reason"], r["image_id"]) for r in rejects] == [("truncated", f"{REDUCED[0].wnid}_broken")]
+    assert [(r["reason"], r["image_id"]) for r in rejects] == [("truncated_file", f"{REDUCED[0].wnid}_broken")]
     images = 2 * len(REDUCED)
     for annotator in ("glm", "kimi"):
         records = list(iter_rows(shard_files(out / "runs" / annotator, RECORD_GLOB)))

@@ -198,6 +198,8 @@ def test_quality_rules():
     prose = " ".join(f"word{i} follows word{i * 7 % 13} in sentence {i}." for i in range(400))
     assert not is_repetition_loop(prose)
     assert not is_repetition_loop("")
+    with pytest.raises(ValueError, match="REJECT_REASONS"):  # one spelling per reason
+        Reject("x", "x.png", "generate", "glm", "image_unreadable", "")
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
