@@ -325,10 +325,8 @@ def label_verdicts_of(
         for row, verdict in zip(block, label_verdicts(answers, [labels[r] for r in block]), strict=True):
             kinds[row], scores[row] = KINDS.index(verdict.kind), verdict.score
 
-    if blocks:
-        judge(blocks[0])  # builds the automaton once, before the threads share it
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            list(pool.map(judge, blocks[1:]))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        list(pool.map(judge, blocks))
     return kinds, scores
 
 
@@ -345,6 +343,15 @@ class Sources:
 
     def __init__(self, config: ImageNetThinkConfig):
         self.config = config
+        # The label verifier's automaton takes a second or two to build: build it meanwhile.
+        with ThreadPoolExecutor(max_workers=1) as warm_up:
+            warm_up.submit(label_verdicts, ["warm-up"], [imagenet21k_classes().wnids[0]])
+            self._index(config)
+        self.label_kinds, self.label_scores = label_verdicts_of(
+            self.records, self.good, self.wnids, self.manifest_row
+        )
+
+    def _index(self, config: ImageNetThinkConfig) -> None:
         manifest_path, run_dirs = _resolve_inputs(config)
         manifest, root = read_manifest(manifest_path)
         self.manifest_path = manifest_path
@@ -371,9 +378,6 @@ class Sources:
         image_sha256 = dict(zip(self.image_ids, manifest["sha256"].to_pylist(), strict=True))
         self.good, self.rejected = judge_records(
             self.records, image_sha256, self.images.problems, generation_rejects
-        )
-        self.label_kinds, self.label_scores = label_verdicts_of(
-            self.records, self.good, self.wnids, self.manifest_row
         )
 
     def image_batches(self, split: str, size: int) -> Iterator[list[int]]:
