@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import sys
 import time
@@ -42,6 +43,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tiny-model": ("generation.tiny.builder", "build a tiny random-weight VLM locally (tests, demo)"),
 }
 DEBUG_FLAG = "--debug"
+# -q / -v before the command name set the level of the toolkit's loggers (default: INFO).
+LOG_LEVELS = {
+    "-q": logging.WARNING,
+    "--quiet": logging.WARNING,
+    "-v": logging.DEBUG,
+    "--verbose": logging.DEBUG,
+}
+TOOLKIT_LOGGERS = ("generation", "release", "eval", "training", "imagenet_think", "imagenet_think_demo")
 DEBUG_ENV = "IMAGENET_THINK_DEBUG"
 INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
 # What an OSError that names its file(s) could not do to it.
@@ -58,9 +67,9 @@ def _overview() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
     return (
-        "usage: imagenet-think [--debug] COMMAND [ARGS]\n\nMake, publish, train on and score ImageNet-Think.\n\n"
+        "usage: imagenet-think [--debug] [-q | -v] COMMAND [ARGS]\n\nMake, publish, train on and score ImageNet-Think.\n\n"
         "commands:\n" + "\n".join(lines) + "\n\n`imagenet-think COMMAND --help` shows a command's arguments; "
-        f"{DEBUG_FLAG} (or {DEBUG_ENV}=1)\nshows the traceback of an error."
+        f"{DEBUG_FLAG} (or {DEBUG_ENV}=1)\nshows the traceback of an error; -q shows warnings only, -v debug messages."
     )
 
 
@@ -140,6 +149,13 @@ def _run_command(name: str, rest: list[str]) -> int:
     return int(module.run(parser.parse_args(rest)) or 0)
 
 
+def set_log_level(level: int) -> None:
+    """Show the toolkit's messages at ``level`` and above on stderr (library code only logs)."""
+    logging.basicConfig(format="%(message)s")  # a no-op where logging is configured already
+    for name in TOOLKIT_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``imagenet-think`` with ``argv`` (default: the command line).
 
@@ -148,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     from_command_line = argv is None
     debug, argv = take_debug_flag(sys.argv[1:] if argv is None else list(argv))
+    level = logging.INFO
+    while argv and argv[0] in LOG_LEVELS:
+        level, argv = LOG_LEVELS[argv[0]], argv[1:]
+    set_log_level(level)
     if not argv or argv[0] in {"-h", "--help"}:
         print(_overview())
         return 0

@@ -180,14 +180,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _log_to_terminal() -> None:
-    """Show the toolkit's progress and warnings (``generation.*`` loggers) on stderr."""
-    logging.basicConfig(format="%(message)s")  # a no-op where logging is configured already
-    logging.getLogger("generation").setLevel(logging.INFO)
-
-
 def run(args: argparse.Namespace) -> int:
-    _log_to_terminal()
     config = load_model_config(args.config, args.set)
     if (args.num_shards is None) != (args.shard_index is None):
         raise UsageError("give --num-shards and --shard-index together")

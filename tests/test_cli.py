@@ -140,3 +140,14 @@ def test_torchelastic_gets_the_message_for_its_failure_summary(tmp_path, monkeyp
     capsys.readouterr()
 
     assert json.loads(error_file.read_text())["message"] == "dataset_name x: no such folder"
+
+
+def test_quiet_and_verbose_set_the_toolkit_log_level(tmp_path):
+    import logging
+
+    from imagenet_think_cli import main
+
+    for flag, level in (("-q", logging.WARNING), ("-v", logging.DEBUG), (None, logging.INFO)):
+        with pytest.raises(MissingInputError):
+            main([*([flag] if flag else []), "stats", str(tmp_path / "no-release")])
+        assert all(logging.getLogger(name).level == level for name in ("generation", "release", "eval"))
