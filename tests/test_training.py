@@ -22,6 +22,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig
 
+from generation.classes import imagenet21k_classes
 from generation.models import resolve_model
 from generation.reasoning import parse_reasoning
 from imagenet_think_errors import InputError
@@ -77,12 +78,15 @@ def processor(tiny_cache):
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
-    """A release of 12 images (8 in train) with glm and kimi records."""
+    """A release of 12 images (8 in train) with glm and kimi records; glm's answers name the class
+    (all verified), kimi's are random words (none verified)."""
     root = tmp_path_factory.mktemp("release")
     manifest, entries = write_manifest_tree(root, classes=2, per_class=6)
     rng = random.Random(0)
-    for annotator in ("glm", "kimi"):
-        write_run(root / "runs" / annotator, [make_record(e, annotator, rng) for e in entries])
+    classes = imagenet21k_classes()
+    glm = [make_record(e, "glm", rng, answer=f"It is a {classes.name(e.wnid)}.") for e in entries]
+    write_run(root / "runs" / "glm", glm)
+    write_run(root / "runs" / "kimi", [make_record(e, "kimi", rng, answer="Some words.") for e in entries])
     out = root / "imagenet_think"
     runs = [root / "runs" / "glm", root / "runs" / "kimi"]
     build_release(runs, manifest, out, validation_fraction=0.2, test_fraction=0.2)
@@ -130,6 +134,10 @@ def test_select_traces_per_config_and_annotator(release):
         select_traces(glm_config, "kimi")
     with pytest.raises(ValueError, match="annotator must be one of"):
         select_traces(both, "qwen")
+    verified = load_dataset(str(release), "verified", split="train")
+    assert set(verified["annotator"]) == {"glm"} and len(verified) == len(glm_config)
+    assert set(verified["label_verdict"]) == {"exact"}
+    assert select_traces(verified, "glm")["think"] == verified["think"]
 
 
 def test_rows_without_imagenet_think_columns_are_named():
@@ -328,10 +336,20 @@ def test_one_process_trains_reloads_merges_and_serves(tiny_cache, release, tmp_p
 @pytest.mark.slow
 def test_zero2_on_two_processes_without_the_shm_build(tiny_cache, release, tmp_path):
     extensions = tmp_path / "torch_extensions"  # empty: a compiled op would have to be built here
-    sft = ["--dataset_name", str(release), "--output_dir", str(tmp_path / "out"), "--max_steps", "6"]
+    # the label-verified subset: the recipe trains on the `verified` config as on any other
+    sft = [
+        "--dataset_name",
+        str(release),
+        "--dataset_config",
+        "verified",
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    sft += ["--max_steps", "6"]
     env = {"OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(extensions)}
     output = _launch("zero2.yaml", [*sft, "--ddp_backend", "gloo"], "--num_processes", "2", env=env)
     assert len(_losses(output)) == 6
+    assert "train: 4 rows -> 4 examples" in output  # max_train_samples of the verified glm traces
     assert "shm_comm" not in output and not extensions.exists()
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "out" / "chat_template.jinja").is_file()

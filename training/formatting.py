@@ -63,7 +63,8 @@ def select_traces(dataset: Dataset, annotator: str = EACH) -> Dataset:
     ``annotator`` names whose trace to train on, or :data:`EACH` for every
     annotator's, one example each, interleaved image by image (so that the first n
     rows hold every annotator's traces). A per-annotator config (``glm``, ``kimi``)
-    has one trace per row; the ``both`` config has ``<name>_think`` and ``<name>_answer``.
+    has one trace per row, as ``verified`` (every annotator's verified traces); the ``both``
+    config has ``<name>_think`` and ``<name>_answer``.
     """
     columns = dataset.column_names
     if "think" in columns:
@@ -74,6 +75,8 @@ def select_traces(dataset: Dataset, annotator: str = EACH) -> Dataset:
                 f"this config holds traces of {found} only; got annotator={annotator!r}: set annotator to "
                 f"one of {[*found, EACH]}, or train on the config of that annotator (or both)"
             )
+        if annotator != EACH and found != [annotator]:  # the verified config holds every annotator's
+            dataset = dataset.filter(lambda name: name == annotator, input_columns="annotator")
         return dataset.select_columns(list(TRACE_COLUMNS))
     names = [column.removesuffix("_think") for column in columns if column.endswith("_think")]
     _require_columns(columns, ("image", "question", *(f"{name}_answer" for name in names)), names)
