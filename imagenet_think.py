@@ -38,7 +38,7 @@ import os
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -308,26 +308,46 @@ def judge_records(
     return good, rejected
 
 
-def label_verdicts_of(
-    records: RecordStore, good: dict[tuple[str, str], int], wnids: list[str], manifest_row: dict[str, int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The label verdict of every good record's answer against its image's class: per record row,
-    the index of its kind in ``KINDS`` (-1 for rows not judged) and its score. Judged in threads
-    (the automaton's search frees the GIL), a bounded block at a time."""
-    kinds = np.full(records.table.num_rows, -1, dtype=np.int8)
-    scores = np.zeros(records.table.num_rows, dtype=np.float32)
-    rows = sorted(good.values())
-    labels = {row: wnids[manifest_row[image_id]] for (image_id, _), row in good.items()}
-    blocks = [rows[start : start + VERDICT_BLOCK] for start in range(0, len(rows), VERDICT_BLOCK)]
+class LabelVerdicts:
+    """The label verdicts of the good records' answers against their image's class
+    (``eval.label_accuracy.label_verdicts``), judged on demand, a batch of images at a time.
 
-    def judge(block: list[int]) -> None:
-        answers = records.take(block)["answer"].to_pylist()
-        for row, verdict in zip(block, label_verdicts(answers, [labels[r] for r in block]), strict=True):
-            kinds[row], scores[row] = KINDS.index(verdict.kind), verdict.score
+    :meth:`judge_ahead` judges a batch in a background thread (the automaton's search frees the
+    GIL), so that the build judges the next batch while it writes this one; :meth:`of` judges
+    synchronously whatever is still missing.
+    """
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        list(pool.map(judge, blocks))
-    return kinds, scores
+    def __init__(
+        self, records: RecordStore, good: dict[tuple[str, str], int], labels: dict[str, str], manifest_row
+    ):
+        self._records = records
+        self.kinds = np.full(records.table.num_rows, -1, dtype=np.int8)  # index in KINDS; -1: not judged
+        self.scores = np.zeros(records.table.num_rows, dtype=np.float32)
+        self._label = {row: labels[image_id] for (image_id, _), row in good.items() if image_id in labels}
+        self._rows_of_image: dict[int, list[int]] = defaultdict(list)  # manifest row -> good record rows
+        for (image_id, _), row in good.items():
+            if image_id in manifest_row:
+                self._rows_of_image[manifest_row[image_id]].append(row)
+        self._pool = ThreadPoolExecutor(max_workers=1)
+
+    def _judge(self, rows: list[int]) -> None:
+        rows = [row for row in rows if self.kinds[row] < 0]
+        if rows:
+            answers = self._records.take(rows)["answer"].to_pylist()
+            for row, verdict in zip(
+                rows, label_verdicts(answers, [self._label[r] for r in rows]), strict=True
+            ):
+                self.kinds[row], self.scores[row] = KINDS.index(verdict.kind), verdict.score
+
+    def judge_ahead(self, manifest_rows: list[int]) -> Future:
+        """Start judging the good records of the images at ``manifest_rows``; their batch must not
+        be asked for (:meth:`of`) before the future is done."""
+        return self._pool.submit(self._judge, [r for m in manifest_rows for r in self._rows_of_image[m]])
+
+    def of(self, record_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(kind indices, scores) of ``record_rows``, judged now where not yet."""
+        self._judge(record_rows)
+        return self.kinds[record_rows], self.scores[record_rows]
 
 
 class Sources:
@@ -347,8 +367,8 @@ class Sources:
         with ThreadPoolExecutor(max_workers=1) as warm_up:
             warm_up.submit(label_verdicts, ["warm-up"], [imagenet21k_classes().wnids[0]])
             self._index(config)
-        self.label_kinds, self.label_scores = label_verdicts_of(
-            self.records, self.good, self.wnids, self.manifest_row
+        self.verdicts = LabelVerdicts(
+            self.records, self.good, dict(zip(self.image_ids, self.wnids, strict=True)), self.manifest_row
         )
 
     def _index(self, config: ImageNetThinkConfig) -> None:
@@ -644,9 +664,10 @@ def rows_table(
 
 
 def _verdict_columns(sources: Sources, record_rows: list[int]) -> dict[str, pa.Array]:
+    kinds, scores = sources.verdicts.of(record_rows)
     return {
-        "label_verdict": pa.array([KINDS[k] for k in sources.label_kinds[record_rows]], pa.string()),
-        "label_score": pa.array(sources.label_scores[record_rows], pa.float32()),
+        "label_verdict": pa.array([KINDS[k] for k in kinds], pa.string()),
+        "label_score": pa.array(scores, pa.float32()),
     }
 
 
@@ -654,16 +675,18 @@ def _verified_table(
     config: ImageNetThinkConfig, sources: Sources, rows: list[int], image_cell: Callable[[int], dict]
 ) -> pa.Table | None:
     """A row per (image, annotator) whose good record's answer is verified (``exact``/``hyponym``)."""
+    candidates = [
+        (row, record)
+        for row in rows
+        for annotator in config.annotators
+        if (record := sources.good.get((sources.image_ids[row], annotator))) is not None
+    ]
+    kinds, _ = sources.verdicts.of([record for _, record in candidates])
     correct = {KINDS.index(kind) for kind in CORRECT_KINDS}
-    kept, record_rows = [], []
-    for row in rows:
-        for annotator in config.annotators:
-            record = sources.good.get((sources.image_ids[row], annotator))
-            if record is not None and sources.label_kinds[record] in correct:
-                kept.append(row)
-                record_rows.append(record)
-    if not kept:
+    verified = [pair for pair, kind in zip(candidates, kinds, strict=True) if kind in correct]
+    if not verified:
         return None
+    kept, record_rows = (list(column) for column in zip(*verified, strict=True))
     columns = _image_columns(sources, kept, [image_cell(row) for row in kept])
     taken = sources.records.take(record_rows)
     columns["question"] = taken["question"]

@@ -41,7 +41,7 @@ from imagenet_think import (
     rows_table,
 )
 from imagenet_think_errors import MissingInputError
-from release.card import render_card
+from release.card import card_template, render_card
 from release.folder import (
     FORMAT,
     FORMAT_VERSION,
@@ -126,6 +126,12 @@ def _record_split(summary: ReleaseSummary, name: str, split: str, writer: _Shard
         summary.arrow_bytes[name][split] = writer.arrow_bytes
 
 
+def _finish_splits(summary: ReleaseSummary, writers: dict[str, dict[str, _ShardedParquetWriter]]) -> None:
+    for split, by_config in writers.items():
+        for name, split_writer in by_config.items():
+            _record_split(summary, name, split, split_writer)
+
+
 def _questions(records: pa.Table, annotators: tuple[str, ...]) -> list[str]:
     """The questions the released annotators were asked (grouped in place on the memory-mapped records)."""
     asked = records.select(["annotator", "question"]).group_by(["annotator", "question"]).aggregate([])
@@ -164,6 +170,7 @@ def build_release(
 
     ``annotators``: the annotators to release, in config order (default: those of the runs).
     """
+    card_template()  # a file of the checkout: a non-editable install fails here, before any work
     out = Path(out)
     restore_interrupted_swap(out)
     check_writable(out)
@@ -211,21 +218,28 @@ def build_release(
     def writer(name: str, split: str) -> _ShardedParquetWriter:
         return _ShardedParquetWriter(staging / name, split, features[name], max_shard_bytes, rows_per_group)
 
-    # One pass over the images, split by split, writing every config at once: each image is read once.
+    # One pass over the images, split by split, writing every config at once: each image is read once,
+    # and the next batch's label verdicts are judged in a thread while this one is written.
+    batches = [(split, rows) for split in SPLITS for rows in sources.image_batches(split, rows_per_group)]
+    judged = [sources.verdicts.judge_ahead(rows) for _, rows in batches[:1]]
+    writers: dict[str, dict[str, _ShardedParquetWriter]] = {}  # the split being written
     with tqdm(total=len(sources.image_ids), desc="writing release", unit=" images") as progress:
-        for split in SPLITS:
-            writers = {name: writer(name, split) for name in configs}
-            for rows in sources.image_batches(split, rows_per_group):
-                image_cell = functools.cache(sources.images.cell)  # this batch's images, read once
-                for name, config in configs.items():
-                    table = rows_table(config, sources, rows, image_cell)
-                    if table is not None:
-                        writers[name].write(table)
-                        if config.kind == "single":  # in the order `imagenet-think stats` reads them
-                            counted.add(name, table)
-                progress.update(len(rows))
-            for name, split_writer in writers.items():
-                _record_split(summary, name, split, split_writer)
+        for index, (split, rows) in enumerate(batches):
+            if index + 1 < len(batches):
+                judged.append(sources.verdicts.judge_ahead(batches[index + 1][1]))
+            judged[index].result()
+            if split not in writers:
+                _finish_splits(summary, writers)
+                writers = {split: {name: writer(name, split) for name in configs}}
+            image_cell = functools.cache(sources.images.cell)  # this batch's images, read once
+            for name, config in configs.items():
+                table = rows_table(config, sources, rows, image_cell)
+                if table is not None:
+                    writers[split][name].write(table)
+                    if config.kind == "single":  # in the order `imagenet-think stats` reads them
+                        counted.add(name, table)
+            progress.update(len(rows))
+    _finish_splits(summary, writers)
     rejected_writer = writer(REJECTED_CONFIG, "train")
     for table in rejected_tables(rejected, sources):
         rejected_writer.write(table)
