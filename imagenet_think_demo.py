@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from generation.checkout import checkout_file
 from imagenet_think_errors import RefusedError
 
 REPO = Path(__file__).resolve().parent
@@ -192,7 +193,7 @@ def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
 
     stages.begin("generate: tiny GLM-4.1V (`glm`) and tiny Qwen2-VL in Kimi's format (`kimi`) through vLLM")
     for annotator in ("glm", "kimi"):
-        config = REPO / "configs" / "generation" / f"demo_{annotator}.yaml"
+        config = checkout_file(f"configs/generation/demo_{annotator}.yaml")
         _cli(
             "generate",
             "--config",
@@ -248,7 +249,7 @@ def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
     stages.done(f"adapter {student}, merged model {out / 'student-merged'}, log {out / 'train.log'}")
 
     stages.begin("eval generate: the trained student and the untrained tiny baseline on the test split")
-    baseline = str(REPO / "configs" / "models" / "tiny_baseline.yaml")
+    baseline = str(checkout_file("configs/models/tiny_baseline.yaml"))
     models = {"student": ["--set", f"model={out / 'student-merged'}", "annotator=student"], "baseline": []}
     for name, overrides in models.items():
         _cli(

@@ -158,6 +158,8 @@ def validate_model_config(
         raise fail("", str(error)) from None
     try:
         load_question(config.prompt)
+    except MissingInputError:  # no prompts file at all (a non-editable install): its own message
+        raise
     except (KeyError, ValueError, FileNotFoundError) as error:
         raise fail("prompt", f"prompt {config.prompt!r}: {error.args[0] if error.args else error}") from None
     if config.structured_output_regex is not None:

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import yaml
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
-PROMPTS_FILE = CONFIGS_DIR / "prompts" / "imagenet_think.yaml"
+from generation.checkout import checkout_file
+
+PROMPTS_FILE = "configs/prompts/imagenet_think.yaml"  # a file of the checkout (generation.checkout)
 
 
-def load_question(name: str | None = None, path: str | Path = PROMPTS_FILE) -> str:
-    """The prompt called ``name`` (the file's ``default`` when None)."""
-    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+def load_question(name: str | None = None, path: str | Path | None = None) -> str:
+    """The prompt called ``name`` (the file's ``default`` when None) in ``path`` (default: the
+    checkout's :data:`PROMPTS_FILE`)."""
+    path = Path(path) if path is not None else checkout_file(PROMPTS_FILE)
+    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
     name = name or spec["default"]
     try:
         return " ".join(spec["prompts"][name].split())

@@ -6,15 +6,21 @@ from pathlib import Path
 
 import jinja2
 
+from generation.checkout import checkout_file
 from imagenet_think import CITATION, ImageNetThink
 from release.stats import stats_markdown
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "dataset_card.md"
+TEMPLATE = "dataset_card.md"  # a file of the checkout (generation.checkout)
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
 
 
 def size_category(images: int) -> str:
     return next((name for bound, name in SIZE_CATEGORIES if images < bound), "1M<n<10M")
+
+
+def card_template() -> Path:
+    """The checkout's dataset card template (:func:`generation.checkout.checkout_file`)."""
+    return checkout_file(TEMPLATE)
 
 
 def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: str | None = None) -> str:
@@ -28,7 +34,7 @@ def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: st
     ]
     configs.sort(key=lambda config: not config["default"])
     template = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True).from_string(
-        TEMPLATE.read_text(encoding="utf-8")
+        card_template().read_text(encoding="utf-8")
     )
     return template.render(
         size_category=size_category(stats["images"]),
