@@ -24,6 +24,7 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from generation.checkout import checkout_file
+from imagenet_think import ANNOTATORS, JOINT_CONFIG, joint_column
 from imagenet_think_errors import RefusedError
 
 REPO = Path(__file__).resolve().parent
@@ -119,13 +120,16 @@ def write_preview(out: Path, report: Path) -> Path:
     """One HTML page: a few samples (image, think, answer per annotator) and the eval charts."""
     from datasets import load_dataset
 
-    rows = load_dataset(str(out / "imagenet_think"), "both", split="train").cast_column("image", _raw_image())
+    rows = load_dataset(str(out / "imagenet_think"), JOINT_CONFIG, split="train")
+    rows = rows.cast_column("image", _raw_image())
     cards = []
     for row in rows.select(range(min(4, len(rows)))):
         blocks = "".join(
-            f"<h4>{a}</h4><p class=t><b>think</b> {html.escape(row[f'{a}_think'])}</p>"
-            f"<p><b>answer</b> {html.escape(row[f'{a}_answer'])}</p>"
-            for a in ("glm", "kimi")
+            f"<h4>{a} <small>label verdict: {row[joint_column(a, 'label_verdict')]} "
+            f"({row[joint_column(a, 'label_score')]:.2f})</small></h4>"
+            f"<p class=t><b>think</b> {html.escape(row[joint_column(a, 'think')])}</p>"
+            f"<p><b>answer</b> {html.escape(row[joint_column(a, 'answer')])}</p>"
+            for a in ANNOTATORS
         )
         cards.append(
             f"<div class=card><img src='data:image/jpeg;base64,{_thumbnail(row['image'])}'>"
@@ -140,7 +144,7 @@ body{{font-family:sans-serif;margin:2em;max-width:1200px}} .card{{border:1px sol
 padding:1em;margin:1em 0}} .card img{{float:right;margin-left:1em}} .t{{color:#555}} .chart{{margin:.5em}}
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>ImageNet-Think demo</h1><p><b>{html.escape(DEMO_NOTE)}</b></p>
-<h2>Samples (config <code>both</code>, split train)</h2>{"".join(cards)}
+<h2>Samples (config <code>{JOINT_CONFIG}</code>, split train)</h2>{"".join(cards)}
 <h2>Evaluation: trained student vs untrained baseline (split test)</h2>{charts}<pre>{tables}</pre>
 </body></html>"""
     path = out / "preview.html"
@@ -169,13 +173,10 @@ def _replace_demo_folder(out: Path) -> None:
     (out / DEMO_MARKER).touch()
 
 
-def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
-    out = Path(out).resolve()
-    stages = Stages(total=8)
-    _replace_demo_folder(out)
-    release = out / "imagenet_think"
+DEMO_MODELS = ("student", "baseline")
 
-    stages.begin("sample: photos from scikit-image / scikit-learn, mirrored, plus one broken file")
+
+def sample_stage(out: Path, photos: tuple[Photo, ...]) -> Path:
     write_photo_tree(out / "photos", photos)
     manifest = out / "manifest.parquet"
     _cli(
@@ -189,112 +190,119 @@ def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
         "--workers",
         "1",
     )
-    stages.done(f"{manifest} and {manifest.with_suffix('')}.rejects.parquet")
+    return manifest
 
-    stages.begin("generate: tiny GLM-4.1V (`glm`) and tiny Qwen2-VL in Kimi's format (`kimi`) through vLLM")
-    for annotator in ("glm", "kimi"):
+
+def generate_stage(out: Path, manifest: Path) -> list[Path]:
+    runs = []
+    for annotator in ANNOTATORS:
         config = checkout_file(f"configs/generation/demo_{annotator}.yaml")
-        _cli(
-            "generate",
-            "--config",
-            str(config),
-            "--manifest",
-            str(manifest),
-            "--out",
-            str(out / "runs" / annotator),
-        )
-    stages.done(f"{out / 'runs'}")
+        runs.append(out / "runs" / annotator)
+        _cli("generate", "--config", str(config), "--manifest", str(manifest), "--out", str(runs[-1]))
+    return runs
 
-    stages.begin("build the release (Parquet shards + dataset card)")
+
+def build_stage(runs: list[Path], manifest: Path, release: Path) -> dict:
     from release.build import build_release
 
-    build_release(
-        [out / "runs" / "glm", out / "runs" / "kimi"], manifest, release, card_note=DEMO_NOTE, **SPLITS
-    )
-    stages.done(f"{release} (card: {release / 'README.md'})")
+    build_release(runs, manifest, release, card_note=DEMO_NOTE, **SPLITS)
+    return json.loads((release / "stats.json").read_text())
 
-    stages.begin(f'load it: cd {out} && python -c \'load_dataset("imagenet_think", "both")\'')
-    loaded = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from datasets import load_dataset; print(load_dataset('imagenet_think', 'both'))",
-        ],
-        cwd=out,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    print(loaded.stdout)
-    stages.done("loaded from the folder name, offline")
 
-    stages.begin("train: accelerate launch training/sft.py --config configs/sft/tiny.yaml (LoRA, TRL)")
+def load_stage(out: Path) -> str:
+    code = f"from datasets import load_dataset; print(load_dataset('imagenet_think', '{JOINT_CONFIG}'))"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=out, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def train_stage(out: Path, release: Path) -> Path:
     student = out / "student"
     _subprocess(
         [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "training/sft.py",
          "--config", "configs/sft/tiny.yaml", "--dataset_name", str(release), "--output_dir", str(student)],
         out / "train.log",
     )  # fmt: skip
+    merged = out / "student-merged"
     _subprocess(
-        [
-            sys.executable,
-            "training/merge.py",
-            "--adapter",
-            str(student),
-            "--out",
-            str(out / "student-merged"),
-        ],
+        [sys.executable, "training/merge.py", "--adapter", str(student), "--out", str(merged)],
         out / "merge.log",
     )
-    stages.done(f"adapter {student}, merged model {out / 'student-merged'}, log {out / 'train.log'}")
+    return merged
+
+
+def eval_generate_stage(out: Path, release: Path, merged: Path) -> None:
+    baseline = str(checkout_file("configs/models/tiny_baseline.yaml"))
+    overrides = {"student": ["--set", f"model={merged}", "annotator=student"], "baseline": []}
+    for name in DEMO_MODELS:
+        _cli("eval", "generate", "--model", baseline, *overrides[name], "--dataset", str(release),
+             "--split", "test", "--out", str(out / "eval" / name))  # fmt: skip
+
+
+def eval_report_stage(out: Path) -> Path:
+    for name in DEMO_MODELS:
+        _cli("eval", "score", "--predictions", str(out / "eval" / name), "--out", str(out / "eval" / f"{name}-report"),
+             "--name", name, "--bootstrap", "200")  # fmt: skip
+    report = out / "eval" / "report"
+    _cli("eval", "report", *(str(out / "eval" / f"{n}-report") for n in DEMO_MODELS), "--out", str(report))
+    return report
+
+
+def _verdict_line(stats: dict) -> str:
+    shares = ", ".join(
+        f"{annotator}: "
+        + " ".join(f"{kind} {share:.0%}" for kind, share in verdicts["share"].items() if share)
+        for annotator, verdicts in stats["label_verdicts_by_annotator"].items()
+    )
+    return (
+        f"label verdicts ({shares}); {stats['verified_samples']} verified trace(s) in the `verified` config "
+        "(random tiny models rarely name the class: zero is expected)"
+    )
+
+
+def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
+    out = Path(out).resolve()
+    stages = Stages(total=8)
+    _replace_demo_folder(out)
+    release = out / "imagenet_think"
+
+    stages.begin("sample: photos from scikit-image / scikit-learn, mirrored, plus one broken file")
+    manifest = sample_stage(out, photos)
+    stages.done(f"{manifest} and {manifest.with_suffix('')}.rejects.parquet")
+
+    stages.begin("generate: tiny GLM-4.1V (`glm`) and tiny Qwen2-VL in Kimi's format (`kimi`) through vLLM")
+    runs = generate_stage(out, manifest)
+    stages.done(f"{out / 'runs'}")
+
+    stages.begin("build the release (Parquet shards, label verdicts, dataset card)")
+    stats = build_stage(runs, manifest, release)
+    stages.done(f"{release} (card: {release / 'README.md'}); {_verdict_line(stats)}")
+
+    stages.begin(f'load it: cd {out} && python -c \'load_dataset("imagenet_think", "{JOINT_CONFIG}")\'')
+    print(load_stage(out))
+    stages.done("loaded from the folder name, offline")
+
+    stages.begin("train: accelerate launch training/sft.py --config configs/sft/tiny.yaml (LoRA, TRL)")
+    merged = train_stage(out, release)
+    stages.done(f"adapter {out / 'student'}, merged model {merged}, log {out / 'train.log'}")
 
     stages.begin("eval generate: the trained student and the untrained tiny baseline on the test split")
-    baseline = str(checkout_file("configs/models/tiny_baseline.yaml"))
-    models = {"student": ["--set", f"model={out / 'student-merged'}", "annotator=student"], "baseline": []}
-    for name, overrides in models.items():
-        _cli(
-            "eval",
-            "generate",
-            "--model",
-            baseline,
-            *overrides,
-            "--dataset",
-            str(release),
-            "--split",
-            "test",
-            "--out",
-            str(out / "eval" / name),
-        )
+    eval_generate_stage(out, release, merged)
     stages.done(f"{out / 'eval'}")
 
     stages.begin("eval score + report: the paper's eight metrics, label accuracy, Tables 3-7, charts")
-    for name in models:
-        _cli(
-            "eval",
-            "score",
-            "--predictions",
-            str(out / "eval" / name),
-            "--out",
-            str(out / "eval" / f"{name}-report"),
-            "--name",
-            name,
-            "--bootstrap",
-            "200",
-        )
-    report = out / "eval" / "report"
-    _cli("eval", "report", *(str(out / "eval" / f"{n}-report") for n in models), "--out", str(report))
+    report = eval_report_stage(out)
     stages.done(f"{report}")
 
     stages.begin("preview page")
     preview = write_preview(out, report)
     stages.done(f"{preview}")
-    summary = json.loads((release / "stats.json").read_text())
     print(
-        f"\nDemo finished in {time.perf_counter() - stages.start:.0f} s: {summary['images']} images, {summary['samples']} samples."
+        f"\nDemo finished in {time.perf_counter() - stages.start:.0f} s: {stats['images']} images, {stats['samples']} samples."
     )
     print(f"  open {preview}")
     print(
-        f'  cd {out} && python -c \'from datasets import load_dataset; print(load_dataset("imagenet_think", "both"))\''
+        f'  cd {out} && python -c \'from datasets import load_dataset; print(load_dataset("imagenet_think", "{JOINT_CONFIG}"))\''
     )
     print(f"  tables: {report / 'tables.md'}")
 

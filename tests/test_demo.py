@@ -20,7 +20,9 @@ def test_demo_pipeline(tmp_path):
     run_demo(out, photos=REDUCED)
 
     rejects = pq.read_table(out / "manifest.rejects.parquet").to_pylist()
-    assert [(r["reason"], r["image_id"]) for r in rejects] == [("truncated_file", f"{REDUCED[0].wnid}_broken")]
+    assert [(r["reason"], r["image_id"]) for r in rejects] == [
+        ("truncated_file", f"{REDUCED[0].wnid}_broken")
+    ]
     images = 2 * len(REDUCED)
     for annotator in ("glm", "kimi"):
         records = list(iter_rows(shard_files(out / "runs" / annotator, RECORD_GLOB)))
@@ -41,7 +43,10 @@ def test_demo_pipeline(tmp_path):
         assert summary["n_examples"] == len(REDUCED) and summary["model"] == name
     report = out / "eval" / "report"
     assert "student" in (report / "tables.md").read_text() and (report / "chart_semantic.png").is_file()
-    assert "<img" in (out / "preview.html").read_text()
+    preview = (out / "preview.html").read_text()
+    assert "<img" in preview and "label verdict: " in preview
+    stats = json.loads((release / "stats.json").read_text())
+    assert set(stats["label_verdicts_by_annotator"]) == {"glm", "kimi"} and stats["verified_samples"] >= 0
 
 
 def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path):
