@@ -30,6 +30,7 @@ that ``load_dataset`` reads::
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import io
 import json
@@ -51,8 +52,14 @@ from PIL import Image, UnidentifiedImageError
 
 from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts
 from generation.classes import imagenet21k_classes
-from generation.quality import REJECT_REASONS, rejection_reason
-from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, manifest_fingerprint, read_manifest
+from generation.quality import REJECT_REASONS, record_verdict
+from generation.records import (
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    complete_record_columns,
+    manifest_fingerprint,
+    read_manifest,
+)
 from generation.runs import CHUNK_FILE, RUN_FILE, RunCheck, check_run, chunk_files
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 
@@ -120,6 +127,7 @@ RECORD_COLUMNS = {
     "model_revision": datasets.Value("string"),
     "think_closed": datasets.Value("bool"),
     "finish_reason": datasets.Value("string"),
+    "forced_answer": datasets.Value("bool"),  # the think hit max_tokens and an answer was forced
     "num_prompt_tokens": datasets.Value("int32"),
     "num_output_tokens": datasets.Value("int32"),
     "sampling": datasets.Value("string"),
@@ -136,6 +144,7 @@ VERDICT_COLUMNS = {"label_verdict": datasets.Value("string"), "label_score": dat
 JOINT_RECORD_FIELDS = ("think", "answer", "model_id")
 JOINT_FIELDS = (*JOINT_RECORD_FIELDS, *VERDICT_COLUMNS)
 JOINT_CONFIG = "both"
+FORCED_ANSWERS = ("keep", "reject")  # ImageNetThinkConfig.forced_answers (build --forced-answers)
 VERIFIED_CONFIG = "verified"
 REJECTED_CONFIG = "rejected"
 VERDICT_BLOCK = 2000  # answers judged at once
@@ -144,6 +153,12 @@ VERDICT_BLOCK = 2000  # answers judged at once
 def joint_column(annotator: str, field: str) -> str:
     """The ``both`` config's column holding ``annotator``'s ``field`` (``glm_think``, ``kimi_answer``)."""
     return f"{annotator}_{field}"
+
+
+def joint_annotators(columns: list[str]) -> list[str]:
+    """The annotators of a ``both`` table, in column order, from its column names."""
+    suffix = "_" + JOINT_RECORD_FIELDS[0]
+    return [column.removesuffix(suffix) for column in columns if column.endswith(suffix)]
 
 
 @dataclass
@@ -161,6 +176,7 @@ class ImageNetThinkConfig(datasets.BuilderConfig):
     split_seed: int = DEFAULT_SEED
     rows_per_batch: int = 100
     allow_other_manifest: bool = False  # combine runs made from other manifests (image hashes still checked)
+    forced_answers: str = "keep"  # records whose answer was forced: keep them, or reject them (forced_answer)
 
 
 def image_features(classes=None) -> dict:
@@ -270,15 +286,19 @@ def judge_records(
     image_sha256: dict[str, str],
     image_problems: dict[str, str],
     generation_rejects: list[dict],
+    reject_forced: bool = False,
 ) -> tuple[dict[tuple[str, str], int], list[RejectedRecord]]:
-    """The quality verdict of every record: (image_id, annotator) -> row of each good record, and
-    the rejected ones with their reason. A record whose image hash is not the manifest's is refused."""
+    """The quality verdict of every record (``generation.quality.record_verdict``; ``reject_forced``:
+    forced answers are rejected too): (image_id, annotator) -> row of each good record, and the
+    rejected ones with their reason. A record whose image hash is not the manifest's is refused."""
     good: dict[tuple[str, str], int] = {}
     rejected: list[RejectedRecord] = []
     row = 0
+    judge = functools.partial(_judge_batch, reject_forced=reject_forced)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
-        for keys, hashes, quality in pool.map(_judge_batch, records.table.to_batches()):
-            for (image_id, annotator), found, reason in zip(keys, hashes, quality, strict=True):
+        for keys, hashes, quality in pool.map(judge, records.table.to_batches()):
+            for (image_id, annotator), found, verdict in zip(keys, hashes, quality, strict=True):
+                reason, detail = verdict or (None, "")
                 expected = image_sha256.get(image_id)
                 if expected is not None and found != expected:
                     folder, path = records.origin(row)
@@ -290,10 +310,9 @@ def judge_records(
                     )
                 key = (image_id, annotator)
                 if reason is None and key in good:
-                    reason = "duplicate_record"
+                    reason, detail = "duplicate_record", REJECT_REASONS["duplicate_record"]
                 if reason is None and expected is None:
-                    reason = "image_not_in_manifest"
-                detail = REJECT_REASONS.get(reason, "")
+                    reason, detail = "image_not_in_manifest", REJECT_REASONS["image_not_in_manifest"]
                 if reason is None and image_id in image_problems:
                     reason, detail = "unreadable_image", image_problems[image_id]
                 if reason is None:
@@ -372,6 +391,11 @@ class Sources:
         )
 
     def _index(self, config: ImageNetThinkConfig) -> None:
+        if config.forced_answers not in FORCED_ANSWERS:
+            raise UsageError(
+                f"forced_answers {config.forced_answers!r} is not one of {', '.join(FORCED_ANSWERS)}: keep "
+                "records whose answer was forced in the configs, or reject them"
+            )
         manifest_path, run_dirs = _resolve_inputs(config)
         manifest, root = read_manifest(manifest_path)
         self.manifest_path = manifest_path
@@ -397,7 +421,11 @@ class Sources:
         ]
         image_sha256 = dict(zip(self.image_ids, manifest["sha256"].to_pylist(), strict=True))
         self.good, self.rejected = judge_records(
-            self.records, image_sha256, self.images.problems, generation_rejects
+            self.records,
+            image_sha256,
+            self.images.problems,
+            generation_rejects,
+            reject_forced=config.forced_answers == "reject",
         )
 
     def image_batches(self, split: str, size: int) -> Iterator[list[int]]:
@@ -411,6 +439,7 @@ class Sources:
         return {
             "manifest": {"path": str(self.manifest_path), "sha256": self.manifest_sha256},
             "allow_other_manifest": self.config.allow_other_manifest,
+            "forced_answers": self.config.forced_answers,
             "runs": [
                 {
                     "path": str(folder),
@@ -442,19 +471,34 @@ def _rgb_bytes(path: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _judge_batch(batch: pa.RecordBatch) -> tuple[list[tuple[str, str]], list[str], list[str | None]]:
-    """(image_id, annotator), the image hash and the quality verdict of each record of a batch."""
+def _judge_batch(
+    batch: pa.RecordBatch, reject_forced: bool = False
+) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str] | None]]:
+    """(image_id, annotator), the image hash and the quality verdict (reason, detail) of each record
+    of a batch."""
     columns = batch.select(
-        ["image_id", "annotator", "image_sha256", "think_closed", "finish_reason", "think", "answer"]
+        [
+            "image_id",
+            "annotator",
+            "image_sha256",
+            "think_closed",
+            "finish_reason",
+            "think",
+            "answer",
+            "forced_answer",
+            "second_pass_finish_reason",
+        ]
     ).to_pydict()
     keys = list(zip(columns["image_id"], columns["annotator"], strict=True))
     verdicts = [
-        rejection_reason(*fields)
+        record_verdict(*fields, reject_forced=reject_forced)
         for fields in zip(
             columns["think_closed"],
             columns["finish_reason"],
             columns["think"],
             columns["answer"],
+            columns["forced_answer"],
+            columns["second_pass_finish_reason"],
             strict=True,
         )
     ]
@@ -553,9 +597,13 @@ def _memory_mapped_records(
         for folder, path in record_files:
             origin.append((row, folder, path))
             try:
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=1000, columns=RECORD_SCHEMA.names):
-                    batch = pa.RecordBatch.from_arrays(batch.columns, schema=RECORD_SCHEMA)
-                    writer.write_batch(batch)
+                parquet = pq.ParquetFile(path)
+                present = [name for name in RECORD_SCHEMA.names if name in parquet.schema_arrow.names]
+                for batch in parquet.iter_batches(batch_size=1000, columns=present):
+                    # Records written before columns were added get their value (complete_record_columns).
+                    table = complete_record_columns(pa.Table.from_batches([batch]))
+                    for piece in table.to_batches():
+                        writer.write_batch(pa.RecordBatch.from_arrays(piece.columns, schema=RECORD_SCHEMA))
                     row += batch.num_rows
             except (pa.ArrowException, OSError, ValueError) as error:
                 raise InputError(

@@ -29,13 +29,14 @@ from generation.config import load_model_config
 from generation.generate import generate
 from generation.images import is_plain_rgb
 from generation.records import ManifestEntry, read_manifest, write_manifest
+from imagenet_think import JOINT_CONFIG
 from imagenet_think_errors import InputError, MissingInputError, RefusedError
 
 EXAMPLE = (
     "imagenet-think eval generate --model configs/models/openvlthinker_7b.yaml "
     "--dataset imagenet_think --split test --out predictions/openvlthinker"
 )
-REFERENCE_CONFIG = "both"
+REFERENCE_CONFIG = JOINT_CONFIG  # both annotators' traces per image: the references
 EVAL_FILE = "eval.json"  # what the predictions were made on: dataset, split, limit, split_sha256
 EVAL_KEYS = ("dataset", "split", "limit")  # as given on the command line; a rerun must give the same
 RULES = """\
