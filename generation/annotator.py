@@ -12,12 +12,28 @@ since sampling is rejected (``image_changed``) rather than annotated, so a recor
 ``image_sha256`` is the picture its text was generated for. An engine that
 cannot go on (dead, out of memory, or failing every request of a chunk) stops the
 run instead, before the chunk is committed, so that a resume redoes it.
+
+Answer forcing (``on_truncation: force_answer``): after a chunk's generations, every request that
+ended with ``finish_reason=length`` and its think still open is continued in one batched second
+pass: its prompt tokens, the tokens it generated and the tokens of the parse style's closing
+delimiter (:attr:`generation.reasoning.ThinkFormat.force`, GLM: ``</think><answer>``) become the
+prompt of a new request with the same image and the same sampling, for at most
+``force_answer_max_tokens``. This is the continuation of GLM-4.1V's authors' benchmark script
+(``inference/trans_infer_bench.py`` in zai-org/GLM-V, which appends the ``</think>`` and
+``<answer>`` token ids to the input and output ids and generates again with the same pixel
+values), done at the token level so that no chat template rewrites the turn (GLM-4.1V's drops the
+think of an assistant turn). The record's ``output`` is the first text, the delimiter and the
+second text; ``annotate`` returns only when both passes are done, so a chunk is committed with
+both or not at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -26,9 +42,11 @@ from generation.config import VLMConfig
 from generation.cpu_env import set_cpu_env_defaults
 from generation.images import ImageRejected, normalize, read_file
 from generation.models import resolve_model
-from generation.reasoning import parse_reasoning
+from generation.reasoning import STYLES, parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
 from generation.runs import ChunkResult, ImageTask
+
+logger = logging.getLogger(__name__)
 
 
 def model_revision(config: VLMConfig, model_path: str) -> str:
@@ -39,6 +57,19 @@ def model_revision(config: VLMConfig, model_path: str) -> str:
     if snapshot.parent.name == "snapshots":
         return snapshot.name
     return "local" if snapshot.exists() else "unpinned"
+
+
+@dataclass
+class _Request:
+    """One image's generation: its task, image and conversation, the first pass's output and, where
+    the answer was forced, the second pass's completion (or why there was none)."""
+
+    task: ImageTask
+    image: Image.Image
+    messages: list[dict]
+    output: object = None  # vllm.RequestOutput of the first pass
+    second: object = None  # vllm.CompletionOutput of the second pass
+    second_finish: str = ""  # its finish reason, or context_full / engine_error
 
 
 class Annotator:
@@ -68,6 +99,13 @@ class Annotator:
             sampling["structured_outputs"] = StructuredOutputsParams(regex=config.structured_output_regex)
         self.sampling_params = SamplingParams(**sampling)
         self.sampling_record = sampling_json({**config.sampling, "regex": config.structured_output_regex})
+        self.force_text = STYLES[config.parse_style].force if config.on_truncation == "force_answer" else None
+        if self.force_text:
+            # The same sampling for the continuation, with its own budget.
+            self.force_params = SamplingParams(**{**sampling, "max_tokens": config.force_answer_max_tokens})
+            tokenizer = self.llm.get_tokenizer()
+            self.force_ids = list(tokenizer.encode(self.force_text, add_special_tokens=False))
+            self.max_model_len = self.llm.llm_engine.model_config.max_model_len
 
     def _messages(self, image) -> list[dict]:
         messages = (
@@ -85,9 +123,10 @@ class Annotator:
         )
 
     def annotate(self, tasks: list[ImageTask]) -> ChunkResult:
-        """Records for the tasks that produced an output, rejects for the others."""
+        """Records for the tasks that produced an output, rejects for the others (after the second
+        pass, where answers are forced)."""
         result = ChunkResult(records=[], rejects=[])
-        ready: list[tuple[ImageTask, list[dict]]] = []
+        ready: list[_Request] = []
         for task in tasks:
             try:
                 data = read_file(task.absolute_path)
@@ -104,40 +143,88 @@ class Annotator:
                 continue
             try:
                 with Image.open(io.BytesIO(data)) as image:
-                    ready.append((task, self._messages(normalize(image))))
+                    image = normalize(image)
+                    ready.append(_Request(task, image, self._messages(image)))
             except Exception as error:  # any decoding failure of one image is that image's reject
                 result.rejects.append(self._reject(task, "unreadable_image", error))
-        self._run(ready, result)
+        generated: list[_Request] = []
+
+        def first_pass(requests: list[_Request]) -> None:
+            for request, output in zip(requests, self._chat([r.messages for r in requests]), strict=True):
+                request.output = output
+                generated.append(request)
+
+        def first_failed(request: _Request, error: Exception) -> None:
+            reason = "prompt_too_long" if _is_too_long(error) else "engine_error"
+            result.rejects.append(self._reject(request.task, reason, error))
+
+        _isolating_failures(ready, first_pass, first_failed)
         failed = [reject for reject in result.rejects if reject.reason == "engine_error"]
         if len(failed) > 1 and len(failed) == len(ready):
             raise RuntimeError(
                 f"every request of the chunk failed in the engine, e.g. {failed[0].detail}; "
                 "stopping (a resume redoes this chunk)"
             )
+        if self.force_text:
+            self._force_answers(generated)
+        result.records.extend(self._record(request) for request in generated)
         return result
 
-    def _run(self, ready: list[tuple[ImageTask, list[dict]]], result: ChunkResult) -> None:
-        if not ready:
+    def _force_answers(self, generated: list[_Request]) -> None:
+        """The second pass: continue every generation that hit its token limit with the think open."""
+        forced: list[tuple[_Request, list[int], object]] = []
+        for request in generated:
+            completion = request.output.outputs[0]
+            if completion.finish_reason != "length":
+                continue
+            if parse_reasoning(completion.text, self.config.parse_style).closed:
+                continue
+            prompt = [*request.output.prompt_token_ids, *completion.token_ids, *self.force_ids]
+            room = self.max_model_len - len(prompt)
+            if room < 1:  # the first pass filled the context: nothing can follow
+                request.second_finish = "context_full"
+                continue
+            params = self.force_params
+            if room < params.max_tokens:
+                params = params.clone()
+                params.max_tokens = room
+            forced.append((request, prompt, params))
+        if not forced:
             return
-        try:
-            outputs = self._chat([messages for _, messages in ready])
-        except _fatal_errors():
-            raise
-        except (ValueError, RuntimeError, _vllm_error()) as error:
-            if len(ready) == 1:
-                reason = "prompt_too_long" if _is_too_long(error) else "engine_error"
-                result.rejects.append(self._reject(ready[0][0], reason, error))
-                return
-            middle = len(ready) // 2  # isolate the failing request(s); the rest of the chunk goes through
-            self._run(ready[:middle], result)
-            self._run(ready[middle:], result)
-            return
-        for (task, _), output in zip(ready, outputs, strict=True):
-            result.records.append(self._record(task, output))
+        logger.info(
+            "%s: %d of the chunk's %d generation(s) hit max_tokens with the think open: forcing their answers",
+            self.config.annotator,
+            len(forced),
+            len(generated),
+        )
+        from vllm.inputs import TokensPrompt
 
-    def _record(self, task: ImageTask, output) -> GenerationRecord:
+        def second_pass(items: list[tuple[_Request, list[int], object]]) -> None:
+            prompts = [
+                TokensPrompt(prompt_token_ids=p, multi_modal_data={"image": r.image}) for r, p, _ in items
+            ]
+            outputs = self.llm.generate(prompts, [params for _, _, params in items], use_tqdm=False)
+            for (request, _, _), output in zip(items, outputs, strict=True):
+                request.second = output.outputs[0]
+                request.second_finish = request.second.finish_reason or "abort"
+
+        def second_failed(item: tuple[_Request, list[int], object], error: Exception) -> None:
+            item[0].second_finish = "engine_error"  # the record stays as the first pass left it
+            logger.warning(
+                "%s: the second pass of %s failed: %s", self.config.annotator, item[0].task.image_id, error
+            )
+
+        _isolating_failures(forced, second_pass, second_failed)
+
+    def _record(self, request: _Request) -> GenerationRecord:
+        task, output, second = request.task, request.output, request.second
         completion = output.outputs[0]
-        parsed = parse_reasoning(completion.text, self.config.parse_style)
+        text = completion.text
+        first_tokens, second_tokens = len(completion.token_ids), 0
+        if second is not None:
+            text = f"{text}{self.force_text}{second.text}"
+            second_tokens = len(second.token_ids)
+        parsed = parse_reasoning(text, self.config.parse_style)
         return GenerationRecord(
             image_id=task.image_id,
             wnid=task.wnid,
@@ -149,20 +236,44 @@ class Annotator:
             model_revision=self.revision,
             parse_style=self.config.parse_style,
             question=self.question,
-            output=completion.text,
+            output=text,
             think=parsed.think,
             answer=parsed.answer,
             think_closed=parsed.closed,
             finish_reason=completion.finish_reason or "abort",
             num_prompt_tokens=len(output.prompt_token_ids or ()),
-            num_output_tokens=len(completion.token_ids),
+            num_output_tokens=first_tokens + second_tokens,
             sampling=self.sampling_record,
             created_at=utc_now(),
+            forced_answer=second is not None,
+            num_first_pass_tokens=first_tokens,
+            num_second_pass_tokens=second_tokens,
+            second_pass_finish_reason=request.second_finish,
         )
 
     def _reject(self, task: ImageTask, reason: str, error: Exception | str) -> Reject:
         detail = (error if isinstance(error, str) else f"{type(error).__name__}: {error}")[:2000]
         return Reject(task.image_id, task.image_path, "generate", self.config.annotator, reason, detail)
+
+
+def _isolating_failures(
+    items: list, run: Callable[[list], None], failed: Callable[[object, Exception], None]
+) -> None:
+    """``run(items)`` as one batch; when the engine refuses the batch (not fatally), the failing
+    item(s) are isolated by halving, each reported to ``failed``, and the others go through."""
+    if not items:
+        return
+    try:
+        run(items)
+    except _fatal_errors():
+        raise
+    except (ValueError, RuntimeError, _vllm_error()) as error:
+        if len(items) == 1:
+            failed(items[0], error)
+            return
+        middle = len(items) // 2
+        _isolating_failures(items[:middle], run, failed)
+        _isolating_failures(items[middle:], run, failed)
 
 
 def _vllm_error() -> type[Exception]:

@@ -5,7 +5,10 @@ Every key maps to something users know: ``sampling`` is passed to vLLM's
 ``SamplingParams``, ``engine`` to ``vllm.LLM`` (its engine arguments), ``prompt``
 names a question of ``configs/prompts/imagenet_think.yaml``. ``model`` is a hub
 id, a local path, or ``tiny:<arch>`` (:func:`generation.models.resolve_model`). Remote code is
-trusted only where a config says ``trust_remote_code: true``.
+trusted only where a config says ``trust_remote_code: true``. ``on_truncation`` says what
+becomes of a generation that hits ``sampling.max_tokens`` with its think still open: ``keep`` it
+as it is (the release rejects it as ``truncated``), or ``force_answer``: close the think with the
+parse style's delimiter and continue for at most ``force_answer_max_tokens`` (:mod:`generation.annotator`).
 
 :func:`validate_model_config` checks a whole config before anything is written or an engine
 starts: unknown or misspelled keys at every level (``sampling`` against ``SamplingParams``'
@@ -45,6 +48,7 @@ POSITIVE_ENGINE_KEYS = (
 )
 NON_NEGATIVE_ENGINE_KEYS = ("cpu_offload_gb", "swap_space", "mm_processor_cache_gb", "kv_cache_memory_bytes")
 ENGINE_ARGS_DOCS = "https://docs.vllm.ai/en/latest/configuration/engine_args.html"
+ON_TRUNCATION = ("keep", "force_answer")  # VLMConfig.on_truncation
 
 
 @dataclass
@@ -65,6 +69,10 @@ class VLMConfig:
     structured_output_regex: str | None = None  # constrain outputs with vLLM's structured outputs
     trust_remote_code: bool = False
     chunk_size: int = 256  # images handed to the engine at once; one shard per chunk
+    # A generation that hits sampling.max_tokens with its think open: keep it (today's records), or
+    # force_answer: append the style's closing delimiter and generate up to force_answer_max_tokens more.
+    on_truncation: str = "keep"
+    force_answer_max_tokens: int = 1024
 
     def __post_init__(self):
         if self.parse_style not in STYLES:
@@ -79,6 +87,14 @@ class VLMConfig:
             )
         if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1:
             raise InputError(f"chunk_size must be a whole number >= 1, not {self.chunk_size!r}")
+        if self.on_truncation not in ON_TRUNCATION:
+            raise InputError(
+                f"on_truncation {self.on_truncation!r} is not one of {', '.join(ON_TRUNCATION)}"
+                + _did_you_mean(str(self.on_truncation), ON_TRUNCATION)
+            )
+        tokens = self.force_answer_max_tokens
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+            raise InputError(f"force_answer_max_tokens must be a whole number >= 1, not {tokens!r}")
 
     @property
     def question(self) -> str:
@@ -101,6 +117,8 @@ _TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
     "structured_output_regex": (str, type(None)),
     "trust_remote_code": (bool,),
     "chunk_size": (int,),
+    "on_truncation": (str,),
+    "force_answer_max_tokens": (int,),
 }
 
 
@@ -162,6 +180,8 @@ def validate_model_config(
         raise
     except (KeyError, ValueError, FileNotFoundError) as error:
         raise fail("prompt", f"prompt {config.prompt!r}: {error.args[0] if error.args else error}") from None
+    if config.on_truncation == "force_answer":
+        _validate_force_answer(config, fail)
     if config.structured_output_regex is not None:
         import re
 
@@ -178,6 +198,33 @@ def validate_model_config(
         return
     _validate_sampling(config, fail)
     _validate_engine(config, fail)
+
+
+def _validate_force_answer(config: VLMConfig, fail) -> None:
+    """``on_truncation: force_answer`` needs a think to close, an unconstrained continuation, and room
+    in ``engine.max_model_len`` for both passes' tokens besides the prompt."""
+    if STYLES[config.parse_style].force is None:
+        raise fail(
+            "on_truncation",
+            f"on_truncation: force_answer closes the think of a truncated output, but parse_style "
+            f"{config.parse_style!r} has no think; use keep, or a thinking parse_style",
+        )
+    if config.structured_output_regex is not None:
+        raise fail(
+            "on_truncation",
+            "on_truncation: force_answer continues an output after the think's closing delimiter, which "
+            "structured_output_regex (a pattern for the whole output) cannot follow; set one of them",
+        )
+    max_model_len, max_tokens = config.engine.get("max_model_len"), config.sampling.get("max_tokens")
+    numbers = all(isinstance(v, int) and not isinstance(v, bool) for v in (max_model_len, max_tokens))
+    if numbers and max_model_len < max_tokens + config.force_answer_max_tokens:
+        raise fail(
+            "force_answer_max_tokens",
+            f"engine.max_model_len {max_model_len} cannot hold sampling.max_tokens {max_tokens} plus "
+            f"force_answer_max_tokens {config.force_answer_max_tokens} (and the prompt): raise "
+            f"engine.max_model_len to at least {max_tokens + config.force_answer_max_tokens} plus the "
+            "prompt's tokens, or lower force_answer_max_tokens",
+        )
 
 
 def _validate_sampling(config: VLMConfig, fail) -> None:
@@ -370,7 +417,8 @@ def load_model_config(path: str | Path, overrides: list[str] = ()) -> VLMConfig:
     try:
         config = VLMConfig(**spec)
     except InputError as error:
-        key = next((k for k in ("parse_style", "annotator", "chunk_size") if k in str(error)), "")
+        keys = ("parse_style", "annotator", "chunk_size", "on_truncation", "force_answer_max_tokens")
+        key = next((k for k in keys if k in str(error)), "")
         raise InputError(f"{_origin(key, str(path), origins)}: {error}") from None
     config.source, config.overrides = str(path), origins  # not fields: not part of run.json's pin
     validate_model_config(config)

@@ -23,6 +23,12 @@ Rules for the thinking styles:
 4. The answer is taken from inside the first ``<answer>…</answer>`` when
    ``<answer>`` occurs (to the end if it is not closed). Both parts are
    stripped of surrounding whitespace. Nothing raises on any string.
+
+Each thinking style also names the text that *forces* an answer (:attr:`ThinkFormat.force`):
+what a generation cut at its token budget with the think still open gets appended before it
+is continued (``on_truncation: force_answer``, :mod:`generation.annotator`). GLM-4.1V's
+authors append ``</think><answer>`` in their benchmark script (``inference/trans_infer_bench.py``
+in zai-org/GLM-V); Kimi-VL closes its think with ``◁/think▷``; R1-style models with ``</think>``.
 """
 
 from __future__ import annotations
@@ -35,17 +41,21 @@ GLM_BOX_MARKERS = ("<|begin_of_box|>", "<|end_of_box|>")
 
 @dataclass(frozen=True)
 class ThinkFormat:
-    """The delimiters of one output style; ``open``/``close`` are None for ``plain``."""
+    """The delimiters of one output style; ``open``/``close``/``force`` are None for ``plain``.
+
+    ``force`` is the text that closes an open think and starts the answer, for answer forcing.
+    """
 
     open: str | None
     close: str | None
     removed_markers: tuple[str, ...] = ()
+    force: str | None = None
 
 
 STYLES: dict[str, ThinkFormat] = {
-    "glm": ThinkFormat("<think>", "</think>", GLM_BOX_MARKERS),
-    "kimi": ThinkFormat("◁think▷", "◁/think▷"),
-    "think_tags": ThinkFormat("<think>", "</think>"),
+    "glm": ThinkFormat("<think>", "</think>", GLM_BOX_MARKERS, force="</think><answer>"),
+    "kimi": ThinkFormat("◁think▷", "◁/think▷", force="◁/think▷"),
+    "think_tags": ThinkFormat("<think>", "</think>", force="</think>"),
     "plain": ThinkFormat(None, None),
 }
 

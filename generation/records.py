@@ -67,11 +67,25 @@ class GenerationRecord:
     think: str
     answer: str
     think_closed: bool
-    finish_reason: str  # stop / length / abort
+    finish_reason: str  # the (first) generation's: stop / length / abort
     num_prompt_tokens: int
-    num_output_tokens: int
+    num_output_tokens: int  # tokens generated, both passes together where an answer was forced
     sampling: str  # the sampling parameters, as JSON
     created_at: str  # ISO 8601, UTC
+    # Answer forcing (VLMConfig.on_truncation = force_answer, generation.annotator): a generation that
+    # hit its token limit with the think open was continued after the style's closing delimiter
+    # (reasoning.ThinkFormat.force), which ``output`` holds between the two passes' texts.
+    forced_answer: bool = False
+    num_first_pass_tokens: int | None = None  # default: num_output_tokens - num_second_pass_tokens
+    num_second_pass_tokens: int = 0  # 0 without a second pass
+    # "" without a second pass; else its finish reason (stop / length / abort), or why there was none
+    # though the think was open: context_full (no room left in max_model_len), engine_error.
+    second_pass_finish_reason: str = ""
+
+    def __post_init__(self):
+        if self.num_first_pass_tokens is None:
+            first = self.num_output_tokens - self.num_second_pass_tokens
+            object.__setattr__(self, "num_first_pass_tokens", first)
 
 
 @dataclass(frozen=True)
@@ -97,9 +111,37 @@ def _schema(cls, types: dict[str, pa.DataType]) -> pa.Schema:
 MANIFEST_SCHEMA = _schema(ManifestEntry, {"width": pa.int32(), "height": pa.int32(), "plain_rgb": pa.bool_()})
 RECORD_SCHEMA = _schema(
     GenerationRecord,
-    {"think_closed": pa.bool_(), "num_prompt_tokens": pa.int32(), "num_output_tokens": pa.int32()},
+    {
+        "think_closed": pa.bool_(),
+        "num_prompt_tokens": pa.int32(),
+        "num_output_tokens": pa.int32(),
+        "forced_answer": pa.bool_(),
+        "num_first_pass_tokens": pa.int32(),
+        "num_second_pass_tokens": pa.int32(),
+    },
 )
+# Columns records gained after runs were written without them, with the value such a record has.
+RECORD_COLUMN_DEFAULTS = {
+    "forced_answer": False,
+    "num_second_pass_tokens": 0,
+    "second_pass_finish_reason": "",
+}
 REJECT_SCHEMA = _schema(Reject, {})
+
+
+def complete_record_columns(table: pa.Table) -> pa.Table:
+    """Records read from a run, with every :data:`RECORD_SCHEMA` column in its order: a column the
+    records gained after the run was written gets the value such a record has
+    (:data:`RECORD_COLUMN_DEFAULTS`; ``num_first_pass_tokens`` is ``num_output_tokens``)."""
+    missing = [name for name in RECORD_SCHEMA.names if name not in table.column_names]
+    for name in missing:
+        field = RECORD_SCHEMA.field(name)
+        if name == "num_first_pass_tokens":
+            column = table["num_output_tokens"].cast(field.type)
+        else:
+            column = pa.array([RECORD_COLUMN_DEFAULTS[name]] * table.num_rows, field.type)
+        table = table.append_column(field, column)
+    return table.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA) if missing else table
 
 
 def utc_now() -> str:

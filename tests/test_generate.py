@@ -97,6 +97,9 @@ def test_sample_generate_build_load(sampled, tmp_path):
     for record in records:
         assert record["annotator"] == "glm" and record["model_id"] == "tiny:glm4v"
         assert record["num_output_tokens"] > 0 and record["finish_reason"] in {"stop", "length"}
+        # on_truncation: keep (the default): one pass, kept as generated
+        assert not record["forced_answer"] and record["second_pass_finish_reason"] == ""
+        assert record["num_first_pass_tokens"] == record["num_output_tokens"]
         assert record["question"] == config.question
         # provenance: the picture the text was generated for, and the manifest it came from
         assert record["image_sha256"] == sha[record["image_id"]]
