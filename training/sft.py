@@ -28,6 +28,11 @@ if the think content would not reach the trained tokens. Examples longer than
 tokens are never cut. LoRA adapts the language model's projections only; the
 vision tower is frozen unless ``train_vision_tower: true``.
 
+What SFT shares with the GRPO recipe (``training/grpo.py``): loading the release,
+the user turn, the processor with its image budget and chat template, the model
+(``tiny:`` references included), the LoRA targets and the recipe parsing and error
+reporting are written once, in ``training/common.py``.
+
 Errors: a wrong input (a recipe that does not exist or has an unknown key, a
 ``dataset_name`` that is no folder or Hub dataset, a missing config or split,
 rows without ImageNet-Think's columns, an unknown annotator, a template that
@@ -45,24 +50,23 @@ read the ``error:`` line above it.
 
 from __future__ import annotations
 
-import difflib
-import os
-import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
-import yaml
 from accelerate import PartialState
-from datasets import Dataset, load_dataset
-from datasets.exceptions import DatasetNotFoundError
-from transformers import AutoModelForImageTextToText, AutoProcessor
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import ModelConfig, SFTConfig, SFTTrainer
 
-from generation.models import resolve_model
-from imagenet_think_cli import run_reporting
-from imagenet_think_errors import InputError, MissingInputError, UsageError
+from imagenet_think_errors import InputError
+from training.common import (
+    check_dataset_name,
+    load_model,
+    load_processor,
+    load_split,
+    parse_recipe_args,
+    peft_config_for,
+    resolve_model,
+    run_script,
+)
 from training.formatting import (
     EACH,
     OVERLONG_POLICIES,
@@ -74,9 +78,6 @@ from training.formatting import (
     to_example,
 )
 
-VISION_MODULE = "visual"  # the vision tower (and its merger) in Qwen2-VL, Qwen2.5-VL and GLM-4.1V
-LANGUAGE_MODEL = "language_model"
-DEFAULT_LORA_TARGETS = tuple("q_proj k_proj v_proj o_proj gate_proj up_proj down_proj gate_up_proj".split())
 PROG = "training/sft.py"
 RECIPES = "configs/sft/*.yaml"
 
@@ -120,88 +121,6 @@ class DataArguments:
     train_vision_tower: bool = field(
         default=False, metadata={"help": "train the vision tower too (LoRA: fully, saved with the adapter)"}
     )
-
-
-def _looks_local(name: str) -> bool:
-    """Whether ``name`` can only be a local path: not ``org/name``, as Hub ids are."""
-    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") != 1
-
-
-def load_processor(model_path: str, max_pixels: int | None, chat_template_path: str | None):
-    """The model's processor, with the recipe's image budget and chat template (a .jinja file)."""
-    if _looks_local(model_path) and not Path(model_path).expanduser().is_dir():
-        raise MissingInputError(
-            f"model_name_or_path {model_path}: no such folder; give a model folder, a Hub id (org/name) "
-            "or tiny:<arch>"
-        )
-    try:
-        processor = AutoProcessor.from_pretrained(model_path)
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"model_name_or_path {model_path}: cannot load its processor: {_first_line(error)}"
-        ) from error
-    if max_pixels is not None:
-        size = dict(processor.image_processor.size)
-        size["longest_edge"], size["shortest_edge"] = max_pixels, min(size["shortest_edge"], max_pixels)
-        processor.image_processor.size = size
-    if chat_template_path is not None:
-        if not chat_template_path.endswith((".jinja", ".j2")):
-            raise InputError(
-                f"chat_template_path {chat_template_path}: not a .jinja file; give the template itself "
-                "(a .jinja or .j2 file)"
-            )
-        if not Path(chat_template_path).is_file():
-            raise MissingInputError(f"chat_template_path {chat_template_path}: no such file")
-        processor.chat_template = Path(chat_template_path).read_text(encoding="utf-8")
-    return processor
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
-
-
-def check_dataset_name(name: str) -> None:
-    """Fail early if ``name`` can only be a local folder and there is none."""
-    if _looks_local(name) and not Path(name).expanduser().is_dir():
-        raise MissingInputError(
-            f"dataset_name {name}: no such folder; give a release folder written by `imagenet-think build` "
-            "or a Hub dataset id (org/name)"
-        )
-
-
-def load_split(name: str, config: str, split: str) -> Dataset:
-    """One split of a release folder or Hub dataset; a wrong name, config or split is an :class:`InputError`."""
-    check_dataset_name(name)
-    folder = Path(name).expanduser()
-    where = f"dataset_name {name}"
-    try:
-        return load_dataset(str(folder) if folder.is_dir() else name, config, split=split)
-    except DatasetNotFoundError as error:
-        raise MissingInputError(
-            f"{where}: no such folder here, and no such dataset on the Hub (a private or gated one needs "
-            "`hf auth login`)"
-        ) from error
-    except ConnectionError as error:
-        raise MissingInputError(
-            f"{where}: no such folder here, and the Hub cannot be reached ({_first_line(error)}); "
-            "give a release folder, or go online"
-        ) from error
-    except FileNotFoundError as error:
-        raise InputError(
-            f"{where}: {_first_line(error)}; give a release folder written by `imagenet-think build`"
-        ) from error
-    except ValueError as error:
-        message = _first_line(error)
-        if "BuilderConfig" in message:
-            raise InputError(
-                f"dataset_config {config!r} of {name}: {message}; set dataset_config, or give a release "
-                "written by `imagenet-think build` (configs glm, kimi, both)"
-            ) from error
-        if "split" in message.lower():
-            raise InputError(
-                f"split {split!r} of {name}: {message} (set dataset_train_split/dataset_test_split)"
-            ) from error
-        raise InputError(f"{where} ({config}, {split}): {message}") from error
 
 
 def load_rows(args: DataArguments, split: str, limit: int | None):
@@ -252,44 +171,6 @@ def build_examples(args: DataArguments, split: str, limit: int | None, processor
     return examples
 
 
-def language_model_targets(names: list[str] | tuple[str, ...]) -> str:
-    """A PEFT ``target_modules`` regex matching ``names`` inside the language model only (the
-    vision MLP reuses ``gate_proj``/``up_proj``/``down_proj``)."""
-    return rf".*\.{LANGUAGE_MODEL}\..*\.({'|'.join(map(re.escape, names))})"
-
-
-def peft_config_for(model_args: ModelConfig, train_vision_tower: bool):
-    """TRL's LoRA config from ``model_args``, restricted to the language model's projections."""
-    config = get_peft_config(model_args)
-    if config is None:
-        return None
-    names = model_args.lora_target_modules or DEFAULT_LORA_TARGETS
-    names = [names] if isinstance(names, str) else names  # TRL's ModelConfig makes a one-item list a string
-    if list(names) == ["all-linear"]:  # PEFT's every linear layer but the output, here of the language model
-        config.target_modules, config.exclude_modules = "all-linear", rf"(.*\.)?{VISION_MODULE}(\..*)?"
-    else:
-        config.target_modules = language_model_targets(names)
-    if train_vision_tower:
-        config.modules_to_save = [*(config.modules_to_save or []), VISION_MODULE]
-    return config
-
-
-def load_model(model_path: str, model_args: ModelConfig, training_args: SFTConfig, train_vision_tower: bool):
-    """The model in the recipe's dtype, its vision tower frozen unless ``train_vision_tower``."""
-    model = AutoModelForImageTextToText.from_pretrained(
-        model_path,
-        revision=model_args.model_revision,
-        dtype=model_args.dtype,
-        attn_implementation=model_args.attn_implementation,
-        trust_remote_code=training_args.trust_remote_code,
-    )
-    if not train_vision_tower:
-        for name, parameter in model.named_parameters():
-            if f".{VISION_MODULE}." in f".{name}":
-                parameter.requires_grad_(False)
-    return model
-
-
 def build_trainer(data_args: DataArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
     """Everything up to ``trainer.train()``: processor, checked and measured examples, model, trainer."""
     if training_args.completion_only_loss is False or training_args.assistant_only_loss:
@@ -318,66 +199,10 @@ def build_trainer(data_args: DataArguments, training_args: SFTConfig, model_args
     )
 
 
-def skip_cpu_shm_build() -> None:
-    """On the CPU, DeepSpeed compiles its shared-memory allreduce op (minutes) when it sets up the process
-    group; only its inference allreduce uses it, so training (gloo) goes without."""
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" and not torch.cuda.is_available():
-        import deepspeed.ops
-
-        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
-
-
-def check_recipe(path: str, parser: TrlParser) -> None:
-    """Fail with the fix if the recipe is missing, is not a YAML mapping or has a key no argument has."""
-    recipe = Path(path)
-    if not recipe.is_file():
-        raise MissingInputError(
-            f"recipe {path} (--config): no such file; the recipes are {RECIPES}"
-            if not recipe.exists()
-            else f"recipe {path} (--config): not a file; give one of {RECIPES}"
-        )
-    try:
-        spec = yaml.safe_load(recipe.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(error, "problem", None) or " ".join(str(error).split())
-        raise InputError(f"recipe {path}: not valid YAML{where}: {problem}") from error
-    if not isinstance(spec, dict):
-        raise InputError(f"recipe {path}: expected a mapping of argument names to values (key: value lines)")
-    known = {action.dest for action in parser._actions} | {"env"}  # TRL reads `env:` itself
-    unknown = [key for key in spec if key not in known]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise InputError(
-            f"recipe {path}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; the keys are "
-            f"the arguments `python {PROG} --help` lists"
-        )
-
-
 def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, SFTConfig, ModelConfig]:
     """The recipe (``--config FILE.yaml``) with command-line overrides. A missing recipe, an unknown
     key or argument, or a value that TRL or transformers reject raises an :class:`InputError`."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = TrlParser((DataArguments, SFTConfig, ModelConfig))
-    source = "the arguments"
-    if "--config" in argv:
-        at = argv.index("--config") + 1
-        if at == len(argv) or argv[at].startswith("--"):
-            raise UsageError(f"--config needs a recipe file, one of {RECIPES}")
-        check_recipe(argv[at], parser)
-        source = f"recipe {argv[at]} (or the arguments)"
-    skip_cpu_shm_build()  # before SFTConfig, which sets up the process group
-    try:
-        *parsed, unused = parser.parse_args_and_config(argv, return_remaining_strings=True)
-    except ValueError as error:  # SFTConfig's and TrainingArguments' checks of the values
-        raise InputError(f"{source}: {_first_line(error)}") from error
-    if unused:
-        raise UsageError(f"unknown arguments {unused}; `python {PROG} --help` lists the arguments")
-    return tuple(parsed)
+    return parse_recipe_args(argv, (DataArguments, SFTConfig, ModelConfig), PROG, RECIPES)
 
 
 def train(data_args: DataArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
@@ -393,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the command line) and train; an expected failure prints
     ``training/sft.py: error: ...`` (one per process, ``[rank N]`` when there are several)
     and returns 1 (2 for a usage error); ``IMAGENET_THINK_DEBUG=1`` adds the traceback."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    prog = f"{PROG} [rank {os.environ.get('RANK', '0')}]" if world_size > 1 else PROG
-    return run_reporting(prog, lambda: train(*parse_args(argv)))
+    return run_script(PROG, lambda: train(*parse_args(argv)))
 
 
 if __name__ == "__main__":
