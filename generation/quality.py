@@ -1,14 +1,19 @@
 """Why a generation record is kept out of a release's default configs.
 
 A record is rejected when its think was never closed, the generation hit its
-token limit, the answer is empty, or the text is caught in a repetition loop
-(the paper's 196,388-token maximum is surely one). Releases keep rejected
+token limit, the answer is empty, the text is caught in a repetition loop
+(the paper's 196,388-token maximum is surely one), or its think or answer is not
+English (:mod:`generation.language`). A record whose answer was forced
+(``on_truncation: force_answer``) is judged by its second pass: it is ``truncated``
+only when that pass hit ``force_answer_max_tokens`` too. Releases keep rejected
 records reachable, with their reason, in the ``rejected`` config.
 """
 
 from __future__ import annotations
 
 import zlib
+
+from generation.language import language_verdict
 
 # Every reject reason of every stage, with what it means: the one spelling of each code. A
 # ``generation.records.Reject`` refuses a reason missing here; the release's ``rejected`` config
@@ -43,6 +48,9 @@ REJECT_REASONS = {
     "repetition_loop": "the text degenerates into a repetition loop",
     "duplicate_record": "a second record for the same image and annotator",
     "image_not_in_manifest": "the record's image is not in the manifest",
+    "not_english": "the think or answer is not English (generation.language: fastText lid.176 over windows)",
+    "forced_answer": "the answer was forced after the think hit max_tokens (on_truncation: force_answer); "
+    "the release was built with --forced-answers reject",
 }
 
 LOOP_WINDOW_CHARS = 4000
@@ -66,9 +74,17 @@ def is_repetition_loop(text: str) -> bool:
     ) < LOOP_MAX_COMPRESSION * len(window)
 
 
-def rejection_reason(think_closed: bool, finish_reason: str, think: str, answer: str) -> str | None:
-    """The reason code a record is kept out of the default configs, or None if it is good."""
-    if finish_reason == "length":
+def rejection_reason(
+    think_closed: bool,
+    finish_reason: str,
+    think: str,
+    answer: str,
+    forced_answer: bool = False,
+    second_pass_finish_reason: str = "",
+) -> str | None:
+    """The reason code a record is kept out of the default configs for its form (the language
+    check is :func:`record_verdict`'s), or None if it is good."""
+    if (second_pass_finish_reason if forced_answer else finish_reason) == "length":
         return "truncated"
     if not think_closed:
         return "think_not_closed"
@@ -76,4 +92,30 @@ def rejection_reason(think_closed: bool, finish_reason: str, think: str, answer:
         return "empty_answer"
     if is_repetition_loop(think) or is_repetition_loop(answer):
         return "repetition_loop"
+    return None
+
+
+def record_verdict(
+    think_closed: bool,
+    finish_reason: str,
+    think: str,
+    answer: str,
+    forced_answer: bool = False,
+    second_pass_finish_reason: str = "",
+    reject_forced: bool = False,
+) -> tuple[str, str] | None:
+    """Why a record is kept out of the default configs, as (reason, detail), or None if it is good:
+    :func:`rejection_reason`, then (``reject_forced``) ``forced_answer``, then the language check
+    on the think and the answer (``not_english``, the detail naming the language and its share)."""
+    reason = rejection_reason(
+        think_closed, finish_reason, think, answer, forced_answer, second_pass_finish_reason
+    )
+    if reason is None and reject_forced and forced_answer:
+        reason = "forced_answer"
+    if reason is not None:
+        return reason, REJECT_REASONS[reason]
+    for field, text in (("think", think), ("answer", answer)):
+        verdict = language_verdict(text)
+        if verdict is not None:
+            return "not_english", verdict.detail(field)
     return None

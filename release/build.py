@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from imagenet_think import (
     DEFAULT_FRACTIONS,
+    FORCED_ANSWERS,
     JOINT_CONFIG,
     REJECTED_CONFIG,
     SPLITS,
@@ -165,10 +166,14 @@ def build_release(
     stats_tokenizer: str | None = None,
     card_note: str | None = None,
     allow_other_manifest: bool = False,
+    forced_answers: str = "keep",
 ) -> ReleaseSummary:
     """Write the release folder ``out`` (replacing the release there, whole) and return what went in.
 
     ``annotators``: the annotators to release, in config order (default: those of the runs).
+    ``forced_answers``: ``keep`` records whose answer was forced (``on_truncation: force_answer``)
+    in the configs, with ``forced_answer`` true, as GLM-4.1V's authors' protocol does; ``reject``
+    moves them to ``rejected`` (reason ``forced_answer``).
     """
     card_template()  # a file of the checkout: a non-editable install fails here, before any work
     out = Path(out)
@@ -183,6 +188,7 @@ def build_release(
         "split_seed": split_seed,
         "rows_per_batch": rows_per_group,
         "allow_other_manifest": allow_other_manifest,
+        "forced_answers": forced_answers,
     }
     sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind="joint", **common))
     annotators = _released_annotators(annotators, sources)
@@ -243,6 +249,7 @@ def build_release(
     rejected_writer = writer(REJECTED_CONFIG, "train")
     for table in rejected_tables(rejected, sources):
         rejected_writer.write(table)
+        counted.add_rejected(table)
     _record_split(summary, REJECTED_CONFIG, "train", rejected_writer)
     for name in list(summary.rows):
         if not summary.rows[name]:
@@ -316,6 +323,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="accept runs generated from another manifest (each record's image hash is still checked "
         "against --manifest; the card records it)",
     )
+    parser.add_argument(
+        "--forced-answers",
+        choices=FORCED_ANSWERS,
+        default="keep",
+        help="records whose answer was forced (generate's on_truncation: force_answer): keep them in the "
+        "configs with forced_answer true (default, as GLM-4.1V's authors' benchmark does), or move them "
+        "to `rejected` (reason forced_answer)",
+    )
     parser.add_argument("--image-root", help="override the image root recorded in the manifest")
     parser.add_argument("--validation-fraction", type=float, default=DEFAULT_FRACTIONS["validation"])
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_FRACTIONS["test"])
@@ -341,6 +356,7 @@ def run(args: argparse.Namespace) -> int:
         rows_per_group=args.rows_per_group,
         stats_tokenizer=args.stats_tokenizer,
         allow_other_manifest=args.allow_other_manifest,
+        forced_answers=args.forced_answers,
     )
     for name, splits in summary.rows.items():
         print(f"{name:>10}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from eval.label_accuracy import CORRECT_KINDS, KINDS
-from imagenet_think import SPLITS
+from imagenet_think import REJECTED_CONFIG, SPLITS
 from imagenet_think_errors import InputError
 from release.folder import read_marker
 
@@ -52,7 +52,17 @@ def unique_words(thinks: list[str]) -> int:
     return len(pc.unique(pc.list_flatten(words)))
 
 
-COLUMNS = ["image_id", "wnid", "think", "answer", "num_output_tokens", "label_verdict", "label_score"]
+COLUMNS = [
+    "image_id",
+    "wnid",
+    "think",
+    "answer",
+    "num_output_tokens",
+    "label_verdict",
+    "label_score",
+    "forced_answer",
+]
+REJECTED_COLUMNS = ["annotator", "reject_reason"]  # of the rejected config
 
 
 def _token_counter(tokenizer: str | None):
@@ -107,6 +117,8 @@ class ReleaseStats:
         self._verdicts: dict[str, Counter] = {a: Counter() for a in samples}
         self._label_score = dict.fromkeys(samples, 0.0)
         self._pending: dict[str, list[str]] = {a: [] for a in samples}  # thinks of the block being filled
+        self._forced = dict.fromkeys(samples, 0)  # released rows whose answer was forced
+        self._rejected: dict[str, Counter] = {a: Counter() for a in samples}  # reject reasons
         self._blocks: list[Future[int]] = []  # unique words of each counted block, counted in threads
 
     def add(self, annotator: str, table: pa.Table) -> None:
@@ -120,6 +132,8 @@ class ReleaseStats:
         )
         self._tokens[annotator].extend(counts)
         self._verdicts[annotator].update(table["label_verdict"].to_pylist())
+        if "forced_answer" in table.column_names:  # releases built before answer forcing lack it
+            self._forced[annotator] += int(pc.sum(table["forced_answer"]).as_py() or 0)
         self._label_score[annotator] += float(pc.sum(table["label_score"]).as_py() or 0.0)
         pending, position = self._pending[annotator], 0
         while position < table.num_rows:
@@ -135,6 +149,14 @@ class ReleaseStats:
                     self._blocks.append(self._pool.submit(unique_words, pending))
                 pending = self._pending[annotator] = []
                 self._block[annotator] += 1
+
+    def add_rejected(self, table: pa.Table) -> None:
+        """Count the rows of a ``rejected`` table (columns ``REJECTED_COLUMNS``) of the annotators counted."""
+        for annotator, reason in zip(
+            table["annotator"].to_pylist(), table["reject_reason"].to_pylist(), strict=True
+        ):
+            if annotator in self._rejected:
+                self._rejected[annotator][reason] += 1
 
     def result(self) -> dict:
         with self._pool:
@@ -167,6 +189,10 @@ class ReleaseStats:
                 for a in tokens
             },
             "verified_samples": sum(self._verdicts[a][kind] for a in tokens for kind in CORRECT_KINDS),
+            # Answers forced (on_truncation: force_answer) among the released samples; records
+            # rejected, by reason (not_english among them), per annotator.
+            "forced_answers_by_annotator": dict(self._forced),
+            "rejected_by_annotator": {a: dict(sorted(c.items())) for a, c in self._rejected.items()},
         }
 
 
@@ -189,8 +215,13 @@ def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str |
     for annotator, paths in files.items():
         for path in paths:
             parquet = pq.ParquetFile(path)
+            columns = [c for c in COLUMNS if c in parquet.schema_arrow.names]
             for group in range(parquet.num_row_groups):
-                stats.add(annotator, parquet.read_row_group(group, columns=COLUMNS))
+                stats.add(annotator, parquet.read_row_group(group, columns=columns))
+    for path in config_shards(out, REJECTED_CONFIG):
+        parquet = pq.ParquetFile(path)
+        for group in range(parquet.num_row_groups):
+            stats.add_rejected(parquet.read_row_group(group, columns=REJECTED_COLUMNS))
     return stats.result()
 
 
@@ -241,7 +272,30 @@ def stats_markdown(stats: dict) -> str:
         "",
         f"Verified traces (`exact` or `hyponym`, the `verified` config): {stats['verified_samples']:,}.",
     ]
+    lines += _quality_lines(stats)
     return "\n".join(lines)
+
+
+def _quality_lines(stats: dict) -> list[str]:
+    """Per annotator: answers forced among the released samples, and records not English (rejected)."""
+    samples = {a: s["samples"] for a, s in stats["tokens_per_sample_by_annotator"].items()}
+    forced = stats.get("forced_answers_by_annotator", {})
+    rejected = stats.get("rejected_by_annotator", {})
+    lines = [
+        "",
+        "Answers forced and traces not English, per annotator:",
+        "",
+        "| | Samples | Answer forced (kept) | Not English (rejected) | Rejected, all reasons |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for annotator, n in samples.items():
+        reasons = rejected.get(annotator, {})
+        forced_n = forced.get(annotator, 0)
+        lines.append(
+            f"| {annotator} | {n:,} | {forced_n:,} ({forced_n / max(n, 1):.1%}) | "
+            f"{reasons.get('not_english', 0):,} | {sum(reasons.values()):,} |"
+        )
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

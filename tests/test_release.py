@@ -222,7 +222,8 @@ def test_vocabulary_is_the_mean_over_blocks_of_1000_samples_of_one_annotator(tmp
     for annotator, top in (("glm", 3000), ("kimi", 600)):  # different vocabularies
         records = []
         for entry in entries:
-            think = " ".join(f"Word{rng.randint(0, top):x}" for _ in range(30))  # hex digits split words
+            # hex digits split words; " the " makes them English to the language check (generation.language)
+            think = " the ".join(f"Word{rng.randint(0, top):x}" for _ in range(30))
             records.append(make_record(entry, annotator, rng, think=think))
         write_run(tmp_path / annotator, records, per_shard=300)
     out = tmp_path / "out"
@@ -260,7 +261,8 @@ def test_counted_vocabulary_blocks_do_not_depend_on_the_order_tables_come_in(tmp
     for annotator in ("glm", "kimi"):
         records = []
         for i, entry in enumerate(entries):
-            think = " ".join(chr(97 + rng.randint(0, 25)) + chr(97 + rng.randint(0, 25)) for _ in range(12))
+            pairs = (chr(97 + rng.randint(0, 25)) + chr(97 + rng.randint(0, 25)) for _ in range(12))
+            think = " and ".join(pairs)  # English to the language check: " and " in every window
             bad = {"finish_reason": "length"} if annotator == "kimi" and i % 6 == 0 else {}
             records.append(make_record(entry, annotator, rng, think=think, **bad))
         write_run(tmp_path / annotator, records, per_shard=9)
