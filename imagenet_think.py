@@ -36,6 +36,7 @@ import io
 import json
 import math
 import os
+import posixpath
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -253,6 +254,19 @@ class RecordStore:
         return gathered if ascending else gathered.combine_chunks().take(pa.array(np.argsort(order)))
 
 
+def _files_in(root: Path, folders: set[str]) -> set[str]:
+    """The regular files (and links to them) in ``folders`` under ``root``, as relative paths: one
+    listing per folder instead of one stat per image."""
+    found = set()
+    for folder in folders:
+        try:
+            with os.scandir(root / folder) as entries:
+                found.update(posixpath.join(folder, e.name) for e in entries if e.is_file())
+        except OSError:  # a missing or unreadable folder: its images are missing
+            continue
+    return found
+
+
 class ImageFiles:
     """The manifest's image files as ``datasets.Image`` cells. The sampler decoded every image
     fully, so here only their presence is checked; plain RGB files are stored as they are, the
@@ -262,10 +276,11 @@ class ImageFiles:
         self.root = root
         self.paths = manifest["image_path"].to_pylist()
         self.plain_rgb = manifest["plain_rgb"].to_pylist()
+        present = _files_in(root, {posixpath.dirname(relative) for relative in self.paths})
         self.problems = {  # image_id -> why it cannot be read
             image_id: f"no file {root / relative}"
             for image_id, relative in zip(manifest["image_id"].to_pylist(), self.paths, strict=True)
-            if not (root / relative).is_file()
+            if relative not in present
         }
 
     def cell(self, manifest_row: int) -> dict:
@@ -597,14 +612,13 @@ def _memory_mapped_records(
         for folder, path in record_files:
             origin.append((row, folder, path))
             try:
-                parquet = pq.ParquetFile(path)
-                present = [name for name in RECORD_SCHEMA.names if name in parquet.schema_arrow.names]
-                for batch in parquet.iter_batches(batch_size=1000, columns=present):
-                    # Records written before columns were added get their value (complete_record_columns).
-                    table = complete_record_columns(pa.Table.from_batches([batch]))
-                    for piece in table.to_batches():
-                        writer.write_batch(pa.RecordBatch.from_arrays(piece.columns, schema=RECORD_SCHEMA))
-                    row += batch.num_rows
+                names = pq.read_schema(path).names
+                # One chunk's file at a time (decoded in Arrow's threads); records written before
+                # columns were added get their value (complete_record_columns).
+                table = pq.read_table(path, columns=[name for name in RECORD_SCHEMA.names if name in names])
+                for piece in complete_record_columns(table).to_batches(max_chunksize=1000):
+                    writer.write_batch(pa.RecordBatch.from_arrays(piece.columns, schema=RECORD_SCHEMA))
+                row += table.num_rows
             except (pa.ArrowException, OSError, ValueError) as error:
                 raise InputError(
                     f"records file {path} cannot be read ({error}); rerun `imagenet-think generate` on "
