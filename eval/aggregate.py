@@ -66,6 +66,20 @@ class ReferenceScores:
             return table.max(axis=1)
         raise ValueError(f"how must be 'avg' or 'max', not {how!r}")
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[ReferenceScores]) -> ReferenceScores:
+        """The examples of ``parts`` one after the other (the same segments and metrics in each)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        scores = {
+            segment: {
+                metric: np.concatenate([part.scores[segment][metric] for part in parts])
+                for metric in by_metric
+            }
+            for segment, by_metric in parts[0].scores.items()
+        }
+        return cls(scores, parts[0].backbones)
+
     def columns(self) -> dict[str, np.ndarray]:
         """Flat columns ``{segment}/{metric}/{s1…|avg|max}``, e.g. for ``pyarrow.table``."""
         out = {}
@@ -82,12 +96,17 @@ def score_against_references(
     candidates: Mapping[str, Sequence[str]],
     references: Sequence[Mapping[str, Sequence[str]]],
     metrics: Sequence[str] = metric_suite.PAPER_METRICS,
+    *,
+    idf_corpora: Mapping[str, metric_suite.DocumentFrequencies] | None = None,
     **options,
 ) -> ReferenceScores:
     """Score every segment of ``candidates`` against the same segment of each reference.
 
     ``candidates`` maps a segment name to one text per example; ``references`` holds one
-    such mapping per reference (two in the paper). ``options`` go to
+    such mapping per reference (two in the paper). ``idf_corpora`` gives, per segment, the
+    document frequencies ``tfidf_cosine_corpus`` uses (by default the distinct texts of the
+    segment's call; :func:`eval.score.score` gathers them over the whole split, so that
+    scoring in batches gives the same scores). ``options`` go to
     :func:`eval.metrics.similarities`.
     """
     if not references:
@@ -95,6 +114,8 @@ def score_against_references(
     scores = {}
     for segment, texts in candidates.items():
         reference_texts = [_segment_of(reference, segment, len(texts)) for reference in references]
+        if idf_corpora is not None:
+            options["idf_corpus"] = idf_corpora[segment]
         flat = metric_suite.similarities(
             metrics,
             list(texts) * len(references),
@@ -118,6 +139,27 @@ def _segment_of(reference: Mapping[str, Sequence[str]], segment: str, n_examples
     return texts
 
 
+def summarize_columns(
+    columns: Mapping[str, np.ndarray], n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
+) -> dict[str, dict]:
+    """Each column's mean over the examples with its percentile bootstrap interval (the same
+    resamples of the examples for every column): ``{name: {"mean": m, "ci": (low, high)}}``."""
+    if n_boot < 1:
+        raise ValueError(f"the confidence intervals need at least 1 bootstrap resample, got {n_boot}")
+    names = list(columns)
+    values = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in names])
+    if len(values) == 0:
+        raise ValueError("no examples to summarize")
+    means = values.mean(axis=0)
+    low, high = np.quantile(
+        bootstrap_means(values, n_boot, seed), [(1 - confidence) / 2, (1 + confidence) / 2], axis=0
+    )
+    return {
+        name: {"mean": float(mean), "ci": (float(lo), float(hi))}
+        for name, mean, lo, hi in zip(names, means, low, high, strict=True)
+    }
+
+
 def summarize(
     per_example: ReferenceScores, n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
 ) -> dict:
@@ -137,22 +179,24 @@ def summarize(
         for metric in by_metric
         for how in ("avg", "max")
     ]
-    values = np.column_stack([per_example.per_example(*key) for key in keys])
-    means = values.mean(axis=0)
-    low, high = np.quantile(
-        bootstrap_means(values, n_boot, seed), [(1 - confidence) / 2, (1 + confidence) / 2], axis=0
+    summary = summarize_columns(
+        {key: per_example.per_example(*key) for key in keys}, n_boot, seed, confidence
     )
     scores: dict[str, dict[str, dict]] = {}
-    for (segment, metric, how), mean, lo, hi in zip(keys, means, low, high, strict=True):
-        entry = scores.setdefault(segment, {}).setdefault(metric, {})
-        entry[f"avg_of_{how}"] = float(mean)
-        entry[f"avg_of_{how}_ci"] = (float(lo), float(hi))
+    for (segment, metric, how), entry in summary.items():
+        scores.setdefault(segment, {}).setdefault(metric, {})
+        scores[segment][metric][f"avg_of_{how}"] = entry["mean"]
+        scores[segment][metric][f"avg_of_{how}_ci"] = entry["ci"]
     return {
         "n_examples": per_example.n_examples,
         "backbones": per_example.backbones,
-        "bootstrap": {"n_boot": n_boot, "seed": seed, "confidence": confidence, "method": "percentile"},
+        "bootstrap": bootstrap_settings(n_boot, seed, confidence),
         "scores": scores,
     }
+
+
+def bootstrap_settings(n_boot: int = 1000, seed: int = 0, confidence: float = 0.95) -> dict:
+    return {"n_boot": n_boot, "seed": seed, "confidence": confidence, "method": "percentile"}
 
 
 def bootstrap_means(values: np.ndarray, n_boot: int, seed: int, max_cells: int = 1 << 22) -> np.ndarray:

@@ -10,6 +10,13 @@ an empty output, i.e. 0) or not generated yet (an unfinished run, or a chunk who
 their commit: left out of the scores). Only committed chunks are read
 (:func:`generation.runs.check_run`).
 Coverage is predicted / expected images; it is in the summary, the tables and the charts.
+
+The split streams: the references are read from the release's Arrow table and the predictions
+from their record files ``--batch-size`` images at a time, each batch is scored and appended to
+``per_example.parquet``, and the summary is computed from the per-example scores (a few hundred
+bytes an image). ``tfidf_cosine_corpus``, whose IDF needs every text of a segment, takes a
+first pass over the split for it. The scores do not depend on the batch size (semantic metrics
+up to the last digits of float arithmetic, as batches of other shapes give).
 Writes into ``--out``:
 
 - ``per_example.parquet``: per scored image, every ``{segment}/{metric}/{s1,s2,avg,max}``
@@ -25,19 +32,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
-from eval.aggregate import score_against_references, segments, summarize
-from eval.label_accuracy import label_accuracy, label_hits
-from eval.metrics import PAPER_METRICS
+from eval.aggregate import SEGMENTS, ReferenceScores, score_against_references, segments, summarize
+from eval.label_accuracy import CORRECT_KINDS, label_verdicts
+from eval.metrics import PAPER_METRICS, DocumentFrequencies
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
-from generation.records import iter_rows
 from generation.runs import RUN_FILE, check_run
-from imagenet_think_errors import InputError, MissingInputError, RefusedError
+from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 
 EXAMPLE = (
     "imagenet-think eval score --predictions predictions/openvlthinker --dataset imagenet_think "
@@ -53,6 +64,7 @@ rules:
   Coverage = predicted / expected images is in summary.json and every table and chart;
   models below 100% are marked with a dagger."""
 log = logging.getLogger(__name__)
+BATCH_EXAMPLES = 512  # images read and scored at a time (--batch-size)
 
 
 def reference_annotators(column_names) -> list[str]:
@@ -60,9 +72,63 @@ def reference_annotators(column_names) -> list[str]:
     return [name.removesuffix("_think") for name in column_names if name.endswith("_think")]
 
 
-def load_predictions(predictions: Path) -> tuple[dict[str, dict], set[str], dict]:
-    """Records by image id, the rejected image ids, and the run's config, of the chunks the run
-    committed (:func:`generation.runs.check_run`: files that fail their commit are left out)."""
+class PredictionRecords:
+    """The records of a predictions folder's committed chunks, read a file at a time.
+
+    Holds an index (image id -> file and row, from the ``image_id`` column alone) and the ids of
+    the rejected images; a record's think and answer are read when asked for, from at most
+    ``OPEN_FILES`` files held at once. A run writes its chunks in the split's order, so that
+    reading the split in order reads each file once.
+    """
+
+    OPEN_FILES = 4
+
+    def __init__(self, record_files: list[Path], reject_files: list[Path]) -> None:
+        self.files = list(record_files)
+        self.where: dict[str, tuple[int, int]] = {}
+        for number, path in enumerate(self.files):  # a later file's record of an image wins
+            for row, image_id in enumerate(_image_ids(path)):
+                self.where[image_id] = (number, row)
+        self.rejected = {i for path in reject_files for i in _image_ids(path)} - self.where.keys()
+        self._open: OrderedDict[int, pa.Table] = OrderedDict()
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self.where or image_id in self.rejected
+
+    def predicted(self, image_id: str) -> bool:
+        return image_id in self.where
+
+    def thinks_and_answers(self, image_ids: list[str]) -> tuple[list, list]:
+        """The think and answer of each image's record; "" for an image without one (rejected)."""
+        thinks, answers = [""] * len(image_ids), [""] * len(image_ids)
+        by_file: dict[int, list[tuple[int, int]]] = {}
+        for k, image_id in enumerate(image_ids):
+            if (place := self.where.get(image_id)) is not None:
+                by_file.setdefault(place[0], []).append((k, place[1]))
+        for number, wanted in by_file.items():
+            rows = self._table(number).take([row for _, row in wanted])
+            found = zip(wanted, rows["think"].to_pylist(), rows["answer"].to_pylist(), strict=True)
+            for (k, _), think, answer in found:
+                thinks[k], answers[k] = think, answer
+        return thinks, answers
+
+    def _table(self, number: int) -> pa.Table:
+        if number in self._open:
+            self._open.move_to_end(number)
+        else:
+            self._open[number] = pq.read_table(self.files[number], columns=["think", "answer"])
+            if len(self._open) > self.OPEN_FILES:
+                self._open.popitem(last=False)
+        return self._open[number]
+
+
+def _image_ids(path: Path) -> list[str]:
+    return pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist()
+
+
+def load_predictions(predictions: Path) -> tuple[PredictionRecords, dict]:
+    """The records of the chunks the run committed (:func:`generation.runs.check_run`: files that
+    fail their commit are left out) and the run's config."""
     records_dir = predictions / "records"
     if not (records_dir / RUN_FILE).is_file():
         raise MissingInputError(
@@ -78,9 +144,50 @@ def load_predictions(predictions: Path) -> tuple[dict[str, dict], set[str], dict
         )
     for path, problem in state.bad.items():
         log.warning("%s is left out (its images count as not generated): %s", path, problem)
-    records = {r["image_id"]: r for r in iter_rows(state.record_files)}
-    rejected = {r["image_id"] for r in iter_rows(state.reject_files, columns=["image_id"])} - set(records)
-    return records, rejected, config
+    return PredictionRecords(state.record_files, state.reject_files), config
+
+
+@dataclass
+class _Batch:
+    """A batch of scored images: ids, labels, and the segments of the model and of each reference."""
+
+    image_ids: list[str]
+    wnids: list[str]
+    has_prediction: list[bool]
+    candidate: dict[str, list[str]]
+    references: list[dict[str, list[str]]]
+
+
+def _rows(references, size: int) -> Iterator[dict[str, list]]:
+    """The release rows in order, ``size`` at a time, as columns (read from the Arrow table in batches)."""
+    for start in range(0, len(references), size):
+        yield references[start : start + size]
+
+
+def _batches(references, records: PredictionRecords, annotators: list[str], size: int) -> Iterator[_Batch]:
+    """The scored images in the split's order, ``size`` at a time."""
+    for rows in _rows(references, size):
+        image_ids = rows["image_id"]
+        thinks, answers = records.thinks_and_answers(image_ids)
+        yield _Batch(
+            image_ids,
+            rows["wnid"],
+            [records.predicted(i) for i in image_ids],
+            segments(thinks, answers),
+            [segments(rows[f"{a}_think"], rows[f"{a}_answer"]) for a in annotators],
+        )
+
+
+def _corpus_frequencies(texts: Iterator[list[dict[str, list]]]) -> dict[str, DocumentFrequencies]:
+    """Per segment, the document frequencies of its distinct texts (each batch: the segments of the
+    model and of the references, or of the references alone) over the whole split: the corpus
+    ``tfidf_cosine_corpus`` fits its IDF on, as in one call over the split."""
+    frequencies = {segment: DocumentFrequencies(distinct=True) for segment in SEGMENTS}
+    for batch in texts:
+        for segment, corpus in frequencies.items():
+            for texts_of_one in batch:
+                corpus.add(texts_of_one[segment])
+    return frequencies
 
 
 def score(
@@ -93,17 +200,21 @@ def score(
     n_boot: int = 1000,
     model_name: str | None = None,
     allow_other_release: bool = False,
+    batch_size: int = BATCH_EXAMPLES,
 ) -> dict:
     """Score ``predictions`` (an ``eval generate`` folder) into ``out``; returns the summary.
 
-    Raises :class:`RefusedError` if the predictions were made on another release or split
-    than ``dataset``/``split`` (default: the ones they were made on), unless
-    ``allow_other_release``.
+    The split is read and scored ``batch_size`` images at a time and ``per_example.parquet`` is
+    written as it goes: memory does not grow with the split beyond the per-example scores and
+    the image ids. Raises :class:`RefusedError` if the predictions were made on another release or split than
+    ``dataset``/``split`` (default: the ones they were made on), unless ``allow_other_release``.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"--batch-size must be a whole number of images >= 1, not {batch_size!r}")
     predictions, out = Path(predictions), Path(out)
     made_on = read_eval_file(predictions)
     dataset, split = dataset or made_on["dataset"], split or made_on["split"]
-    records, rejected, config = load_predictions(predictions)
+    records, config = load_predictions(predictions)
     references = load_references(dataset, split, made_on.get("limit")).remove_columns("image")
     annotators = reference_annotators(references.column_names)
     all_ids, all_wnids = references["image_id"], references["wnid"]
@@ -130,7 +241,7 @@ def score(
         log.warning("scoring predictions made on %s against %s (--allow-other-release)", made, where)
 
     # Each expected image is predicted, rejected (scored as an empty output) or not generated yet.
-    keep = [k for k, i in enumerate(all_ids) if i in records or i in rejected]
+    keep = [k for k, i in enumerate(all_ids) if i in records]
     if not keep:
         raise MissingInputError(
             f"{predictions} has no prediction for any of the {len(all_ids)} images of {dataset} split "
@@ -138,8 +249,8 @@ def score(
         )
     counts = {
         "expected": len(all_ids),
-        "predicted": sum(i in records for i in all_ids),
-        "rejected": sum(i in rejected for i in all_ids),
+        "predicted": sum(records.predicted(i) for i in all_ids),
+        "rejected": sum(i in records.rejected for i in all_ids),
     }
     counts["not_generated"] = counts["expected"] - len(keep)
     if counts["not_generated"]:
@@ -149,23 +260,56 @@ def score(
             counts["not_generated"],
             counts["expected"],
         )
-    references = references.select(keep)
-    image_ids, wnids = references["image_id"], references["wnid"]
-    missing = {"think": "", "answer": ""}
-    chosen = [records.get(i, missing) for i in image_ids]
-    candidate = segments([r["think"] for r in chosen], [r["answer"] for r in chosen])
-    refs = [segments(references[f"{a}_think"], references[f"{a}_answer"]) for a in annotators]
-    scored = score_against_references(candidate, refs, metrics, full_length=full_length)
-    model_hits = label_hits(candidate["answer"], wnids)
-    reference_hits = {a: label_hits(ref["answer"], wnids) for a, ref in zip(annotators, refs, strict=True)}
+    del all_ids, all_wnids
+    columns = ["image_id", "wnid"] + [f"{a}_{part}" for a in annotators for part in ("think", "answer")]
+    references = references.select_columns(columns).select(keep)
 
+    idf_corpora = None
+    if "tfidf_cosine_corpus" in metrics:  # its IDF needs every text of the split: a first pass
+        idf_corpora = _corpus_frequencies(
+            [b.candidate, *b.references] for b in _batches(references, records, annotators, batch_size)
+        )
     out.mkdir(parents=True, exist_ok=True)
-    columns = {"image_id": image_ids, "wnid": wnids, "has_prediction": [i in records for i in image_ids]}
-    columns.update(scored.columns())
-    columns["label_hit/model"] = model_hits
-    columns.update({f"label_hit/{a}": hits for a, hits in reference_hits.items()})
-    pq.write_table(pa.table(columns), out / "per_example.parquet")
-    summary = summarize(scored, n_boot=n_boot)
+    per_example = out / "per_example.parquet"
+    partial = per_example.with_name(per_example.name + ".partial")
+    parts: list[ReferenceScores] = []
+    answerers = ["model", *annotators]
+    hits: dict[str, list[np.ndarray]] = {who: [] for who in answerers}
+    writer = None
+    progress = tqdm(
+        total=len(references), desc="scoring", unit="image", disable=len(references) <= batch_size
+    )
+    try:
+        for batch in _batches(references, records, annotators, batch_size):
+            scored = score_against_references(
+                batch.candidate, batch.references, metrics, full_length=full_length, idf_corpora=idf_corpora
+            )
+            parts.append(scored)
+            answers = [batch.candidate["answer"], *(reference["answer"] for reference in batch.references)]
+            batch_hits = {who: _hits(a, batch.wnids) for who, a in zip(answerers, answers, strict=True)}
+            for who, found in batch_hits.items():
+                hits[who].append(found)
+            table = pa.table(
+                {
+                    "image_id": batch.image_ids,
+                    "wnid": batch.wnids,
+                    "has_prediction": batch.has_prediction,
+                    **scored.columns(),
+                    **{f"label_hit/{who}": found for who, found in batch_hits.items()},
+                }
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(partial, table.schema)
+            writer.write_table(table)
+            progress.update(len(batch.image_ids))
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    partial.replace(per_example)
+
+    summary = summarize(ReferenceScores.concatenate(parts), n_boot=n_boot)
+    correct = {who: np.concatenate(found) for who, found in hits.items()}
     summary.update(
         model=model_name or config["annotator"],
         model_id=config["model"],
@@ -179,15 +323,18 @@ def score(
         coverage=counts["predicted"] / counts["expected"],
         images=counts,
         label_accuracy={
-            "model": label_accuracy(candidate["answer"], wnids),
-            "references": {
-                a: label_accuracy(ref["answer"], wnids) for a, ref in zip(annotators, refs, strict=True)
-            },
+            "model": float(correct["model"].mean()),
+            "references": {a: float(correct[a].mean()) for a in annotators},
         },
     )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_report([summary], out)
     return summary
+
+
+def _hits(answers: list, wnids: list[str]) -> np.ndarray:
+    """Whether each answer names its class or a descendant (a verdict in eval.label_accuracy's CORRECT_KINDS)."""
+    return np.array([v.kind in CORRECT_KINDS for v in label_verdicts(answers, wnids)], dtype=bool)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -215,6 +362,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--name", help="the model's name in tables (default: the config's annotator name)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_EXAMPLES,
+        help=f"images read and scored at a time; bounds memory, not the scores (default {BATCH_EXAMPLES})",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -228,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
         n_boot=args.bootstrap,
         model_name=args.name,
         allow_other_release=args.allow_other_release,
+        batch_size=args.batch_size,
     )
     print((Path(args.out) / "tables.md").read_text())
     images = summary["images"]

@@ -259,6 +259,23 @@ def test_the_reports_tables_and_charts_come_from_the_metric_registry(tmp_path):
     assert [path.name for path in charts] == ["chart_lexical.png", "chart_vector.png"]
 
 
+def test_summarize_columns_gives_means_with_intervals_from_the_same_resamples():
+    columns = {"hit": np.array([1, 0, 1, 1, 0, 1] * 5, bool), "score": np.linspace(0, 1, 30)}
+    stats = aggregate.summarize_columns(columns, n_boot=300, seed=2)
+    assert stats["hit"]["mean"] == pytest.approx(20 / 30) and stats["score"]["mean"] == pytest.approx(0.5)
+    for entry in stats.values():
+        assert entry["ci"][0] < entry["mean"] < entry["ci"][1]
+    # summarize() is summarize_columns over the per-example avg and max of every segment and metric
+    scores = jaccard_scores(
+        {"answer": ["a b", "c", "a"]}, [{"answer": ["a", "c", "b"]}, {"answer": ["b", "d", "a"]}]
+    )
+    summary = aggregate.summarize(scores, n_boot=300, seed=2)
+    direct = aggregate.summarize_columns(
+        {how: scores.per_example("answer", "jaccard", how) for how in ("avg", "max")}, n_boot=300, seed=2
+    )
+    assert summary["scores"]["answer"]["jaccard"]["avg_of_max_ci"] == direct["max"]["ci"]
+
+
 def test_summaries_of_the_same_model_get_their_folders_as_labels(tmp_path):
     from eval.report import load_summaries
     from imagenet_think_cli import main as cli

@@ -7,8 +7,18 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, Reject, iter_rows, to_table
-from generation.runs import chunk_files, commit_chunk
+from eval.aggregate import score_against_references, segments, summarize
+from eval.predict import load_references, materialize_split, split_fingerprint
+from generation.records import (
+    RECORD_SCHEMA,
+    REJECT_SCHEMA,
+    ManifestEntry,
+    Reject,
+    iter_rows,
+    read_manifest,
+    to_table,
+)
+from generation.runs import check_run, chunk_files, commit_chunk
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
@@ -58,6 +68,75 @@ def predictions(release, tmp_path_factory):
 
 def score(predictions, out, *extra):
     return cli(["eval", "score", "--predictions", str(predictions), "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def train_predictions(release, tmp_path_factory):
+    """A synthetic model's predictions on the train split (9 images, two per chunk), as `eval
+    generate` writes them: two images rejected and the chunk of two others not generated yet."""
+    folder = tmp_path_factory.mktemp("train_predictions") / "pred"
+    dataset = str(release / "imagenet_think")
+    manifest = materialize_split(dataset, "train", folder)
+    table, _ = read_manifest(manifest)
+    entries = [ManifestEntry(**row) for row in table.to_pylist()]
+    rng = random.Random(11)
+    records = [make_record(e, "synthetic_model", rng) for k, e in enumerate(entries) if k not in (1, 6)]
+    records[3] = make_record(entries[4], "synthetic_model", rng, think="", answer="A goose? Maybe a dog.")
+    rejects = [
+        Reject(entries[k].image_id, entries[k].image_path, "generate", "m", "prompt_too_long", "too long")
+        for k in (1, 6)
+    ]
+    write_run(folder / "records", records, per_shard=2, rejects=rejects, manifest=manifest)
+    for chunk_file in chunk_files(folder / "records", 1):
+        chunk_file.unlink()
+    fingerprint = split_fingerprint(table["image_id"].to_pylist(), table["wnid"].to_pylist())
+    made_on = {"dataset": dataset, "split": "train", "limit": None, "split_sha256": fingerprint}
+    (folder / "eval.json").write_text(json.dumps(made_on))
+    return folder
+
+
+def test_score_streams_in_batches_with_the_scores_of_one_pass(train_predictions, tmp_path):
+    """Batches of 1 and 4 images (cutting through chunks, rejects and the gap) give the summary and
+    the per-example scores of one batch, and those of the whole split scored in one pass."""
+    lexical = ["rouge1", "rougeL", "jaccard", "overlap", "tfidf_cosine", "tf_cosine", "tfidf_cosine_corpus"]
+    args = ["--metrics", *lexical, "--bootstrap", "50"]
+    assert score(train_predictions, tmp_path / "one", *args, "--batch-size", "1000") == 0
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    per_example = pq.read_table(tmp_path / "one" / "per_example.parquet")
+    assert summary["images"] == {"expected": 9, "predicted": 5, "rejected": 2, "not_generated": 2}
+    for batch in (1, 4):
+        assert score(train_predictions, tmp_path / f"b{batch}", *args, "--batch-size", str(batch)) == 0
+        assert json.loads((tmp_path / f"b{batch}" / "summary.json").read_text()) == summary
+        streamed = pq.ParquetFile(tmp_path / f"b{batch}" / "per_example.parquet")
+        assert streamed.read().equals(per_example)
+        assert streamed.num_row_groups == -(-7 // batch)  # written batch by batch
+        assert not list((tmp_path / f"b{batch}").glob("*.partial"))
+
+    # The whole split in one call of the metric suite, as `eval score` scored before it streamed.
+    state = check_run(train_predictions / "records")
+    records = {r["image_id"]: r for r in iter_rows(state.record_files)}
+    rejected = {r["image_id"] for r in iter_rows(state.reject_files)}
+    rows = [
+        row
+        for row in load_references(summary["dataset"], "train").remove_columns("image")
+        if row["image_id"] in records or row["image_id"] in rejected
+    ]
+    chosen = [records.get(row["image_id"], {"think": "", "answer": ""}) for row in rows]
+    scored = score_against_references(
+        segments([r["think"] for r in chosen], [r["answer"] for r in chosen]),
+        [
+            segments([row[f"{a}_think"] for row in rows], [row[f"{a}_answer"] for row in rows])
+            for a in REFERENCES
+        ],
+        lexical,
+        chunk_size=10**6,
+    )
+    assert json.loads(json.dumps(summarize(scored, n_boot=50)["scores"])) == summary["scores"]
+    for name, values in scored.columns().items():
+        assert per_example[name].to_pylist() == values.tolist(), name
+    assert per_example["image_id"].to_pylist() == [row["image_id"] for row in rows]
+    with pytest.raises(UsageError, match="--batch-size must be a whole number of images >= 1, not 0"):
+        score(train_predictions, tmp_path / "zero", *args, "--batch-size", "0")
 
 
 def test_generate_score_report(release, predictions, tmp_path):
