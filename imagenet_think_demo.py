@@ -138,6 +138,12 @@ def write_preview(out: Path, report: Path) -> Path:
     charts = "".join(
         f"<img class=chart src='{p.relative_to(out)}'>" for p in sorted(report.glob("chart_*.png"))
     )
+    rewards = out / "grpo_rewards.png"
+    grpo = (
+        f"<h2>GRPO on the student: reward per step</h2><img class=chart src='{rewards.name}'>"
+        if rewards.is_file()
+        else ""
+    )
     tables = html.escape((report / "tables.md").read_text())
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>ImageNet-Think demo</title><style>
 body{{font-family:sans-serif;margin:2em;max-width:1200px}} .card{{border:1px solid #ccc;border-radius:8px;
@@ -145,7 +151,7 @@ padding:1em;margin:1em 0}} .card img{{float:right;margin-left:1em}} .t{{color:#5
 pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body>
 <h1>ImageNet-Think demo</h1><p><b>{html.escape(DEMO_NOTE)}</b></p>
 <h2>Samples (config <code>{JOINT_CONFIG}</code>, split train)</h2>{"".join(cards)}
-<h2>Evaluation: trained student vs untrained baseline (split test)</h2>{charts}<pre>{tables}</pre>
+{grpo}<h2>Evaluation: trained student vs untrained baseline (split test)</h2>{charts}<pre>{tables}</pre>
 </body></html>"""
     path = out / "preview.html"
     path.write_text(page, encoding="utf-8")
@@ -231,6 +237,44 @@ def train_stage(out: Path, release: Path) -> Path:
     return merged
 
 
+def grpo_stage(out: Path, release: Path, merged: Path | str) -> Path:
+    """GRPO on the SFT student (merged), rewarded by the dataset's verifiers; returns the reward chart."""
+    grpo = out / "student-grpo"
+    _subprocess(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "training/grpo.py",
+         "--config", "configs/grpo/tiny.yaml", "--model_name_or_path", str(merged), "--dataset_name", str(release),
+         "--output_dir", str(grpo)],
+        out / "grpo.log",
+    )  # fmt: skip
+    return reward_chart(grpo / "trainer_state.json", out / "grpo_rewards.png")
+
+
+def reward_chart(state: Path, png: Path) -> Path:
+    """Each reward's mean per step, as TRL logged it (``rewards/<name>/mean``), in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = json.loads(state.read_text())["log_history"]
+    names = sorted(
+        {key for entry in history for key in entry if key.startswith("rewards/") and key.endswith("/mean")}
+    )
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    for name in names:
+        steps = [(entry["step"], entry[name]) for entry in history if name in entry]
+        axes.plot(
+            *zip(*steps, strict=True), marker="o", label=name.removeprefix("rewards/").removesuffix("/mean")
+        )
+    axes.set_xlabel("GRPO step")
+    axes.set_ylabel("mean reward")
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(png)
+    plt.close(figure)
+    return png
+
+
 def eval_generate_stage(out: Path, release: Path, merged: Path) -> None:
     baseline = str(checkout_file("configs/models/tiny_baseline.yaml"))
     overrides = {"student": ["--set", f"model={merged}", "annotator=student"], "baseline": []}
@@ -260,9 +304,10 @@ def _verdict_line(stats: dict) -> str:
     )
 
 
-def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
+def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS, with_grpo: bool = False) -> None:
+    """The whole chain on ``photos``; ``with_grpo`` adds a GRPO stage on the SFT student."""
     out = Path(out).resolve()
-    stages = Stages(total=8)
+    stages = Stages(total=9 if with_grpo else 8)
     _replace_demo_folder(out)
     release = out / "imagenet_think"
 
@@ -285,6 +330,13 @@ def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
     stages.begin("train: accelerate launch training/sft.py --config configs/sft/tiny.yaml (LoRA, TRL)")
     merged = train_stage(out, release)
     stages.done(f"adapter {out / 'student'}, merged model {merged}, log {out / 'train.log'}")
+
+    if with_grpo:
+        stages.begin(
+            "GRPO: accelerate launch training/grpo.py --config configs/grpo/tiny.yaml on the student"
+        )
+        chart = grpo_stage(out, release, merged)
+        stages.done(f"{out / 'student-grpo'}, reward curves {chart}, log {out / 'grpo.log'}")
 
     stages.begin("eval generate: the trained student and the untrained tiny baseline on the test split")
     eval_generate_stage(out, release, merged)
@@ -309,8 +361,14 @@ def run_demo(out: str | Path, photos: tuple[Photo, ...] = PHOTOS) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo", help="the demo folder (replaced)")
+    parser.add_argument(
+        "--with-grpo",
+        action="store_true",
+        help="add a GRPO stage on the SFT student (rewards: the label verifier, think format, repetition, "
+        "...) and its reward curves in the preview (about a minute more)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    run_demo(args.out)
+    run_demo(args.out, with_grpo=args.with_grpo)
     return 0

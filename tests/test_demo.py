@@ -54,3 +54,29 @@ def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path):
     with pytest.raises(RefusedError, match="not a demo folder"):
         run_demo(tmp_path, photos=REDUCED)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_the_grpo_stage_trains_the_student_and_charts_each_reward(tmp_path):
+    """`imagenet-think demo --with-grpo`'s stage, on a synthetic release and the tiny base model."""
+    import random
+
+    from imagenet_think_demo import grpo_stage
+    from release.build import build_release
+    from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+
+    manifest, entries = write_manifest_tree(tmp_path, classes=2, per_class=4)
+    rng = random.Random(0)
+    for annotator in ("glm", "kimi"):
+        write_run(tmp_path / "runs" / annotator, [make_record(e, annotator, rng) for e in entries])
+    release = tmp_path / "imagenet_think"
+    build_release([tmp_path / "runs" / "glm", tmp_path / "runs" / "kimi"], manifest, release)
+    chart = grpo_stage(tmp_path, release, "tiny:qwen2_vl")
+    history = json.loads((tmp_path / "student-grpo" / "trainer_state.json").read_text())["log_history"]
+    logged = {
+        key for entry in history for key in entry if key.startswith("rewards/") and key.endswith("/mean")
+    }
+    assert {"rewards/label/mean", "rewards/think_format/mean"} <= logged
+    assert (
+        chart.read_bytes().startswith(b"\x89PNG")
+        and (tmp_path / "student-grpo" / "adapter_config.json").is_file()
+    )
