@@ -12,11 +12,25 @@ The same images and question go through, in this process:
 Every request generates exactly ``--max-tokens`` tokens (``ignore_eos``), so output tokens/s
 compare. Defaults use the tiny local GLM-4.1V on the CPU; pass ``--config`` with a real model
 config on a GPU machine.
+
+Then answer forcing (``on_truncation: force_answer``), on one engine, ``keep`` against
+``force_answer`` in turns (best of ``--repeats`` each):
+
+4. no request truncated: every request stops at the first space or common letter after half of
+   ``--max-tokens`` (``min_tokens`` + ``stop``), so no second pass runs: the cost of the check
+   alone (target: within noise of ``keep``; the line says how many were truncated all the same);
+5. every request truncated with its think open (``ignore_eos``; a random model never closes it):
+   the second pass of ``--force-tokens`` tokens for each, as seconds per forced request, and the
+   overhead it means for a run in which 1% or 5% of the requests are truncated.
+
+``--force-answer-only`` runs 4 and 5 alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -71,6 +85,66 @@ def transformers_generate(config, chunks, max_tokens: int, batch_size: int) -> t
     return time.perf_counter() - start, tokens
 
 
+@contextlib.contextmanager
+def forcing(annotator: Annotator, on: bool):
+    """The annotator with answer forcing on or off (``on_truncation`` force_answer or keep), same engine."""
+    saved = annotator.force_text
+    annotator.force_text = saved if on else None
+    try:
+        yield
+    finally:
+        annotator.force_text = saved
+
+
+def force_answer_costs(args, manifest: Path, folder: Path) -> None:
+    base = load_model_config(
+        args.config,
+        [
+            f"chunk_size={args.chunk_size}",
+            "on_truncation=force_answer",
+            f"force_answer_max_tokens={args.force_tokens}",
+            "sampling.ignore_eos=true",
+            f"sampling.max_tokens={args.max_tokens}",
+        ],
+    )
+    scenarios = {
+        "none truncated": {"min_tokens": args.max_tokens // 2, "stop": [" ", "a", "e", "i", "n", "o", "t"]},
+        "all truncated": {},
+    }
+    print(
+        f"answer forcing: {args.images} images, max_tokens {args.max_tokens}, force_answer_max_tokens {args.force_tokens}"
+    )
+    for name, extra in scenarios.items():
+        config = dataclasses.replace(base, sampling={**base.sampling, **extra})
+        annotator = Annotator(config)
+        generate(config, manifest, folder / f"warm-{name}", limit=config.chunk_size, annotator=annotator)
+        best = {False: float("inf"), True: float("inf")}
+        summaries = {}
+        for repeat in range(args.repeats):
+            for on in (False, True):
+                run = folder / f"{name}-{on}-{repeat}"
+                with forcing(annotator, on):
+                    start = time.perf_counter()
+                    summaries[on] = generate(config, manifest, run, limit=args.images, annotator=annotator)
+                    best[on] = min(best[on], time.perf_counter() - start)
+        forced = summaries[True].forced
+        second = summaries[True].session_output_tokens - summaries[False].session_output_tokens
+        print(
+            f"  {name}: keep {best[False]:6.2f} s, force_answer {best[True]:6.2f} s "
+            f"({best[True] / best[False] - 1:+.1%}); truncated {summaries[True].truncated} of {args.images}, "
+            f"forced {forced}, second-pass tokens {second:,}"
+        )
+        if forced:
+            per_request = (best[True] - best[False]) / forced
+            per_image = best[False] / args.images
+            print(
+                f"    second pass: {per_request * 1000:,.1f} ms per forced request ({per_request / per_image:.2f}x "
+                f"an image's first pass); a run with 1% / 5% truncated: "
+                f"{0.01 * per_request / per_image:+.1%} / {0.05 * per_request / per_image:+.1%}"
+            )
+        del annotator
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "generation" / "tiny_glm.yaml"))
@@ -78,7 +152,16 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--chunk-size", type=int, default=32)
     parser.add_argument("--hf-batch", type=int, default=8)
+    parser.add_argument("--force-tokens", type=int, default=32, help="force_answer_max_tokens")
+    parser.add_argument("--repeats", type=int, default=2, help="answer forcing: runs of each, best counts")
+    parser.add_argument("--force-answer-only", action="store_true", help="measure answer forcing only")
     args = parser.parse_args()
+    if args.force_answer_only:
+        with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
+            classes = max(1, args.images // 8)
+            manifest, _ = write_manifest_tree(Path(tmp), classes, -(-args.images // classes))
+            force_answer_costs(args, manifest, Path(tmp))
+        return
     overrides = [
         f"sampling.max_tokens={args.max_tokens}",
         "sampling.ignore_eos=true",
@@ -113,6 +196,10 @@ def main() -> None:
         print(f"{label:<34} {tokens:>7,} tokens in {seconds:6.1f} s = {rate[name]:9,.1f} output tokens/s")
     print(f"toolkit overhead vs bare vLLM: {1 - rate['toolkit'] / rate['bare']:+.1%} (target < 10%)")
     print(f"vLLM (toolkit) / transformers: {rate['toolkit'] / rate['hf']:.2f}x")
+    with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
+        classes = max(1, args.images // 8)
+        manifest, _ = write_manifest_tree(Path(tmp), classes, -(-args.images // classes))
+        force_answer_costs(args, manifest, Path(tmp))
 
 
 if __name__ == "__main__":

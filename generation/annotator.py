@@ -101,8 +101,10 @@ class Annotator:
         self.sampling_record = sampling_json({**config.sampling, "regex": config.structured_output_regex})
         self.force_text = STYLES[config.parse_style].force if config.on_truncation == "force_answer" else None
         if self.force_text:
-            # The same sampling for the continuation, with its own budget.
-            self.force_params = SamplingParams(**{**sampling, "max_tokens": config.force_answer_max_tokens})
+            # The same sampling for the continuation, with its own budget (a min_tokens is the first
+            # generation's: the answer after the delimiter may be short).
+            budget = {"max_tokens": config.force_answer_max_tokens, "min_tokens": 0}
+            self.force_params = SamplingParams(**{**sampling, **budget})
             tokenizer = self.llm.get_tokenizer()
             self.force_ids = list(tokenizer.encode(self.force_text, add_special_tokens=False))
             self.max_model_len = self.llm.llm_engine.model_config.max_model_len

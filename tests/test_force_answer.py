@@ -33,8 +33,14 @@ from tests.fixtures.synthetic import write_manifest_tree
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs" / "generation"
-# A budget the tiny random models always hit with the think open (they rarely close it at all).
-FORCING = ["sampling.max_tokens=8", "on_truncation=force_answer", "force_answer_max_tokens=6"]
+# A budget the tiny random models always hit with the think open (they rarely close it at all); the
+# first pass's min_tokens is above the second pass's budget, which the second pass does not inherit.
+FORCING = [
+    "sampling.max_tokens=8",
+    "sampling.min_tokens=8",
+    "on_truncation=force_answer",
+    "force_answer_max_tokens=6",
+]
 RECORD_FIELDS = (
     "image_id",
     "output",
