@@ -10,7 +10,8 @@ Two parts, each measured at every size given, in a fresh process per measurement
   in chunks of the default size and, for comparison, in one chunk (``chunk_size`` = all pairs:
   how the suite scored before it was chunked);
 - ``imagenet-think eval score`` (the paper's six lexical metrics; the neural ones are left out on
-  a CPU) on a synthetic release of ``--examples`` images (``tests.fixtures.synthetic``: real
+  a CPU), twice: as the first model of the release split (the annotator agreement is computed and
+  cached) and as a further one (it is read), on a synthetic release of ``--examples`` images (``tests.fixtures.synthetic``: real
   images, glm and kimi records, ``build_release``, everything in split ``train``) and a synthetic
   predictions folder for it (a real run folder with chunk commits, as ``eval generate`` writes).
 
@@ -97,25 +98,32 @@ def child_suite(pairs: int, words: int, chunk_size: int | None) -> dict:
 
 
 def child_score(predictions: str, out: str) -> dict:
+    """Two runs of ``eval score``: the first model of a release split (the annotator agreement
+    computed and cached beside the report) and a further one (the agreement read from the cache)."""
     from eval import metrics
+    from eval.label_accuracy import label_verdicts
     from eval.score import score
 
-    warm = Path(out).with_name(Path(out).name + "-warmup")
-    score(predictions, warm, metrics=SCORE_METRICS, n_boot=10, batch_size=64)  # imports, caches
-    metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)  # empty: every text is tokenized
-    with PeakMemory() as memory:
-        start, cpu = time.perf_counter(), time.process_time()
-        summary = score(predictions, out, metrics=SCORE_METRICS)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    examples = summary["n_examples"]
-    return {
-        "examples": examples,
-        "pairs": 2 * examples * 3,  # two references, three segments
-        "seconds": seconds,
-        "cpu": cpu,
-        "above_mib": memory.above,
-        "peak_mib": memory.peak,
-    }
+    warm = Path(out).parent / "warm-up" / "report"  # imports, the verdicts' automaton, caches
+    score(predictions, warm, metrics=SCORE_METRICS, n_boot=10, batch_size=64, agreement=False)
+    label_verdicts(["a finch"], ["n01530575"])
+    runs = {}
+    for run, folder in (("first", "report"), ("further", "report-2")):
+        metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)  # empty: every text is tokenized
+        with PeakMemory() as memory:
+            start, cpu = time.perf_counter(), time.process_time()
+            summary = score(predictions, Path(out).parent / folder, metrics=SCORE_METRICS)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        examples = summary["n_examples"]
+        runs[run] = {
+            "examples": examples,
+            "pairs": 2 * examples * 3,  # two references, three segments
+            "seconds": seconds,
+            "cpu": cpu,
+            "above_mib": memory.above,
+            "peak_mib": memory.peak,
+        }
+    return runs
 
 
 # ---------------------------------------------------------------------------------------
@@ -185,6 +193,10 @@ def run_child(*args: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _times(value: float, base: float) -> str:
+    return f"x{value / base:.2f}" if base >= 1 else f"n/a ({value:.0f} MiB against {base:.1f})"
+
+
 def report(title: str, rows: list[dict], unit: str) -> None:
     print(f"\n{title}")
     print(
@@ -202,7 +214,7 @@ def report(title: str, rows: list[dict], unit: str) -> None:
     print(
         f"{growth:.0f}x the pairs: time x{last['seconds'] / first['seconds']:.2f}, CPU time "
         f"x{last['cpu'] / first['cpu']:.2f} (linear: x{growth:.0f}); memory above inputs "
-        f"x{last['above_mib'] / first['above_mib']:.2f}, peak RssAnon x{last['peak_mib'] / first['peak_mib']:.2f}"
+        f"{_times(last['above_mib'], first['above_mib'])}, peak RssAnon {_times(last['peak_mib'], first['peak_mib'])}"
     )
     # Projection: time linear from the largest size; memory above inputs growing from there as it
     # grew between the two largest sizes (an upper bound where it is flat).
@@ -246,7 +258,7 @@ def main() -> None:
                 rows.append(run_child("suite", str(pairs), str(args.words), str(pairs if chunk else 0)))
             report(f"Lexical metric suite, {label}, {args.words}-word texts", rows, "pairs")
     if not args.skip_score:
-        rows = []
+        rows: dict[str, list[dict]] = {"first": [], "further": []}
         with tempfile.TemporaryDirectory(prefix="bench-eval-scale-") as folder:
             for examples in args.examples:
                 root = Path(folder) / f"n{examples}"
@@ -255,12 +267,14 @@ def main() -> None:
                 print(
                     f"(setup: release and predictions of {examples:,} images in {time.perf_counter() - start:.0f} s)"
                 )
-                rows.append(run_child("score", str(predictions), str(root / "report")))
-        report(
-            f"eval score (lexical paper metrics, 1000 bootstrap resamples), {args.words}-word texts",
-            rows,
-            "images",
-        )
+                for run, result in run_child("score", str(predictions), str(root / "report")).items():
+                    rows[run].append(result)
+        for run, what in (
+            ("first", "the first model of a release split: annotator agreement computed and cached"),
+            ("further", "a further model: annotator agreement read from the cache"),
+        ):
+            title = f"eval score (lexical paper metrics, 1000 bootstrap resamples, verdicts), {what}"
+            report(f"{title}, {args.words}-word texts", rows[run], "images")
 
 
 if __name__ == "__main__":

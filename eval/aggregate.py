@@ -139,6 +139,35 @@ def _segment_of(reference: Mapping[str, Sequence[str]], segment: str, n_examples
     return texts
 
 
+def agreement_scores(
+    annotators: Mapping[str, Mapping[str, Sequence[str]]],
+    metrics: Sequence[str] = metric_suite.PAPER_METRICS,
+    **options,
+) -> tuple[ReferenceScores, list[str]]:
+    """The annotators scored against each other: each one's texts as the candidate against each
+    other one's, a column per ordered pair ("glm vs kimi", "kimi vs glm"), all in one call per
+    segment (each text is tokenized and embedded once). ``options`` as for
+    :func:`score_against_references`. Avg over the columns is the mean of both directions, Max
+    the larger; for the symmetric metrics (all of the paper's) the two directions agree.
+    """
+    names = list(annotators)
+    if len(names) < 2:
+        raise ValueError(f"the agreement needs two annotators or more, not {names}")
+    pairs = [(a, b) for a in names for b in names if a != b]
+    first = annotators[names[0]]
+    candidate = {segment: [t for a, _ in pairs for t in annotators[a][segment]] for segment in first}
+    reference = {segment: [t for _, b in pairs for t in annotators[b][segment]] for segment in first}
+    flat = score_against_references(candidate, [reference], metrics, **options)
+    n_examples = len(next(iter(first.values())))
+    scores = {
+        segment: {
+            metric: table[:, 0].reshape(len(pairs), n_examples).T for metric, table in by_metric.items()
+        }
+        for segment, by_metric in flat.scores.items()
+    }
+    return ReferenceScores(scores, flat.backbones), [f"{a} vs {b}" for a, b in pairs]
+
+
 def summarize_columns(
     columns: Mapping[str, np.ndarray], n_boot: int = 1000, seed: int = 0, confidence: float = 0.95
 ) -> dict[str, dict]:

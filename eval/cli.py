@@ -10,7 +10,8 @@ SUBCOMMANDS = {
     "generate": ("eval.predict", "run a model over a release split (resumable, through vLLM)"),
     "score": (
         "eval.score",
-        "score predictions against the references: metrics, label accuracy, tables, charts",
+        "score predictions against the references: metrics, label verdicts, the annotator agreement "
+        "(ceiling), tables, charts",
     ),
     "report": ("eval.report", "combine several models' scores into one set of tables and charts"),
 }

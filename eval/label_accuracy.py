@@ -43,7 +43,13 @@ is the first of these that applies to the synsets the answer names,
 4. ``other_class``: another ImageNet-21K-P class, neither ancestor nor descendant of the label;
 5. ``none``: none of these (also for an answer that is not a string),
 
-ancestors and descendants over the ``@`` and ``@i`` hypernym edges, along every path. ``score`` is 1
+ancestors and descendants over the ``@`` and ``@i`` hypernym edges, along every path. The top of the
+hierarchy is left out of 3. and 4. (the stop-list): a synset with fewer than ``MIN_ANCESTORS`` (6)
+ancestors is too generic to say anything about an image, and its lemmas are everyday words ("entity",
+"thing", "object", "whole" and "unit", "matter", "part", "form" and "shape", "set", "group", "being"
+and "organism", "living thing", "artifact", "structure", "food"): an answer that names only such
+synsets is ``none``. "animal" and "plant" (6 ancestors each) are the shallowest synsets kept; "bird"
+has 9. ``score`` is 1
 for ``exact`` and ``hyponym``, 0 for ``other_class`` and ``none``, and for ``hypernym``
 ``(|ancestors(a)| + 1) / (|ancestors(label)| + 1)`` for the deepest ancestor ``a`` named (the one
 with most ancestors): strictly between 0 and 1, larger for more specific ancestors (brambling has 13
@@ -58,9 +64,10 @@ names one class by its own lemmas.
 sparrow). An answer naming several candidates gets the best kind among them, whatever it concludes:
 precedence decides ("a sparrow or a brambling" is ``exact``; "a sparrow, a small bird" is
 ``hypernym``). A lemma shared by several synsets names them all ("crane" names the bird and the
-machine). Lemmas of the upper levels are everyday words ("whole", "part", "object", "being" for
-organism, "form", "point", "side"): an answer that uses one is at least a ``hypernym``, with a low
-score. Irregular plurals are missed.
+machine). Deeper synsets whose lemmas are everyday words ("point", "side", "line", "head", "top" are
+ImageNet-21K-P classes) still count: "the point of its beak" names another class. The stop-list
+also drops a few generic but meaningful hypernyms ("food" for a pizza, "artifact", "structure"):
+such answers are ``none``. Irregular plurals are missed.
 """
 
 from __future__ import annotations
@@ -90,6 +97,8 @@ __all__ = [
 
 KINDS = ("exact", "hyponym", "hypernym", "other_class", "none")
 CORRECT_KINDS = frozenset({"exact", "hyponym"})
+# The stop-list: synsets with fewer ancestors than this count neither as hypernym nor as other class.
+MIN_ANCESTORS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +281,7 @@ def _verdict(
         return NONE
     if below := nouns.descendant_indices(label) & mentioned:
         return LabelVerdict("hyponym", 1.0, nouns.wnids[_first(mentions, below)])
+    mentioned = {index for index in mentioned if len(nouns.ancestor_indices(index)) >= MIN_ANCESTORS}
     ancestors = nouns.ancestor_indices(label)
     if above := ancestors & mentioned:
         depths = {index: len(nouns.ancestor_indices(index)) for index in above}

@@ -20,18 +20,31 @@ up to the last digits of float arithmetic, as batches of other shapes give).
 Writes into ``--out``:
 
 - ``per_example.parquet``: per scored image, every ``{segment}/{metric}/{s1,s2,avg,max}``
-  score and whether the model's and each reference's answer names the image's class;
+  score and, for the model's and each reference's answer (``WHO`` = model, glm, kimi), its label
+  verdict against the image's class (:func:`eval.label_accuracy.label_verdicts`):
+  ``label_hit/WHO`` (``exact`` or ``hyponym``), ``label_verdict/WHO``, ``label_score/WHO`` and
+  ``label_named/WHO`` (the synset that decided);
 - ``summary.json``: Avg of Avg and Avg of Max with bootstrap 95% intervals per segment
-  and metric, the backbones used, label accuracy, coverage and the image counts, what the
-  predictions were made on and the fingerprint of what they were scored against;
+  and metric, the backbones used, label accuracy (the share ``exact`` or ``hyponym``: naming a
+  more specific class counts) and ``label_verdicts`` (per answerer, the share of each verdict
+  kind, the share correct and the mean label score, each with its bootstrap interval, from the
+  same resamples of the images), coverage and the image counts, what the predictions were made
+  on and the fingerprint of what they were scored against, and ``agreement``: the annotator
+  agreement of the release split (:func:`annotator_agreement`), the ceiling row of the tables;
 - the tables and charts of :mod:`eval.report`.
+
+The annotator agreement is cached once per release split and settings in ``--agreement-cache``
+(default: ``.annotator_agreement`` in the folder that holds ``--out``, so that the reports of
+several models side by side share it; a hidden folder, which ``reports/*`` globs skip).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,9 +55,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from eval.aggregate import SEGMENTS, ReferenceScores, score_against_references, segments, summarize
-from eval.label_accuracy import CORRECT_KINDS, label_verdicts
-from eval.metrics import PAPER_METRICS, DocumentFrequencies
+from eval.aggregate import (
+    SEGMENTS,
+    ReferenceScores,
+    agreement_scores,
+    bootstrap_settings,
+    score_against_references,
+    segments,
+    summarize,
+    summarize_columns,
+)
+from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts
+from eval.metrics import METRICS, PAPER_METRICS, DocumentFrequencies
+from eval.metrics import backbones as metric_backbones
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
 from generation.runs import RUN_FILE, check_run
@@ -62,9 +85,17 @@ rules:
   (then only the images both share are scored, and the summary records it).
   Rejected images score 0; images not generated yet (an unfinished run) are left out.
   Coverage = predicted / expected images is in summary.json and every table and chart;
-  models below 100% are marked with a dagger."""
+  models below 100% are marked with a dagger.
+  Answers are judged against the image's class in WordNet (exact, hyponym, hypernym,
+  other_class, none); label accuracy counts exact and hyponym (a more specific class).
+  The annotator agreement (the references scored against each other: the ceiling row) is
+  computed once per release split and settings and kept in --agreement-cache (default:
+  .annotator_agreement beside --out); --no-agreement leaves it out."""
 log = logging.getLogger(__name__)
 BATCH_EXAMPLES = 512  # images read and scored at a time (--batch-size)
+AGREEMENT_FOLDER = ".annotator_agreement"  # beside the report folder: one file per release split and settings
+AGREEMENT_LABEL = "annotator agreement"
+AGREEMENT_VERSION = 1
 
 
 def reference_annotators(column_names) -> list[str]:
@@ -201,16 +232,27 @@ def score(
     model_name: str | None = None,
     allow_other_release: bool = False,
     batch_size: int = BATCH_EXAMPLES,
+    agreement: bool = True,
+    agreement_cache: str | Path | None = None,
 ) -> dict:
     """Score ``predictions`` (an ``eval generate`` folder) into ``out``; returns the summary.
 
     The split is read and scored ``batch_size`` images at a time and ``per_example.parquet`` is
     written as it goes: memory does not grow with the split beyond the per-example scores and
-    the image ids. Raises :class:`RefusedError` if the predictions were made on another release or split than
+    the image ids. With ``agreement``, the annotator agreement of the release split (the
+    references scored against each other, :func:`annotator_agreement`) is read from
+    ``agreement_cache`` (default: ``.annotator_agreement`` beside ``out``) or computed there once.
+    Raises :class:`RefusedError` if the predictions were made on another release or split than
     ``dataset``/``split`` (default: the ones they were made on), unless ``allow_other_release``.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"--batch-size must be a whole number of images >= 1, not {batch_size!r}")
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown or not metrics:
+        raise UsageError(
+            f"--metrics {' '.join(unknown) if unknown else '(none)'}: not metrics of eval.metrics; "
+            f"pass some of {', '.join(METRICS)}"
+        )
     predictions, out = Path(predictions), Path(out)
     made_on = read_eval_file(predictions)
     dataset, split = dataset or made_on["dataset"], split or made_on["split"]
@@ -262,7 +304,8 @@ def score(
         )
     del all_ids, all_wnids
     columns = ["image_id", "wnid"] + [f"{a}_{part}" for a in annotators for part in ("think", "answer")]
-    references = references.select_columns(columns).select(keep)
+    split_rows = references.select_columns(columns)
+    references = split_rows.select(keep)
 
     idf_corpora = None
     if "tfidf_cosine_corpus" in metrics:  # its IDF needs every text of the split: a first pass
@@ -274,7 +317,8 @@ def score(
     partial = per_example.with_name(per_example.name + ".partial")
     parts: list[ReferenceScores] = []
     answerers = ["model", *annotators]
-    hits: dict[str, list[np.ndarray]] = {who: [] for who in answerers}
+    kinds: dict[str, list[np.ndarray]] = {who: [] for who in answerers}
+    label_scores: dict[str, list[np.ndarray]] = {who: [] for who in answerers}
     writer = None
     progress = tqdm(
         total=len(references), desc="scoring", unit="image", disable=len(references) <= batch_size
@@ -286,16 +330,19 @@ def score(
             )
             parts.append(scored)
             answers = [batch.candidate["answer"], *(reference["answer"] for reference in batch.references)]
-            batch_hits = {who: _hits(a, batch.wnids) for who, a in zip(answerers, answers, strict=True)}
-            for who, found in batch_hits.items():
-                hits[who].append(found)
+            verdicts = {
+                who: label_verdicts(a, batch.wnids) for who, a in zip(answerers, answers, strict=True)
+            }
+            for who, found in verdicts.items():
+                kinds[who].append(np.array([KINDS.index(v.kind) for v in found], dtype=np.int8))
+                label_scores[who].append(np.array([v.score for v in found], dtype=np.float64))
             table = pa.table(
                 {
                     "image_id": batch.image_ids,
                     "wnid": batch.wnids,
                     "has_prediction": batch.has_prediction,
                     **scored.columns(),
-                    **{f"label_hit/{who}": found for who, found in batch_hits.items()},
+                    **_label_columns(verdicts),
                 }
             )
             if writer is None:
@@ -309,7 +356,9 @@ def score(
     partial.replace(per_example)
 
     summary = summarize(ReferenceScores.concatenate(parts), n_boot=n_boot)
-    correct = {who: np.concatenate(found) for who, found in hits.items()}
+    kinds_of = {who: np.concatenate(found) for who, found in kinds.items()}
+    scores_of = {who: np.concatenate(found) for who, found in label_scores.items()}
+    correct = {who: np.isin(k, CORRECT_CODES) for who, k in kinds_of.items()}
     summary.update(
         model=model_name or config["annotator"],
         model_id=config["model"],
@@ -326,15 +375,155 @@ def score(
             "model": float(correct["model"].mean()),
             "references": {a: float(correct[a].mean()) for a in annotators},
         },
+        label_verdicts=_label_summary(kinds_of, scores_of, n_boot),
     )
+    if agreement and len(annotators) >= 2:
+        cache = Path(agreement_cache) if agreement_cache else out.resolve().parent / AGREEMENT_FOLDER
+        summary["agreement"] = annotator_agreement(
+            split_rows,
+            annotators,
+            dataset=dataset,
+            split=split,
+            fingerprint=fingerprint,
+            metrics=metrics,
+            full_length=full_length,
+            n_boot=n_boot,
+            batch_size=batch_size,
+            cache=cache,
+        )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_report([summary], out)
     return summary
 
 
-def _hits(answers: list, wnids: list[str]) -> np.ndarray:
-    """Whether each answer names its class or a descendant (a verdict in eval.label_accuracy's CORRECT_KINDS)."""
-    return np.array([v.kind in CORRECT_KINDS for v in label_verdicts(answers, wnids)], dtype=bool)
+CORRECT_CODES = [KINDS.index(kind) for kind in KINDS if kind in CORRECT_KINDS]
+
+
+def _label_columns(verdicts: dict[str, list]) -> dict[str, pa.Array]:
+    """Per answerer (model, each reference): whether the answer is correct (``exact`` or ``hyponym``),
+    its verdict, label score and the synset that decided it."""
+    fields = {
+        "hit": (pa.bool_(), lambda v: v.kind in CORRECT_KINDS),
+        "verdict": (pa.string(), lambda v: v.kind),
+        "score": (pa.float64(), lambda v: v.score),
+        "named": (pa.string(), lambda v: v.named),
+    }
+    return {
+        f"label_{field}/{who}": pa.array([value(v) for v in found], type=kind)
+        for field, (kind, value) in fields.items()
+        for who, found in verdicts.items()
+    }
+
+
+def _label_summary(kinds: dict[str, np.ndarray], scores: dict[str, np.ndarray], n_boot: int) -> dict:
+    """Per answerer: the share of each verdict kind, the share correct and the mean label score,
+    each with its bootstrap interval (the examples resampled as for the metrics)."""
+    columns: dict[tuple[str, str], np.ndarray] = {}
+    for who, codes in kinds.items():
+        for code, kind in enumerate(KINDS):
+            columns[(who, kind)] = codes == code
+        columns[(who, "correct")] = np.isin(codes, CORRECT_CODES)
+        columns[(who, "score")] = scores[who]
+    stats = summarize_columns(columns, n_boot)
+    described = {
+        who: {
+            "verdicts": {kind: stats[(who, kind)] for kind in KINDS},
+            "correct": stats[(who, "correct")],
+            "score": stats[(who, "score")],
+        }
+        for who in kinds
+    }
+    return {
+        "model": described["model"],
+        "references": {who: entry for who, entry in described.items() if who != "model"},
+    }
+
+
+def agreement_key(fields: dict) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def annotator_agreement(
+    references,
+    annotators: list[str],
+    *,
+    dataset: str,
+    split: str,
+    fingerprint: str,
+    metrics: tuple[str, ...] = PAPER_METRICS,
+    full_length: bool = False,
+    n_boot: int = 1000,
+    batch_size: int = BATCH_EXAMPLES,
+    cache: Path | None = None,
+) -> dict:
+    """The ceiling row: the references of every image of the split scored against each other
+    (glm as the candidate against kimi, and kimi against glm) with ``metrics``, summarized as a
+    model is (Avg of Avg over the two directions, Avg of Max the larger, bootstrap intervals).
+
+    Computed once per release split and settings: the result is kept in ``cache`` (a folder) as
+    ``<key>.json``, the key a sha256 over the split's fingerprint, the annotators, the metrics,
+    ``full_length``, the backbones and the bootstrap settings; a later call with the same key
+    reads it. A cache that cannot be written is logged and skipped.
+    """
+    settings = {
+        "version": AGREEMENT_VERSION,
+        "split_sha256": fingerprint,
+        "annotators": list(annotators),
+        "metrics": list(metrics),
+        "full_length": full_length,
+        "backbones": metric_backbones(metrics),
+        "bootstrap": bootstrap_settings(n_boot),
+    }
+    key = agreement_key(settings)
+    path = cache / f"{key[:16]}.json" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            kept = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            kept = None
+        if isinstance(kept, dict) and kept.get("key") == key and isinstance(kept.get("agreement"), dict):
+            log.info("annotator agreement of %s split %s read from %s", dataset, split, path)
+            return {**kept["agreement"], "cache": str(path)}
+        log.warning("%s is not an annotator agreement of these settings; computing it again", path)
+
+    idf_corpora = None
+    if "tfidf_cosine_corpus" in metrics:
+        idf_corpora = _corpus_frequencies(
+            [segments(rows[f"{a}_think"], rows[f"{a}_answer"]) for a in annotators]
+            for rows in _rows(references, batch_size)
+        )
+    parts, pairs = [], []
+    progress = tqdm(
+        total=len(references), desc="annotator agreement", unit="image", disable=len(references) <= batch_size
+    )
+    for rows in _rows(references, batch_size):
+        texts = {a: segments(rows[f"{a}_think"], rows[f"{a}_answer"]) for a in annotators}
+        scored, pairs = agreement_scores(texts, metrics, full_length=full_length, idf_corpora=idf_corpora)
+        parts.append(scored)
+        progress.update(len(rows["image_id"]))
+    progress.close()
+    result = {
+        "label": AGREEMENT_LABEL,
+        "pairs": pairs,
+        "dataset": dataset,
+        "split": split,
+        "split_sha256": fingerprint,
+        **summarize(ReferenceScores.concatenate(parts), n_boot=n_boot),
+    }
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            temporary.write_text(
+                json.dumps({"key": key, "settings": settings, "agreement": result}, indent=2) + "\n",
+                encoding="utf-8",
+            )
+            temporary.replace(path)
+            log.info("annotator agreement of %s split %s written to %s", dataset, split, path)
+        except OSError as error:
+            log.warning("the annotator agreement could not be cached in %s (%s)", cache, error)
+            path = None
+    return {**result, "cache": str(path) if path is not None else None}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -363,6 +552,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
     parser.add_argument("--name", help="the model's name in tables (default: the config's annotator name)")
     parser.add_argument(
+        "--agreement-cache",
+        metavar="DIR",
+        help=f"where the annotator agreement of the release split is kept (default: {AGREEMENT_FOLDER} "
+        "beside --out, shared by the reports of one folder)",
+    )
+    parser.add_argument(
+        "--no-agreement", action="store_true", help="leave out the annotator agreement (ceiling) row"
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=BATCH_EXAMPLES,
@@ -382,6 +580,8 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.name,
         allow_other_release=args.allow_other_release,
         batch_size=args.batch_size,
+        agreement=not args.no_agreement,
+        agreement_cache=args.agreement_cache,
     )
     print((Path(args.out) / "tables.md").read_text())
     images = summary["images"]

@@ -259,6 +259,22 @@ def test_the_reports_tables_and_charts_come_from_the_metric_registry(tmp_path):
     assert [path.name for path in charts] == ["chart_lexical.png", "chart_vector.png"]
 
 
+def test_agreement_scores_each_annotator_against_the_other_both_ways():
+    from eval.metrics import similarity
+
+    glm = aggregate.segments(["a red bird on a branch", "grey sky"], ["a finch", "brambling"])
+    kimi = aggregate.segments(["red bird", "a grey sky at dusk"], ["finch", "a small brambling"])
+    scores, pairs = aggregate.agreement_scores({"glm": glm, "kimi": kimi}, ["rouge1", "overlap"])
+    assert pairs == ["glm vs kimi", "kimi vs glm"]
+    for segment in ("full", "think", "answer"):
+        table = scores.scores[segment]["rouge1"]
+        assert table.shape == (2, 2)
+        np.testing.assert_array_equal(table[:, 0], similarity("rouge1", glm[segment], kimi[segment]))
+        np.testing.assert_array_equal(table[:, 1], similarity("rouge1", kimi[segment], glm[segment]))
+    with pytest.raises(ValueError, match="two annotators or more"):
+        aggregate.agreement_scores({"glm": glm}, ["rouge1"])
+
+
 def test_summarize_columns_gives_means_with_intervals_from_the_same_resamples():
     columns = {"hit": np.array([1, 0, 1, 1, 0, 1] * 5, bool), "score": np.linspace(0, 1, 30)}
     stats = aggregate.summarize_columns(columns, n_boot=300, seed=2)
@@ -274,6 +290,75 @@ def test_summarize_columns_gives_means_with_intervals_from_the_same_resamples():
         {how: scores.per_example("answer", "jaccard", how) for how in ("avg", "max")}, n_boot=300, seed=2
     )
     assert summary["scores"]["answer"]["jaccard"]["avg_of_max_ci"] == direct["max"]["ci"]
+
+
+def _verdict_entry(shares: list[float], score: float) -> dict:
+    from eval.label_accuracy import KINDS
+
+    interval = lambda mean: {"mean": mean, "ci": (max(0.0, mean - 0.1), min(1.0, mean + 0.1))}  # noqa: E731
+    return {
+        "verdicts": {kind: interval(share) for kind, share in zip(KINDS, shares, strict=True)},
+        "correct": interval(shares[0] + shares[1]),
+        "score": interval(score),
+    }
+
+
+def test_the_report_shows_verdicts_and_the_agreement_row(tmp_path):
+    from PIL import Image
+
+    from imagenet_think_cli import main as cli
+
+    first, second = _summary("first_model", predicted=4), _summary("second_model", predicted=2, rejected=2)
+    agreement = aggregate.summarize(
+        jaccard_scores({"full": ["a red bird", "a grey sky"]}, [{"full": ["a bird", "grey sky"]}]), n_boot=20
+    )
+    agreement.update(pairs=["glm vs kimi", "kimi vs glm"], dataset="d", split="test", split_sha256="f" * 64)
+    references = {
+        "glm": _verdict_entry([0.5, 0.25, 0.25, 0, 0], 0.9),
+        "kimi": _verdict_entry([0.25, 0, 0, 0.5, 0.25], 0.3),
+    }
+    for summary, model in ((first, [0.25, 0.25, 0.25, 0.25, 0.0]), (second, [0, 0, 0.5, 0, 0.5])):
+        summary.update(
+            agreement=agreement,
+            label_verdicts={"model": _verdict_entry(model, 0.6), "references": references},
+        )
+    folders = [_write_summary(tmp_path / name, s) for name, s in (("a", first), ("b", second))]
+    assert cli(["eval", "report", *folders, "--out", str(tmp_path / "out")]) == 0
+    markdown = (tmp_path / "out" / "tables.md").read_text()
+    assert (
+        markdown.count("| annotator agreement | 2 images, both references |") == 1
+    )  # one agreement: Table 5
+    assert (
+        "Table 7: Thinking Tokens vs Answer Tokens of annotator agreement (glm vs kimi, kimi vs glm)"
+        in markdown
+    )
+    assert (
+        "| first_model | 100.0% (4/4) | 0.250 | 0.250 | 0.250 | 0.250 | 0.000 | 0.500 [0.400, 0.600] |"
+        in markdown
+    )
+    assert (
+        markdown.count("| glm (reference) | 2/4 images | 0.500 | 0.250 |") == 1
+    )  # the same references: once
+    with Image.open(tmp_path / "out" / "chart_labels.png") as chart:
+        assert "first_model: correct 0.500, label score 0.600" in chart.text["Description"]
+    with Image.open(tmp_path / "out" / "chart_lexical.png") as chart:
+        assert "annotator agreement" in chart.text["Description"]
+    # Summaries of two release splits: one agreement row each, named by its release and split.
+    other = dict(agreement, split="validation", split_sha256="e" * 64)
+    second["agreement"] = other
+    (tmp_path / "b" / "summary.json").write_text(__import__("json").dumps(second))
+    assert cli(["eval", "report", *folders, "--out", str(tmp_path / "two")]) == 0
+    markdown = (tmp_path / "two" / "tables.md").read_text()
+    assert (
+        "| annotator agreement (d test) |" in markdown
+        and "| annotator agreement (d validation) |" in markdown
+    )
+    del second["label_verdicts"]["model"]["score"]
+    (tmp_path / "b" / "summary.json").write_text(__import__("json").dumps(second))
+    from imagenet_think_errors import InputError
+
+    with pytest.raises(InputError, match=r"b/summary.json is not a summary .*label_verdicts lacks"):
+        cli(["eval", "report", *folders, "--out", str(tmp_path / "bad")])
 
 
 def test_summaries_of_the_same_model_get_their_folders_as_labels(tmp_path):

@@ -8,6 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from eval.aggregate import score_against_references, segments, summarize
+from eval.label_accuracy import KINDS, label_verdicts
+from eval.metrics import similarity
 from eval.predict import load_references, materialize_split, split_fingerprint
 from generation.records import (
     RECORD_SCHEMA,
@@ -137,6 +139,91 @@ def test_score_streams_in_batches_with_the_scores_of_one_pass(train_predictions,
     assert per_example["image_id"].to_pylist() == [row["image_id"] for row in rows]
     with pytest.raises(UsageError, match="--batch-size must be a whole number of images >= 1, not 0"):
         score(train_predictions, tmp_path / "zero", *args, "--batch-size", "0")
+    with pytest.raises(
+        UsageError, match="--metrics bleu: not metrics of eval.metrics; pass some of bertscore_f1"
+    ):
+        score(train_predictions, tmp_path / "bleu", "--metrics", "jaccard", "bleu")
+    assert not (tmp_path / "zero").exists() and not (tmp_path / "bleu").exists()
+
+
+def test_verdicts_and_the_annotator_agreement_ceiling(train_predictions, tmp_path):
+    """Each answer's label verdict (model and references) and their shares with intervals; the
+    references scored against each other once per release split, cached beside the reports."""
+    args = ["--metrics", "jaccard", "rouge1", "--bootstrap", "200"]
+    assert score(train_predictions, tmp_path / "reports" / "first", *args) == 0
+    summary = json.loads((tmp_path / "reports" / "first" / "summary.json").read_text())
+    per_example = pq.read_table(tmp_path / "reports" / "first" / "per_example.parquet").to_pylist()
+
+    # The verdicts, per image, are eval.label_accuracy's, for the model ("" when rejected) and each reference.
+    rows = {r["image_id"]: r for r in load_references(summary["dataset"], "train").remove_columns("image")}
+    state = check_run(train_predictions / "records")
+    records = {r["image_id"]: r for r in iter_rows(state.record_files)}
+    wnids = [row["wnid"] for row in per_example]
+    answers = {
+        "model": [records.get(row["image_id"], {"answer": ""})["answer"] for row in per_example],
+        **{a: [rows[row["image_id"]][f"{a}_answer"] for row in per_example] for a in REFERENCES},
+    }
+    for who, texts in answers.items():
+        verdicts = label_verdicts(texts, wnids)
+        assert [row[f"label_verdict/{who}"] for row in per_example] == [v.kind for v in verdicts]
+        assert [row[f"label_score/{who}"] for row in per_example] == [v.score for v in verdicts]
+        assert [row[f"label_named/{who}"] for row in per_example] == [v.named for v in verdicts]
+        entry = summary["label_verdicts"]["model" if who == "model" else "references"]
+        entry = entry if who == "model" else entry[who]
+        shares = {kind: sum(v.kind == kind for v in verdicts) / len(verdicts) for kind in KINDS}
+        assert {kind: e["mean"] for kind, e in entry["verdicts"].items()} == pytest.approx(shares)
+        assert entry["score"]["mean"] == pytest.approx(sum(v.score for v in verdicts) / len(verdicts))
+        low, high = entry["score"]["ci"]
+        assert low <= entry["score"]["mean"] <= high
+    assert "hypernym" in {row["label_verdict/model"] for row in per_example}  # "A goose? Maybe a dog."
+    model = summary["label_verdicts"]["model"]
+    assert model["correct"]["mean"] == summary["label_accuracy"]["model"]
+
+    # The ceiling: every train image's glm and kimi outputs scored against each other, both ways.
+    agreement = summary["agreement"]
+    assert agreement["pairs"] == ["glm vs kimi", "kimi vs glm"] and agreement["n_examples"] == 9
+    every = list(rows.values())
+    glm, kimi = (
+        segments([r[f"{a}_think"] for r in every], [r[f"{a}_answer"] for r in every]) for a in REFERENCES
+    )
+    for segment in ("full", "think", "answer"):
+        both_ways = [
+            similarity("rouge1", glm[segment], kimi[segment]),
+            similarity("rouge1", kimi[segment], glm[segment]),
+        ]
+        entry = agreement["scores"][segment]["rouge1"]
+        assert entry["avg_of_avg"] == pytest.approx(sum(map(sum, both_ways)) / 18)
+        assert entry["avg_of_max"] == pytest.approx(sum(map(max, zip(*both_ways, strict=True))) / 9)
+    cache = tmp_path / "reports" / ".annotator_agreement"
+    (cached,) = cache.glob("*.json")
+    assert agreement["cache"] == str(cached)
+    written = cached.stat().st_mtime_ns
+
+    # Another model's report beside it reads the agreement instead of computing it again.
+    assert score(train_predictions, tmp_path / "reports" / "second", *args) == 0
+    again = json.loads((tmp_path / "reports" / "second" / "summary.json").read_text())
+    assert again["agreement"] == agreement and cached.stat().st_mtime_ns == written
+    assert len(list(cache.glob("*.json"))) == 1
+    assert (
+        score(train_predictions, tmp_path / "reports" / "third", "--metrics", "jaccard", "--bootstrap", "200")
+        == 0
+    )
+    assert len(list(cache.glob("*.json"))) == 2  # other metrics, another entry
+
+    tables = (tmp_path / "reports" / "first" / "tables.md").read_text()
+    jaccard = f"{agreement['scores']['full']['jaccard']['avg_of_avg']:.3f}"
+    assert f"| annotator agreement | 9 images, both references | {jaccard} |" in tables  # Table 5
+    assert (
+        "Table 7: Thinking Tokens vs Answer Tokens of annotator agreement (glm vs kimi, kimi vs glm)"
+        in tables
+    )
+    assert "### Label verdicts" in tables and "| glm (reference) | 7/9 images |" in tables
+    assert "(the answer names the image's class or a more specific one: verdict exact or hyponym)" in tables
+    assert (tmp_path / "reports" / "first" / "chart_labels.png").stat().st_size > 1000
+
+    assert score(train_predictions, tmp_path / "reports" / "none", *args, "--no-agreement") == 0
+    assert "agreement" not in json.loads((tmp_path / "reports" / "none" / "summary.json").read_text())
+    assert "annotator agreement" not in (tmp_path / "reports" / "none" / "tables.md").read_text()
 
 
 def test_generate_score_report(release, predictions, tmp_path):
@@ -187,7 +274,14 @@ def test_generate_score_report(release, predictions, tmp_path):
         "| TF-IDF Cosine Similarity |" in tables and "| Cosine Similarity |" in tables
     )  # Table 7 rows, not swapped
     assert "| tiny_baseline | 100.0% (3/3) |" in tables and "†" not in tables
-    assert (report / "tables.tex").read_text().count(r"\begin{tabular}") == 6
+    # Tables 3-6 with the agreement row, Table 7 of the model and of the agreement, accuracy, verdicts
+    assert tables.count("| annotator agreement | 3 images, both references |") == 4
+    assert summary["agreement"]["n_examples"] == 3 and set(summary["agreement"]["scores"]) == {
+        "full",
+        "think",
+        "answer",
+    }
+    assert (report / "tables.tex").read_text().count(r"\begin{tabular}") == 8
     assert (report / "chart_semantic.png").stat().st_size > 1000
 
     combined, again = tmp_path / "combined", tmp_path / "again"

@@ -164,6 +164,33 @@ def test_none_names_nothing_of_the_hierarchy():
     assert verdict(None, BRAMBLING) == LabelVerdict("none", 0.0, None)
 
 
+def test_the_top_of_the_hierarchy_names_nothing():
+    """Synsets with fewer than MIN_ANCESTORS ancestors (everyday words) are neither hypernym nor other class."""
+    nouns = wordnet.wordnet_nouns()
+    generic = {
+        "whole": "n00003553",
+        "object": "n00002684",
+        "thing": "n00002452",
+        "being": "n00004475",  # organism
+        "matter": "n00020827",
+        "entity": "n00001740",
+        "food": "n00021265",  # an ImageNet-21K-P class, four ancestors
+    }
+    for word, wnid in generic.items():
+        assert len(nouns.ancestors(wnid)) < label_accuracy.MIN_ANCESTORS, word
+        assert wnid in named_synsets(f"It is a {word}."), word  # still matched ...
+        assert verdict(f"It is a {word}.", BRAMBLING) == LabelVerdict("none", 0.0, None), (
+            word
+        )  # ... not counted
+    assert "n00021265" in imagenet21k_classes()
+    # What remains of the hierarchy above the brambling: animal (6 ancestors) is the shallowest kept.
+    assert len(nouns.ancestors(ANIMAL)) == label_accuracy.MIN_ANCESTORS
+    assert verdict("A whole living being: an animal.", BRAMBLING) == LabelVerdict("hypernym", 7 / 14, ANIMAL)
+    assert verdict("A bird, a whole object.", BRAMBLING) == LabelVerdict("hypernym", 10 / 14, BIRD)
+    assert verdict("Some food for a cat.", BRAMBLING) == LabelVerdict("other_class", 0.0, CAT)
+    assert verdict("Some thing, a part of the whole.", DOG).kind == "none"
+
+
 def test_precedence_decides_between_several_candidates():
     assert verdict("A sparrow? No: a brambling.", BRAMBLING).kind == "exact"
     assert verdict("A dog, more precisely a beagle.", BEAGLE).kind == "exact"
