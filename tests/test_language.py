@@ -82,7 +82,9 @@ def test_english_prose_is_decided_without_the_identifier_and_other_text_is_not()
     assert not plainly_english(dutch_with_the) and language_verdict(dutch_with_the).language == "nl"
     words = " ".join(synthetic_text(rng, 40).replace(" the ", " ").replace(" and ", " ") for _ in range(3))
     assert not plainly_english(words) and language_verdict(words) is None  # read by windows: still English
-    assert len(windows(words)) > 1 and all(len(window) == WINDOW_CHARS for window in windows(words))
+    parts = windows(words)  # whole words, at most WINDOW_CHARS characters, overlapping
+    assert len(parts) > 1 and all(len(part) <= WINDOW_CHARS and part.strip() == part for part in parts)
+    assert all(f" {part} " in f" {words} " for part in parts)
 
 
 def test_record_verdicts():
