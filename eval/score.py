@@ -71,6 +71,7 @@ from eval.metrics import backbones as metric_backbones
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
 from generation.runs import RUN_FILE, check_run
+from imagenet_think import joint_annotators, joint_column
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 
 EXAMPLE = (
@@ -99,8 +100,8 @@ AGREEMENT_VERSION = 1
 
 
 def reference_annotators(column_names) -> list[str]:
-    """Annotators of a ``both`` table, from its ``<annotator>_think`` columns."""
-    return [name.removesuffix("_think") for name in column_names if name.endswith("_think")]
+    """Annotators of a ``both`` table (the builder's column scheme)."""
+    return joint_annotators(column_names)
 
 
 class PredictionRecords:
@@ -205,7 +206,7 @@ def _batches(references, records: PredictionRecords, annotators: list[str], size
             rows["wnid"],
             [records.predicted(i) for i in image_ids],
             segments(thinks, answers),
-            [segments(rows[f"{a}_think"], rows[f"{a}_answer"]) for a in annotators],
+            [segments(rows[joint_column(a, "think")], rows[joint_column(a, "answer")]) for a in annotators],
         )
 
 
@@ -489,7 +490,7 @@ def annotator_agreement(
     idf_corpora = None
     if "tfidf_cosine_corpus" in metrics:
         idf_corpora = _corpus_frequencies(
-            [segments(rows[f"{a}_think"], rows[f"{a}_answer"]) for a in annotators]
+            [segments(rows[joint_column(a, "think")], rows[joint_column(a, "answer")]) for a in annotators]
             for rows in _rows(references, batch_size)
         )
     parts, pairs = [], []
@@ -497,7 +498,9 @@ def annotator_agreement(
         total=len(references), desc="annotator agreement", unit="image", disable=len(references) <= batch_size
     )
     for rows in _rows(references, batch_size):
-        texts = {a: segments(rows[f"{a}_think"], rows[f"{a}_answer"]) for a in annotators}
+        texts = {
+            a: segments(rows[joint_column(a, "think")], rows[joint_column(a, "answer")]) for a in annotators
+        }
         scored, pairs = agreement_scores(texts, metrics, full_length=full_length, idf_corpora=idf_corpora)
         parts.append(scored)
         progress.update(len(rows["image_id"]))

@@ -20,6 +20,7 @@ from datasets import Dataset, interleave_datasets
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from generation.reasoning import ANSWER_CLOSE, ANSWER_OPEN, STYLES
+from imagenet_think import joint_annotators, joint_column
 from imagenet_think_errors import InputError
 from training.common import user_turn
 
@@ -80,8 +81,8 @@ def select_traces(dataset: Dataset, annotator: str = EACH) -> Dataset:
         if annotator != EACH and found != [annotator]:  # the verified config holds every annotator's
             dataset = dataset.filter(lambda name: name == annotator, input_columns="annotator")
         return dataset.select_columns(list(TRACE_COLUMNS))
-    names = [column.removesuffix("_think") for column in columns if column.endswith("_think")]
-    _require_columns(columns, ("image", "question", *(f"{name}_answer" for name in names)), names)
+    names = joint_annotators(columns)
+    _require_columns(columns, ("image", "question", *(joint_column(name, "answer") for name in names)), names)
     if annotator not in (EACH, *names):
         raise InputError(f"annotator must be one of {[*names, EACH]}; got {annotator!r}: set annotator")
     traces = [_one_trace(dataset, name) for name in (names if annotator == EACH else [annotator])]
@@ -101,8 +102,9 @@ def _require_columns(columns: list[str], required: tuple[str, ...], traces: list
 
 
 def _one_trace(dataset: Dataset, name: str) -> Dataset:
-    trace = dataset.select_columns(["image", "question", f"{name}_think", f"{name}_answer"])
-    trace = trace.rename_columns({f"{name}_think": "think", f"{name}_answer": "answer"})
+    think, answer = joint_column(name, "think"), joint_column(name, "answer")
+    trace = dataset.select_columns(["image", "question", think, answer])
+    trace = trace.rename_columns({think: "think", answer: "answer"})
     return trace.add_column("annotator", [name] * len(trace))
 
 

@@ -58,6 +58,7 @@ from accelerate import PartialState
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
+from imagenet_think import JOINT_CONFIG, joint_annotators, joint_column
 from imagenet_think_errors import InputError
 from training.common import (
     cap_image,
@@ -90,7 +91,9 @@ class DataArguments:
     """Which prompts: the release, config, split and annotator(s) whose traces are the references."""
 
     dataset_name: str = field(default="imagenet_think", metadata={"help": "release folder or Hub dataset id"})
-    dataset_config: str = field(default="both", metadata={"help": "both (one row per image), glm or kimi"})
+    dataset_config: str = field(
+        default=JOINT_CONFIG, metadata={"help": "both (one row per image), verified, glm or kimi"}
+    )
     dataset_train_split: str = "train"
     dataset_test_split: str = field(
         default="validation", metadata={"help": "evaluated when eval_strategy is set"}
@@ -164,13 +167,13 @@ def prompt_rows(dataset: Dataset, annotator: str = EACH, think_format: str = "r1
         if annotator != EACH and found != [annotator]:  # the verified config holds every annotator's
             dataset = dataset.filter(lambda name: name == annotator, input_columns="annotator")
     else:
-        names = [column.removesuffix("_think") for column in columns if column.endswith("_think")]
+        names = joint_annotators(columns)
         if not names:
             _require(columns, ("image", "question", "wnid", "think (or <annotator>_think)"))
         if annotator not in (EACH, *names):
             raise InputError(f"annotator must be one of {[*names, EACH]}; got {annotator!r}: set annotator")
         chosen = names if annotator == EACH else [annotator]
-        pairs = [(f"{name}_think", f"{name}_answer") for name in chosen]
+        pairs = [(joint_column(name, "think"), joint_column(name, "answer")) for name in chosen]
         _require(columns, ("image", "question", "wnid", *(column for pair in pairs for column in pair)))
     texts = [column for pair in pairs for column in pair]
 

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
+from imagenet_think import JOINT_CONFIG
 from imagenet_think_errors import InputError
 from training.common import (
     check_dataset_name,
@@ -87,7 +88,7 @@ class DataArguments:
     """What to train on: which release, config, split and trace, and how examples are filtered."""
 
     dataset_name: str = field(default="imagenet_think", metadata={"help": "release folder or Hub dataset id"})
-    dataset_config: str = field(default="both", metadata={"help": "glm, kimi or both"})
+    dataset_config: str = field(default=JOINT_CONFIG, metadata={"help": "both, verified, glm or kimi"})
     dataset_train_split: str = "train"
     dataset_test_split: str = field(
         default="validation", metadata={"help": "evaluated when eval_strategy is set"}
