@@ -1,6 +1,6 @@
 """Time label verdicts against the former per-class regex matcher on the same synthetic answers.
 
-    .venv/bin/python benchmarks/bench_label_verdicts.py --answers 5000 --words 200
+    .venv/bin/python -m benchmarks.bench_label_verdicts --answers 5000 --words 200   # from the repo root
 
 Answers have about ``--words`` words drawn deterministically from the vocabulary of the
 ImageNet-21K class glosses and lemmas (as in ``bench_metrics.py``: a dense text, about one word in
@@ -28,20 +28,16 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from eval import label_accuracy  # noqa: E402
-from eval.wordnet import wordnet_nouns  # noqa: E402
-from generation.classes import imagenet21k_classes  # noqa: E402
+from eval import label_accuracy
+from eval.wordnet import wordnet_nouns
+from generation.classes import imagenet21k_classes
 
 # --- OLD MATCHER: eval/label_accuracy.py as it was before the verdicts (the baseline) ---------------
 

@@ -3,7 +3,10 @@
 import os
 import tempfile
 
+import pytest
+
 from generation.cpu_env import set_cpu_env_defaults
+from generation.models import resolve_model
 
 set_cpu_env_defaults()  # vLLM's CPU engine, tokenizers: for every test, whatever the machine
 for key, value in {
@@ -14,3 +17,13 @@ for key, value in {
     "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-cache-"),
 }.items():
     os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """A fresh tiny-model cache for the requesting module, holding tiny Qwen2-VL (processes it
+    launches inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMAGENET_THINK_CACHE", str(tmp_path_factory.mktemp("tiny-models")))
+        resolve_model("tiny:qwen2_vl")
+        yield

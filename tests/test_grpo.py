@@ -216,15 +216,6 @@ def test_build_rewards_names_and_errors():
 
 
 @pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    """A fresh tiny-model cache for this module (launched processes inherit it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMAGENET_THINK_CACHE", str(tmp_path_factory.mktemp("tiny-models")))
-        resolve_model("tiny:qwen2_vl")
-        yield
-
-
-@pytest.fixture(scope="module")
 def release(tmp_path_factory) -> Path:
     """A release of 12 images of two classes (8 in train) with glm and kimi records; glm's answers name
     the class (all verified), kimi's are random words."""

@@ -64,15 +64,6 @@ THINK_DROPPING_TEMPLATE = (
 
 
 @pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    """A fresh tiny-model cache for this module (launched processes inherit it)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMAGENET_THINK_CACHE", str(tmp_path_factory.mktemp("tiny-models")))
-        resolve_model("tiny:qwen2_vl")
-        yield
-
-
-@pytest.fixture(scope="module")
 def processor(tiny_cache):
     return AutoProcessor.from_pretrained(resolve_model("tiny:qwen2_vl"))
 

