@@ -72,21 +72,32 @@ def select_traces(dataset: Dataset, annotator: str = EACH) -> Dataset:
     columns = dataset.column_names
     if "think" in columns:
         _require_columns(columns, TRACE_COLUMNS)
-        found = sorted(set(dataset.unique("annotator")))
-        if annotator not in (EACH, *found):
-            raise InputError(
-                f"this config holds traces of {found} only; got annotator={annotator!r}: set annotator to "
-                f"one of {[*found, EACH]}, or train on the config of that annotator (or both)"
-            )
-        if annotator != EACH and found != [annotator]:  # the verified config holds every annotator's
-            dataset = dataset.filter(lambda name: name == annotator, input_columns="annotator")
-        return dataset.select_columns(list(TRACE_COLUMNS))
+        return keep_annotator(dataset, annotator).select_columns(list(TRACE_COLUMNS))
     names = joint_annotators(columns)
     _require_columns(columns, ("image", "question", *(joint_column(name, "answer") for name in names)), names)
+    traces = [_one_trace(dataset, name) for name in chosen_annotators(names, annotator)]
+    return interleave_datasets(traces) if len(traces) > 1 else traces[0]
+
+
+def keep_annotator(dataset: Dataset, annotator: str) -> Dataset:
+    """The rows of ``annotator`` (all with :data:`EACH`) of a config with one trace per row (a
+    per-annotator config, or ``verified``, which holds every annotator's verified traces)."""
+    found = sorted(set(dataset.unique("annotator")))
+    if annotator not in (EACH, *found):
+        raise InputError(
+            f"this config holds traces of {found} only; got annotator={annotator!r}: set annotator to "
+            f"one of {[*found, EACH]}, or use the config of that annotator (or both)"
+        )
+    if annotator == EACH or found == [annotator]:
+        return dataset
+    return dataset.filter(lambda name: name == annotator, input_columns="annotator")
+
+
+def chosen_annotators(names: list[str], annotator: str) -> list[str]:
+    """The annotators of a ``both`` table (``names``) whose traces to use: ``annotator``, or all."""
     if annotator not in (EACH, *names):
         raise InputError(f"annotator must be one of {[*names, EACH]}; got {annotator!r}: set annotator")
-    traces = [_one_trace(dataset, name) for name in (names if annotator == EACH else [annotator])]
-    return interleave_datasets(traces) if len(traces) > 1 else traces[0]
+    return names if annotator == EACH else [annotator]
 
 
 def _require_columns(columns: list[str], required: tuple[str, ...], traces: list[str] | None = None) -> None:

@@ -73,7 +73,14 @@ from training.common import (
     run_script,
     user_turn,
 )
-from training.formatting import EACH, THINK_FORMATS, THINK_OPEN, format_target
+from training.formatting import (
+    EACH,
+    THINK_FORMATS,
+    THINK_OPEN,
+    chosen_annotators,
+    format_target,
+    keep_annotator,
+)
 from training.rewards import DEFAULT_REWARDS, REWARDS, build_rewards, end_token_ids
 
 PROG = "training/grpo.py"
@@ -158,21 +165,12 @@ def prompt_rows(dataset: Dataset, annotator: str = EACH, think_format: str = "r1
     if "think" in columns:
         names, pairs = None, [("think", "answer")]
         _require(columns, ("image", "question", "wnid", "think", "answer", "annotator"))
-        found = sorted(set(dataset.unique("annotator")))
-        if annotator not in (EACH, *found):
-            raise InputError(
-                f"this config holds traces of {found} only; got annotator={annotator!r}: set annotator to one of "
-                f"{[*found, EACH]}, or use the config of that annotator (or both)"
-            )
-        if annotator != EACH and found != [annotator]:  # the verified config holds every annotator's
-            dataset = dataset.filter(lambda name: name == annotator, input_columns="annotator")
+        dataset = keep_annotator(dataset, annotator)
     else:
         names = joint_annotators(columns)
         if not names:
             _require(columns, ("image", "question", "wnid", "think (or <annotator>_think)"))
-        if annotator not in (EACH, *names):
-            raise InputError(f"annotator must be one of {[*names, EACH]}; got {annotator!r}: set annotator")
-        chosen = names if annotator == EACH else [annotator]
+        chosen = chosen_annotators(names, annotator)
         pairs = [(joint_column(name, "think"), joint_column(name, "answer")) for name in chosen]
         _require(columns, ("image", "question", "wnid", *(column for pair in pairs for column in pair)))
     texts = [column for pair in pairs for column in pair]
