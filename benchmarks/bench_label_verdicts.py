@@ -35,6 +35,7 @@ from functools import cache
 
 import numpy as np
 
+from benchmarks.bench_metrics import vocabulary
 from eval import label_accuracy
 from eval.wordnet import wordnet_nouns
 from generation.classes import imagenet21k_classes
@@ -123,16 +124,6 @@ def regex_verdict(answer: str, label: str) -> tuple[str, str | None]:
     if named := first(c for c in classes.wnids if c != label):
         return "other_class", named
     return "none", None
-
-
-def vocabulary() -> tuple[list[str], np.ndarray]:
-    """Words of the ImageNet-21K glosses and lemmas and the cumulative distribution of their frequencies."""
-    classes = imagenet21k_classes()
-    text = " ".join(
-        [*classes.definitions.values(), *(" ".join(lemmas) for lemmas in classes.lemmas.values())]
-    )
-    words, counts = np.unique(re.findall(r"[A-Za-z][A-Za-z'-]*", text.lower()), return_counts=True)
-    return words.tolist(), np.cumsum(counts) / counts.sum()
 
 
 def surface(rng: np.random.Generator, lemma: str) -> str:
