@@ -143,12 +143,10 @@ REJECTED_COLUMNS = {
 VERDICT_COLUMNS = {"label_verdict": datasets.Value("string"), "label_score": datasets.Value("float32")}
 # The joint config's columns per annotator: <annotator>_<field> (joint_column).
 JOINT_RECORD_FIELDS = ("think", "answer", "model_id")
-JOINT_FIELDS = (*JOINT_RECORD_FIELDS, *VERDICT_COLUMNS)
 JOINT_CONFIG = "both"
 FORCED_ANSWERS = ("keep", "reject")  # ImageNetThinkConfig.forced_answers (build --forced-answers)
 VERIFIED_CONFIG = "verified"
 REJECTED_CONFIG = "rejected"
-VERDICT_BLOCK = 2000  # answers judged at once
 
 
 def joint_column(annotator: str, field: str) -> str:
