@@ -34,13 +34,14 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import posixpath
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -48,10 +49,12 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
-from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts
+from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts, verifier_fingerprint
 from generation.classes import imagenet21k_classes
 from generation.quality import REJECT_REASONS, record_verdict
 from generation.records import (
@@ -63,6 +66,8 @@ from generation.records import (
 )
 from generation.runs import CHUNK_FILE, RUN_FILE, RunCheck, check_run, chunk_files
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
+
+logger = logging.getLogger(__name__)
 
 ANNOTATORS = ("glm", "kimi")
 MANIFEST_FILE = "manifest.parquet"
@@ -234,8 +239,8 @@ class RecordStore:
         _, folder, path = self._origin[int(np.searchsorted(starts, row, "right")) - 1]
         return folder, path
 
-    def take(self, rows: list[int]) -> pa.Table:
-        """Records at ``rows``, in that order, taken batch by batch.
+    def take(self, rows: list[int], columns: list[str] | None = None) -> pa.Table:
+        """Records at ``rows``, in that order, taken batch by batch (only ``columns``, when given).
 
         ``Table.take`` on the memory-mapped table would concatenate every chunk of a column
         first; here only the few record batches the rows fall in are touched.
@@ -247,8 +252,12 @@ class RecordStore:
         pieces = []
         for batch in np.unique(batch_of):
             wanted = rows[order][batch_of[order] == batch] - self._batch_starts[batch]
-            pieces.append(self._batches[batch].take(pa.array(wanted)))
-        gathered = pa.Table.from_batches(pieces, schema=self.table.schema)
+            source = self._batches[batch] if columns is None else self._batches[batch].select(columns)
+            pieces.append(source.take(pa.array(wanted)))
+        schema = (
+            self.table.schema if columns is None else pa.schema([self.table.schema.field(c) for c in columns])
+        )
+        gathered = pa.Table.from_batches(pieces, schema=schema)
         return gathered if ascending else gathered.combine_chunks().take(pa.array(np.argsort(order)))
 
 
@@ -341,44 +350,44 @@ def judge_records(
 
 
 class LabelVerdicts:
-    """The label verdicts of the good records' answers against their image's class
-    (``eval.label_accuracy.label_verdicts``), judged on demand, a batch of images at a time.
+    """The label verdicts of the good records' answers against their image's class in the manifest
+    (``eval.label_accuracy``): as generation judged them when it committed their chunk where that
+    verdict is the current verifier's (same fingerprint) against the same class; the others (records
+    of older runs, a changed verifier, a manifest that relabelled the image) are judged here, once."""
 
-    :meth:`judge_ahead` judges a batch in a background thread (the automaton's search frees the
-    GIL), so that the build judges the next batch while it writes this one; :meth:`of` judges
-    synchronously whatever is still missing.
-    """
+    BATCH = 1000
 
-    def __init__(
-        self, records: RecordStore, good: dict[tuple[str, str], int], labels: dict[str, str], manifest_row
-    ):
-        self._records = records
-        self.kinds = np.full(records.table.num_rows, -1, dtype=np.int8)  # index in KINDS; -1: not judged
-        self.scores = np.zeros(records.table.num_rows, dtype=np.float32)
-        self._label = {row: labels[image_id] for (image_id, _), row in good.items() if image_id in labels}
-        self._rows_of_image: dict[int, list[int]] = defaultdict(list)  # manifest row -> good record rows
-        for (image_id, _), row in good.items():
-            if image_id in manifest_row:
-                self._rows_of_image[manifest_row[image_id]].append(row)
-        self._pool = ThreadPoolExecutor(max_workers=1)
-
-    def _judge(self, rows: list[int]) -> None:
-        rows = [row for row in rows if self.kinds[row] < 0]
-        if rows:
-            answers = self._records.take(rows)["answer"].to_pylist()
-            for row, verdict in zip(
-                rows, label_verdicts(answers, [self._label[r] for r in rows]), strict=True
-            ):
+    def __init__(self, records: RecordStore, good: dict[tuple[str, str], int], labels: dict[str, str]):
+        table = records.table
+        self.kinds = np.full(table.num_rows, -1, dtype=np.int8)  # index in KINDS; -1: not a good record
+        self.scores = np.zeros(table.num_rows, dtype=np.float32)
+        label = {row: labels[image_id] for (image_id, _), row in good.items()}
+        stored = np.zeros(table.num_rows, dtype=bool)
+        stored[list(label)] = True
+        stored &= pc.equal(table["label_verifier"], verifier_fingerprint()).to_numpy(zero_copy_only=False)
+        record_wnids = table["wnid"].to_pylist()
+        stored[[row for row, wnid in label.items() if record_wnids[row] != wnid]] = False
+        kind_of = {kind: index for index, kind in enumerate(KINDS)}
+        verdicts = table["label_verdict"].dictionary_encode().combine_chunks()
+        codes = np.array([kind_of.get(kind, -1) for kind in verdicts.dictionary.to_pylist()], dtype=np.int8)
+        stored_kinds = codes[verdicts.indices.to_numpy(zero_copy_only=False)] if len(codes) else self.kinds
+        stored &= stored_kinds >= 0
+        self.kinds[stored] = stored_kinds[stored]
+        self.scores[stored] = table["label_score"].to_numpy()[stored]
+        unjudged = [row for row in label if not stored[row]]
+        if unjudged:
+            logger.info(
+                "judging %d answers against their labels (their runs hold no verdict of the current verifier)",
+                len(unjudged),
+            )
+        for start in tqdm(range(0, len(unjudged), self.BATCH), desc="judging answers", disable=not unjudged):
+            rows = unjudged[start : start + self.BATCH]
+            answers = records.take(rows, ["answer"])["answer"].to_pylist()
+            for row, verdict in zip(rows, label_verdicts(answers, [label[r] for r in rows]), strict=True):
                 self.kinds[row], self.scores[row] = KINDS.index(verdict.kind), verdict.score
 
-    def judge_ahead(self, manifest_rows: list[int]) -> Future:
-        """Start judging the good records of the images at ``manifest_rows``; their batch must not
-        be asked for (:meth:`of`) before the future is done."""
-        return self._pool.submit(self._judge, [r for m in manifest_rows for r in self._rows_of_image[m]])
-
     def of(self, record_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(kind indices, scores) of ``record_rows``, judged now where not yet."""
-        self._judge(record_rows)
+        """(kind indices, scores) of the good records at ``record_rows``."""
         return self.kinds[record_rows], self.scores[record_rows]
 
 
@@ -395,12 +404,9 @@ class Sources:
 
     def __init__(self, config: ImageNetThinkConfig):
         self.config = config
-        # The label verifier's automaton takes a second or two to build: build it meanwhile.
-        with ThreadPoolExecutor(max_workers=1) as warm_up:
-            warm_up.submit(label_verdicts, ["warm-up"], [imagenet21k_classes().wnids[0]])
-            self._index(config)
+        self._index(config)
         self.verdicts = LabelVerdicts(
-            self.records, self.good, dict(zip(self.image_ids, self.wnids, strict=True)), self.manifest_row
+            self.records, self.good, dict(zip(self.image_ids, self.wnids, strict=True))
         )
 
     def _index(self, config: ImageNetThinkConfig) -> None:
@@ -710,7 +716,8 @@ def rows_table(
     for position, (annotator, record_rows) in enumerate(
         zip(config.annotators, zip(*records, strict=True), strict=True)
     ):
-        taken = sources.records.take(list(record_rows))
+        fields = RECORD_COLUMNS if config.kind == "single" else JOINT_RECORD_FIELDS
+        taken = sources.records.take(list(record_rows), ["question", *fields])
         if position == 0:
             columns["question"] = taken["question"]
         verdicts = _verdict_columns(sources, list(record_rows))
@@ -748,7 +755,7 @@ def _verified_table(
         return None
     kept, record_rows = (list(column) for column in zip(*verified, strict=True))
     columns = _image_columns(sources, kept, [image_cell(row) for row in kept])
-    taken = sources.records.take(record_rows)
+    taken = sources.records.take(record_rows, ["question", *RECORD_COLUMNS])
     columns["question"] = taken["question"]
     columns.update({name: taken[name] for name in RECORD_COLUMNS})
     columns.update(_verdict_columns(sources, record_rows))

@@ -60,6 +60,10 @@ first by wnid), None for ``none``. ``label_hits`` (``exact`` or ``hyponym``) and
 ``label_accuracy`` (their share) are views of the verdicts; ``names_class`` says whether an answer
 names one class by its own lemmas.
 
+**Fingerprint.** ``verifier_fingerprint()`` hashes everything a verdict depends on: this module,
+``eval.wordnet`` and its table, and the class lemmas. Generation stores it with the verdict of every
+record it commits; the release reuses a stored verdict only under the same fingerprint.
+
 **Known limits.** Matching is lexical. Negation counts as naming ("not a sparrow" names the
 sparrow). An answer naming several candidates gets the best kind among them, whatever it concludes:
 precedence decides ("a sparrow or a brambling" is ``exact``; "a sparrow, a small bird" is
@@ -72,6 +76,8 @@ such answers are ``none``. Irregular plurals are missed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,7 +87,8 @@ from itertools import chain
 import ahocorasick_rs
 import numpy as np
 
-from eval.wordnet import WordNetNouns, wordnet_nouns
+from eval import wordnet
+from eval.wordnet import TABLE_FILE, WordNetNouns, data_path, wordnet_nouns
 from generation.classes import imagenet21k_classes
 
 __all__ = [
@@ -93,6 +100,7 @@ __all__ = [
     "lemma_forms",
     "named_synsets",
     "names_class",
+    "verifier_fingerprint",
 ]
 
 KINDS = ("exact", "hyponym", "hypernym", "other_class", "none")
@@ -235,6 +243,20 @@ class _Matcher:
 @cache
 def _matcher() -> _Matcher:
     return _Matcher(wordnet_nouns())
+
+
+@cache
+def verifier_fingerprint() -> str:
+    """A short hash of the matching rules (this module and ``eval.wordnet``), the WordNet table and the
+    class lemmas: two verdicts with the same fingerprint were judged alike."""
+    digest = hashlib.sha256()
+    for source in (__file__, wordnet.__file__):
+        with open(source, "rb") as handle:
+            digest.update(handle.read())
+    digest.update(data_path(TABLE_FILE).read_bytes())
+    classes = imagenet21k_classes()
+    digest.update(json.dumps([[wnid, classes.lemmas[wnid]] for wnid in classes.wnids]).encode())
+    return digest.hexdigest()[:16]
 
 
 @cache

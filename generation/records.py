@@ -31,6 +31,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from eval.label_accuracy import label_verdicts, verifier_fingerprint
+from generation.classes import imagenet21k_classes
 from generation.quality import REJECT_REASONS
 from imagenet_think_errors import InputError, MissingInputError
 
@@ -81,6 +83,13 @@ class GenerationRecord:
     # "" without a second pass; else its finish reason (stop / length / abort), or why there was none
     # though the think was open: context_full (no room left in max_model_len), engine_error.
     second_pass_finish_reason: str = ""
+    # The answer's label verdict against ``wnid`` (``eval.label_accuracy``), judged when its chunk was
+    # committed (:func:`with_label_verdicts`): a kind, its score, and the fingerprint of the verifier
+    # that judged it ("" where none did). The release takes a verdict as it is only when the fingerprint
+    # is the current verifier's and ``wnid`` the manifest's class of the image; it judges the others.
+    label_verdict: str = ""
+    label_score: float = 0.0
+    label_verifier: str = ""
 
     def __post_init__(self):
         if self.num_first_pass_tokens is None:
@@ -118,6 +127,7 @@ RECORD_SCHEMA = _schema(
         "forced_answer": pa.bool_(),
         "num_first_pass_tokens": pa.int32(),
         "num_second_pass_tokens": pa.int32(),
+        "label_score": pa.float32(),
     },
 )
 # Columns records gained after runs were written without them, with the value such a record has.
@@ -125,6 +135,9 @@ RECORD_COLUMN_DEFAULTS = {
     "forced_answer": False,
     "num_second_pass_tokens": 0,
     "second_pass_finish_reason": "",
+    "label_verdict": "",
+    "label_score": 0.0,
+    "label_verifier": "",  # not judged: the release judges these records' answers itself
 }
 REJECT_SCHEMA = _schema(Reject, {})
 
@@ -142,6 +155,27 @@ def complete_record_columns(table: pa.Table) -> pa.Table:
             column = pa.array([RECORD_COLUMN_DEFAULTS[name]] * table.num_rows, field.type)
         table = table.append_column(field, column)
     return table.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA) if missing else table
+
+
+def with_label_verdicts(records: pa.Table) -> pa.Table:
+    """``records`` (in :data:`RECORD_SCHEMA`) with each answer's label verdict against its ``wnid``,
+    judged by the current verifier (:func:`eval.label_accuracy.label_verdicts`); a record whose
+    ``wnid`` is no ImageNet-21K-P class is left unjudged (``label_verifier`` "")."""
+    classes = imagenet21k_classes()
+    wnids = records["wnid"].to_pylist()
+    judged = [i for i, wnid in enumerate(wnids) if wnid in classes]
+    answers = records["answer"].to_pylist()
+    verdicts = label_verdicts([answers[i] for i in judged], [wnids[i] for i in judged])
+    kinds, scores, verifiers = [""] * len(wnids), [0.0] * len(wnids), [""] * len(wnids)
+    fingerprint = verifier_fingerprint()
+    for i, verdict in zip(judged, verdicts, strict=True):
+        kinds[i], scores[i], verifiers[i] = verdict.kind, verdict.score, fingerprint
+    for name, values in (("label_verdict", kinds), ("label_score", scores), ("label_verifier", verifiers)):
+        field = RECORD_SCHEMA.field(name)
+        records = records.set_column(
+            records.schema.get_field_index(name), field, pa.array(values, field.type)
+        )
+    return records
 
 
 def utc_now() -> str:

@@ -20,7 +20,9 @@ import argparse
 import functools
 import hashlib
 import json
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,10 +129,31 @@ def _record_split(summary: ReleaseSummary, name: str, split: str, writer: _Shard
         summary.arrow_bytes[name][split] = writer.arrow_bytes
 
 
-def _finish_splits(summary: ReleaseSummary, writers: dict[str, dict[str, _ShardedParquetWriter]]) -> None:
-    for split, by_config in writers.items():
-        for name, split_writer in by_config.items():
-            _record_split(summary, name, split, split_writer)
+class _WriteBehind:
+    """Runs writes in one thread, in order, at most ``ahead`` behind the caller (bounded memory);
+    :meth:`drain` waits for them and raises the first write's error."""
+
+    def __init__(self, ahead: int = 8):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="release-writer")
+        self._pending: deque[Future] = deque()
+        self._ahead = ahead
+
+    def submit(self, write: Callable, *args) -> None:
+        self._pending.append(self._pool.submit(write, *args))
+        while len(self._pending) > self._ahead:
+            self._pending.popleft().result()
+
+    def drain(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> _WriteBehind:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for future in self._pending:  # after an error: nothing more is written
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
 
 def _questions(records: pa.Table, annotators: tuple[str, ...]) -> list[str]:
@@ -224,28 +247,26 @@ def build_release(
     def writer(name: str, split: str) -> _ShardedParquetWriter:
         return _ShardedParquetWriter(staging / name, split, features[name], max_shard_bytes, rows_per_group)
 
-    # One pass over the images, split by split, writing every config at once: each image is read once,
-    # and the next batch's label verdicts are judged in a thread while this one is written.
-    batches = [(split, rows) for split in SPLITS for rows in sources.image_batches(split, rows_per_group)]
-    judged = [sources.verdicts.judge_ahead(rows) for _, rows in batches[:1]]
-    writers: dict[str, dict[str, _ShardedParquetWriter]] = {}  # the split being written
-    with tqdm(total=len(sources.image_ids), desc="writing release", unit=" images") as progress:
-        for index, (split, rows) in enumerate(batches):
-            if index + 1 < len(batches):
-                judged.append(sources.verdicts.judge_ahead(batches[index + 1][1]))
-            judged[index].result()
-            if split not in writers:
-                _finish_splits(summary, writers)
-                writers = {split: {name: writer(name, split) for name in configs}}
-            image_cell = functools.cache(sources.images.cell)  # this batch's images, read once
-            for name, config in configs.items():
-                table = rows_table(config, sources, rows, image_cell)
-                if table is not None:
-                    writers[split][name].write(table)
-                    if config.kind == "single":  # in the order `imagenet-think stats` reads them
-                        counted.add(name, table)
-            progress.update(len(rows))
-    _finish_splits(summary, writers)
+    # One pass over the images, split by split, writing every config at once: each image is read once.
+    # Parquet encoding frees the GIL, so one thread writes the tables while the next batch's are built.
+    with (
+        _WriteBehind() as behind,
+        tqdm(total=len(sources.image_ids), desc="writing release", unit=" images") as progress,
+    ):
+        for split in SPLITS:
+            writers = {name: writer(name, split) for name in configs}
+            for rows in sources.image_batches(split, rows_per_group):
+                image_cell = functools.cache(sources.images.cell)  # this batch's images, read once
+                for name, config in configs.items():
+                    table = rows_table(config, sources, rows, image_cell)
+                    if table is not None:
+                        behind.submit(writers[name].write, table)
+                        if config.kind == "single":  # in the order `imagenet-think stats` reads them
+                            counted.add(name, table)
+                progress.update(len(rows))
+            behind.drain()
+            for name, split_writer in writers.items():
+                _record_split(summary, name, split, split_writer)
     rejected_writer = writer(REJECTED_CONFIG, "train")
     for table in rejected_tables(rejected, sources):
         rejected_writer.write(table)
