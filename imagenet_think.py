@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts, verifier_fingerprint
 from generation.classes import imagenet21k_classes
-from generation.quality import REJECT_REASONS, record_verdict
+from generation.quality import REJECT_REASONS, forced_verdict, quality_fingerprint, record_verdict
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,
@@ -310,14 +310,14 @@ def judge_records(
     generation_rejects: list[dict],
     reject_forced: bool = False,
 ) -> tuple[dict[tuple[str, str], int], list[RejectedRecord]]:
-    """The quality verdict of every record (``generation.quality.record_verdict``; ``reject_forced``:
-    forced answers are rejected too): (image_id, annotator) -> row of each good record, and the
+    """The quality verdict of every record (``generation.quality.record_verdict``, as generation
+    judged it under the current rules, else judged now; ``reject_forced``: forced answers are rejected too): (image_id, annotator) -> row of each good record, and the
     rejected ones with their reason. A record whose image hash is not the manifest's is refused."""
     good: dict[tuple[str, str], int] = {}
     rejected: list[RejectedRecord] = []
     row = 0
     judge = functools.partial(_judge_batch, reject_forced=reject_forced)
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib frees the GIL
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # zlib (when judging) frees the GIL
         for keys, hashes, quality in pool.map(judge, records.table.to_batches()):
             for (image_id, annotator), found, verdict in zip(keys, hashes, quality, strict=True):
                 reason, detail = verdict or (None, "")
@@ -494,12 +494,20 @@ def _judge_batch(
     batch: pa.RecordBatch, reject_forced: bool = False
 ) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str] | None]]:
     """(image_id, annotator), the image hash and the quality verdict (reason, detail) of each record
-    of a batch."""
+    of a batch: as generation judged it where the current rules did (``quality_checker``), else now."""
     columns = batch.select(
-        [
-            "image_id",
-            "annotator",
-            "image_sha256",
+        ["image_id", "annotator", "image_sha256", "forced_answer", "quality_reason", "quality_detail"]
+    ).to_pydict()
+    current = pc.equal(batch["quality_checker"], quality_fingerprint())
+    verdicts = [
+        forced_verdict((reason, detail) if reason else None, forced, reject_forced)
+        for reason, detail, forced in zip(
+            columns["quality_reason"], columns["quality_detail"], columns["forced_answer"], strict=True
+        )
+    ]
+    unjudged = np.flatnonzero(~current.to_numpy(zero_copy_only=False))
+    if len(unjudged):
+        fields = [
             "think_closed",
             "finish_reason",
             "think",
@@ -507,20 +515,10 @@ def _judge_batch(
             "forced_answer",
             "second_pass_finish_reason",
         ]
-    ).to_pydict()
+        found = batch.select(fields).take(pa.array(unjudged)).to_pydict()
+        for index, values in zip(unjudged, zip(*found.values(), strict=True), strict=True):
+            verdicts[index] = record_verdict(*values, reject_forced=reject_forced)
     keys = list(zip(columns["image_id"], columns["annotator"], strict=True))
-    verdicts = [
-        record_verdict(*fields, reject_forced=reject_forced)
-        for fields in zip(
-            columns["think_closed"],
-            columns["finish_reason"],
-            columns["think"],
-            columns["answer"],
-            columns["forced_answer"],
-            columns["second_pass_finish_reason"],
-            strict=True,
-        )
-    ]
     return keys, columns["image_sha256"], verdicts
 
 

