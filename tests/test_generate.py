@@ -21,8 +21,10 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from eval.label_accuracy import label_verdicts, verifier_fingerprint
 from generation.config import load_model_config
 from generation.generate import generate
+from generation.quality import quality_fingerprint, record_verdict
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,
@@ -107,6 +109,20 @@ def test_sample_generate_build_load(sampled, tmp_path):
             record["image_sha256"] == hashlib.sha256((root / record["image_path"]).read_bytes()).hexdigest()
         )
         assert record["manifest_sha256"] == fingerprint
+        # verdicts judged at commit, with the fingerprints of the rules that judged them
+        quality = record_verdict(
+            record["think_closed"],
+            record["finish_reason"],
+            record["think"],
+            record["answer"],
+            record["forced_answer"],
+            record["second_pass_finish_reason"],
+        )
+        assert (record["quality_reason"], record["quality_detail"]) == (quality or ("", ""))
+        assert record["quality_checker"] == quality_fingerprint()
+        verdict = label_verdicts([record["answer"]], [record["wnid"]])[0]
+        assert (record["label_verdict"], record["label_verifier"]) == (verdict.kind, verifier_fingerprint())
+        assert record["label_score"] == pytest.approx(verdict.score)
     run = json.loads((tmp_path / "run" / RUN_FILE).read_text())
     assert run["manifest"] == str(manifest.resolve()) and run["manifest_sha256"] == fingerprint
     assert run["images"] == len(good) and run["chunk_size"] == config.chunk_size == 8

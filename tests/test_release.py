@@ -5,13 +5,15 @@ import random
 from collections import Counter
 
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
 from generation.classes import NUM_CLASSES, imagenet21k_classes
 from generation.quality import is_repetition_loop, rejection_reason
-from generation.records import RECORD_SCHEMA, Reject, to_table, write_parquet_atomic
+from generation.records import RECORD_SCHEMA, Reject, file_sha256, iter_rows, to_table, write_parquet_atomic
+from generation.runs import check_run, chunk_files
 from imagenet_think import ImageNetThink, assign_splits
 from imagenet_think_cli import main as cli
 from release.build import build_release
@@ -369,3 +371,61 @@ def test_label_verdicts_and_the_verified_config(tmp_path):
         and "Verified traces (`exact` or `hyponym`, the `verified` config): 3" in card
     )
     assert "config_name: verified" in card.split("---")[1]
+
+
+def _rewrite_records(run_dir, change):
+    """Rewrite each committed records file of ``run_dir`` through ``change`` (a function of its rows),
+    committing it again: as if generation had written those rows."""
+    for index in check_run(run_dir).done:
+        records_path, _, commit_path = chunk_files(run_dir, index)
+        rows = [change(row) for row in pq.read_table(records_path).to_pylist()]
+        pq.write_table(pa.Table.from_pylist(rows, schema=RECORD_SCHEMA), records_path, compression="zstd")
+        commit = json.loads(commit_path.read_text())
+        commit["records"].update(bytes=records_path.stat().st_size, sha256=file_sha256(records_path))
+        commit_path.write_text(json.dumps(commit))
+
+
+def test_verdicts_judged_at_commit_are_taken_under_the_same_rules_and_judged_anew_otherwise(tmp_path):
+    """A record's stored quality and label verdicts are used as they are when their fingerprints are
+    the current rules' (and, for the label, its wnid is the manifest's class); otherwise the build
+    judges the record itself, whatever was stored."""
+    manifest, entries = write_manifest_tree(tmp_path, classes=2, per_class=4)
+    classes = imagenet21k_classes()
+    rng = random.Random(3)
+    records = [make_record(e, "glm", rng, answer=f"It is a {classes.name(e.wnid)}.") for e in entries]
+    write_run(tmp_path / "glm", records, manifest=manifest)
+    stored = {row["image_id"]: row for row in iter_rows(check_run(tmp_path / "glm").record_files)}
+    assert {row["label_verdict"] for row in stored.values()} == {"exact"}
+    assert {row["quality_reason"] for row in stored.values()} == {""}
+    ids = [e.image_id for e in entries]
+    other_class = entries[-1].wnid  # a class of the other half
+
+    def change(row):
+        image = ids.index(row["image_id"])
+        if image == 0:  # current verifier: taken as stored
+            row.update(label_verdict="none", label_score=0.0)
+        elif image == 1:  # another verifier: judged anew
+            row.update(label_verdict="none", label_score=0.0, label_verifier="0123456789abcdef")
+        elif image == 2:  # judged against another class than the manifest's: judged anew
+            row.update(wnid=other_class, label_verdict="other_class", label_score=0.0)
+        elif image == 3:  # current quality rules: taken as stored
+            row.update(quality_reason="repetition_loop", quality_detail="as stored")
+        elif image == 4:  # an older toolkit's record that loops: judged anew
+            row.update(think=LOOP, quality_reason="", quality_checker="")
+        elif image == 5:  # other quality rules: judged anew (a good record)
+            row.update(quality_reason="not_english", quality_detail="stale", quality_checker="old")
+        return row
+
+    _rewrite_records(tmp_path / "glm", change)
+    out = tmp_path / "imagenet_think"
+    build_release([tmp_path / "glm"], manifest, out, validation_fraction=0, test_fraction=0)
+    glm = {row["image_id"]: row for row in load_dataset(str(out), "glm", split="train")}
+    assert glm[ids[0]]["label_verdict"] == "none"
+    assert glm[ids[1]]["label_verdict"] == glm[ids[2]]["label_verdict"] == "exact"
+    assert ids[5] in glm and glm[ids[5]]["label_verdict"] == "exact"
+    rejected = {r["image_id"]: r for r in load_dataset(str(out), "rejected", split="train")}
+    assert {image_id: r["reject_reason"] for image_id, r in rejected.items()} == {
+        ids[3]: "repetition_loop",
+        ids[4]: "repetition_loop",
+    }
+    assert rejected[ids[3]]["reject_detail"] == "as stored"
