@@ -42,6 +42,7 @@ from generation.config import load_model_config
 from generation.generate import generate
 from generation.images import load_rgb
 from generation.models import resolve_model
+from generation.records import prepare_verdicts
 from generation.runs import plan_run
 from tests.fixtures.synthetic import write_manifest_tree
 
@@ -174,6 +175,7 @@ def main() -> None:
         chunks = plan_run(manifest, config.chunk_size, limit=args.images).chunks
         annotator = Annotator(config)
         bare_vllm(annotator, chunks[:1])  # warm-up: first-request compilation and caches
+        prepare_verdicts()  # generate loads these while its engine loads (prepare_commits)
         start = time.perf_counter()
         summary = generate(config, manifest, Path(tmp) / "run", limit=args.images, annotator=annotator)
         toolkit = (time.perf_counter() - start, summary.session_output_tokens)

@@ -79,6 +79,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -180,37 +181,43 @@ def _lower(text: str) -> str:
     return "".join(low if len(low := character.lower()) == 1 else character for character in text)
 
 
+def _patterns(nouns: WordNetNouns) -> tuple[list[str], list[tuple]]:
+    """Every form of every lemma of the table as a pattern of the automaton (lower case, marked), and
+    per pattern: the synsets it names in any case, the (synset, form) pairs that need their own
+    capitals, and which ends need a look at their neighbour: those that are no word character (left,
+    right), or None."""
+    synsets, forms, cased = [], [], []
+    for index, lemmas in enumerate(nouns.lemmas):
+        instance = bool(nouns.instance_parents[index])
+        for lemma in lemmas:
+            lemma_strings, own_case_only = lemma_forms(lemma, instance)
+            synsets += [index] * len(lemma_strings)
+            forms += lemma_strings
+            cased += [own_case_only] * len(lemma_strings)
+    # All forms in one pass: \x00 is neither a word character nor a separator.
+    marked = _mark("\x00".join(forms))
+    keys: dict[str, tuple[list[int], list[tuple[int, str]]]] = {}
+    for index, form, key, own_case_only in zip(
+        synsets, marked.split("\x00"), _lower(marked).split("\x00"), cased, strict=True
+    ):
+        any_case, own_case = keys.setdefault(key, ([], []))
+        if own_case_only:
+            own_case.append((index, form))
+        elif index not in any_case:
+            any_case.append(index)
+    values = []
+    for key, (any_case, own_case) in keys.items():
+        check = (key[0] != MARK, key[-1] != MARK)
+        values.append((tuple(any_case), tuple(own_case), check if any(check) else None))
+    return list(keys), values
+
+
 class _Matcher:
     """Every lemma of the WordNet table in one automaton: which synsets does a text name?"""
 
-    def __init__(self, nouns: WordNetNouns) -> None:
-        synsets, forms, cased = [], [], []
-        for index, lemmas in enumerate(nouns.lemmas):
-            instance = bool(nouns.instance_parents[index])
-            for lemma in lemmas:
-                lemma_strings, own_case_only = lemma_forms(lemma, instance)
-                synsets += [index] * len(lemma_strings)
-                forms += lemma_strings
-                cased += [own_case_only] * len(lemma_strings)
-        # All forms in one pass: \x00 is neither a word character nor a separator.
-        marked = _mark("\x00".join(forms))
-        keys: dict[str, tuple[list[int], list[tuple[int, str]]]] = {}
-        for index, form, key, own_case_only in zip(
-            synsets, marked.split("\x00"), _lower(marked).split("\x00"), cased, strict=True
-        ):
-            any_case, own_case = keys.setdefault(key, ([], []))
-            if own_case_only:
-                own_case.append((index, form))
-            elif index not in any_case:
-                any_case.append(index)
-        # Per pattern: the synsets it names in any case, the (synset, form) pairs that need their own
-        # capitals, and which ends need a look at their neighbour: those that are no word character
-        # (left, right), or None.
-        self.values = []
-        for key, (any_case, own_case) in keys.items():
-            check = (key[0] != MARK, key[-1] != MARK)
-            self.values.append((tuple(any_case), tuple(own_case), check if any(check) else None))
-        self.automaton = ahocorasick_rs.AhoCorasick(list(keys), matchkind=ahocorasick_rs.MatchKind.Standard)
+    def __init__(self, patterns: list[str], values: list[tuple]) -> None:
+        self.values = values
+        self.automaton = ahocorasick_rs.AhoCorasick(patterns, matchkind=ahocorasick_rs.MatchKind.Standard)
 
     def mentions(self, text: str, keep_nested: bool = False) -> list[tuple[int, ...]]:
         """The synsets of each mention in ``text``, in order; a mention inside a longer one ("lion" in
@@ -240,9 +247,17 @@ class _Matcher:
         return mentions
 
 
-@cache
+_MATCHER_LOCK = threading.Lock()
+
+
 def _matcher() -> _Matcher:
-    return _Matcher(wordnet_nouns())
+    with _MATCHER_LOCK:  # built once, also when a thread prepares it (generation.runs.prepare_commits)
+        return _built_matcher()
+
+
+@cache
+def _built_matcher() -> _Matcher:
+    return _Matcher(*_patterns(wordnet_nouns()))
 
 
 @cache

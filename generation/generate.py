@@ -37,6 +37,7 @@ from generation.runs import (
     claim_run_dir,
     commit_result,
     plan_run,
+    prepare_commits,
     prepare_resume,
     summarize,
 )
@@ -135,6 +136,7 @@ def generate(
 def _run_local(config: VLMConfig, pending: list[Chunk], run_dir: Path, annotator=None) -> tuple[int, int]:
     from generation.annotator import Annotator
 
+    prepare_commits()  # while the engine loads
     annotator = annotator or Annotator(config)
     images = tokens = 0
     start = time.perf_counter()

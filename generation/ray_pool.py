@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from generation.annotator import Annotator
 from generation.config import VLMConfig
 from generation.cpu_env import CPU_ENV_DEFAULTS
-from generation.runs import Chunk, ImageTask, commit_result
+from generation.runs import Chunk, ImageTask, commit_result, prepare_commits
 
 # Settings the driver passes on to the actors' processes (an actor on a CPU sets the CPU
 # defaults it is not given itself, in its Annotator).
@@ -36,6 +36,7 @@ class ChunkWorker:
     """A Ray Data actor: one engine, many chunks."""
 
     def __init__(self, config_json: str, run_dir: str):
+        prepare_commits()  # while the engine loads
         self.annotator = Annotator(VLMConfig(**json.loads(config_json)))
         self.run_dir = Path(run_dir)
 

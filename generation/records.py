@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 
 from eval.label_accuracy import label_verdicts, verifier_fingerprint
 from generation.classes import imagenet21k_classes
+from generation.language import identify
 from generation.quality import REJECT_REASONS, quality_fingerprint, record_verdict
 from imagenet_think_errors import InputError, MissingInputError
 
@@ -196,6 +197,13 @@ def with_verdicts(records: pa.Table) -> pa.Table:
             records.schema.get_field_index(name), field, pa.array(column, field.type)
         )
     return records
+
+
+def prepare_verdicts() -> None:
+    """Load what :func:`with_verdicts` needs once per process (the label verifier's automaton, the
+    language model): a second or two."""
+    label_verdicts(["warm-up"], [imagenet21k_classes().wnids[0]])
+    identify("warm-up")
 
 
 def utc_now() -> str:

@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import socket
+import threading
 from collections import Counter
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -51,6 +52,7 @@ from generation.records import (
     manifest_fingerprint,
     open_temporary,
     parquet_bytes,
+    prepare_verdicts,
     read_manifest,
     remove_temporary_files,
     to_table,
@@ -371,6 +373,20 @@ def commit_chunk(
         "rejects": entries["rejects"],
     }
     write_bytes_atomic((json.dumps(commit, indent=2) + "\n").encode(), commit_path)
+
+
+def prepare_commits() -> None:
+    """Start loading what committing a chunk needs (:func:`~generation.records.prepare_verdicts`) in a
+    background thread, so that it loads while the engine does and the first commit need not wait; a
+    failure shows at that commit."""
+
+    def prepare():
+        try:
+            prepare_verdicts()
+        except Exception:
+            logger.debug("preparing the verdicts failed; the first commit will say why", exc_info=True)
+
+    threading.Thread(target=prepare, name="prepare-verdicts", daemon=True).start()
 
 
 def commit_result(run_dir: Path, chunk: Chunk, result: ChunkResult) -> None:
