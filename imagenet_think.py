@@ -64,7 +64,7 @@ from generation.records import (
     manifest_fingerprint,
     read_manifest,
 )
-from generation.runs import CHUNK_FILE, RUN_FILE, RunCheck, check_run, chunk_files
+from generation.runs import RUN_FILE, RunCheck, check_run
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -553,13 +553,13 @@ def _checked_runs(
     runs = {}
     for folder in run_dirs:
         run = check_run(folder)
-        # A records file without a commit is a chunk not done (in flight, or killed before its commit):
-        # not part of the run, and its images count as missing. A committed file that fails is refused.
-        failed = {path: problem for path, problem in run.bad.items() if _has_commit(folder, path)}
-        if failed:
-            path, problem = next(iter(failed.items()))
+        # A records file without a commit (run.uncommitted) is a chunk not done (in flight, or killed
+        # before its commit): not part of the run, and its images count as missing. A committed file
+        # that fails its commit is refused.
+        if run.bad:
+            path, problem = next(iter(run.bad.items()))
             raise RefusedError(
-                f"{path} fails its commit check ({problem}); {len(failed)} file(s) of {folder} do. "
+                f"{path} fails its commit check ({problem}); {len(run.bad)} file(s) of {folder} do. "
                 f"Rerun `imagenet-think generate` on {folder} with the same arguments: it redoes those chunks"
             )
         if run.run.get("manifest_sha256") != manifest_sha256 and not allow_other_manifest:
@@ -572,11 +572,6 @@ def _checked_runs(
             )
         runs[folder] = run
     return runs
-
-
-def _has_commit(folder: Path, path: Path) -> bool:
-    match = CHUNK_FILE.match(path.name)
-    return bool(match) and chunk_files(folder, int(match[2]))[2].exists()
 
 
 def _read_rows(paths: list[Path], columns: list[str]) -> Iterator[dict]:

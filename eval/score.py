@@ -174,7 +174,7 @@ def load_predictions(predictions: Path) -> tuple[PredictionRecords, dict]:
             f"{records_dir / RUN_FILE} does not name the model (config.annotator and config.model); redo "
             "the predictions with `imagenet-think eval generate` into a new --out folder"
         )
-    for path, problem in state.bad.items():
+    for path, problem in state.not_counted.items():
         log.warning("%s is left out (its images count as not generated): %s", path, problem)
     return PredictionRecords(state.record_files, state.reject_files), config
 

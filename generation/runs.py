@@ -407,7 +407,8 @@ class RunCheck:
 
     run: dict  # run.json
     done: dict[int, dict]  # chunk index -> its commit, for the chunks whose files match it
-    bad: dict[Path, str]  # records/rejects file -> why it is not counted
+    bad: dict[Path, str]  # records/rejects file of a committed chunk -> why it fails its commit
+    uncommitted: dict[Path, str]  # records file without a commit -> why it is not counted
     record_files: list[Path]  # of the done chunks, in chunk order
     reject_files: list[Path]
     images_expected: int  # run.json's images
@@ -418,8 +419,9 @@ class RunCheck:
         return max(self.images_expected - self.images_done, 0)
 
     @property
-    def complete(self) -> bool:
-        return not self.images_missing and not self.bad
+    def not_counted(self) -> dict[Path, str]:
+        """Every file of the folder that is not part of the run, with why: ``bad`` and ``uncommitted``."""
+        return {**self.bad, **self.uncommitted}
 
 
 def _file_problem(path: Path, entry: dict, verify: bool) -> str | None:
@@ -453,15 +455,18 @@ def _read_commit(path: Path, index: int) -> dict:
     return commit
 
 
-def scan_chunks(run_dir: Path, verify: bool = True) -> tuple[dict[int, dict], dict[Path, str]]:
-    """(done, bad) of :func:`check_run`, without reading ``run.json``."""
+def scan_chunks(
+    run_dir: Path, verify: bool = True
+) -> tuple[dict[int, dict], dict[Path, str], dict[Path, str]]:
+    """(done, bad, uncommitted) of :func:`check_run`, without reading ``run.json``."""
     run_dir = Path(run_dir)
     done: dict[int, dict] = {}
     bad: dict[Path, str] = {}
+    uncommitted: dict[Path, str] = {}
     try:
         names = sorted(os.listdir(run_dir))
     except FileNotFoundError:
-        return done, bad
+        return done, bad, uncommitted
     commits = sorted(
         int(m[2]) for name in names if (m := CHUNK_FILE.match(name)) and m[1] == "commit" and m[3] == "json"
     )
@@ -488,29 +493,30 @@ def scan_chunks(run_dir: Path, verify: bool = True) -> tuple[dict[int, dict], di
         m = CHUNK_FILE.match(name)
         if not (name.startswith("records-") and name.endswith(".parquet")) or (m and int(m[2]) in committed):
             continue
-        bad[run_dir / name] = (
+        uncommitted[run_dir / name] = (
             "no commit file (a chunk interrupted before its commit, or a file the run did not write)"
         )
-    return done, bad
+    return done, bad, uncommitted
 
 
 def check_run(run_dir: Path, verify: bool = True) -> RunCheck:
     """Check a run folder against its commit files.
 
     A chunk is done when its commit file exists and its records and rejects files have the
-    committed size and (``verify``) sha256. Every records or rejects file that fails its commit,
-    and every records file without one, is in ``bad`` with the reason. Raises
+    committed size and (``verify``) sha256. Every records or rejects file that fails its commit
+    is in ``bad``, and every records file without one in ``uncommitted``, with the reason. Raises
     :class:`MissingInputError` for a folder without ``run.json`` and :class:`InputError` for an
     unreadable ``run.json``.
     """
     run_dir = Path(run_dir)
     run = _read_run_file(run_dir)
-    done, bad = scan_chunks(run_dir, verify)
+    done, bad, uncommitted = scan_chunks(run_dir, verify)
     indices = sorted(done)
     return RunCheck(
         run=run,
         done={index: done[index] for index in indices},
         bad=bad,
+        uncommitted=uncommitted,
         record_files=[chunk_files(run_dir, index)[0] for index in indices],
         reject_files=[chunk_files(run_dir, index)[1] for index in indices],
         images_expected=int(run["images"]),
@@ -539,9 +545,12 @@ def prepare_resume(run_dir: Path, chunks: list[Chunk], state: RunCheck) -> list[
                 chunk.index,
                 commit_path.name,
             )
+        not_counted = state.not_counted
         for path in (records_path, rejects_path):
-            if path in state.bad:
-                logger.warning("chunk %d: %s: %s; redoing the chunk", chunk.index, path.name, state.bad[path])
+            if path in not_counted:
+                logger.warning(
+                    "chunk %d: %s: %s; redoing the chunk", chunk.index, path.name, not_counted[path]
+                )
         commit_path.unlink(missing_ok=True)
         pending.append(chunk)
     return pending
@@ -629,7 +638,7 @@ def summarize(
         session_output_tokens=session_tokens,
         rejects_by_reason=dict(reasons),
         images_missing=state.images_missing,
-        bad_files={path.name: why for path, why in state.bad.items()},
+        bad_files={path.name: why for path, why in state.not_counted.items()},
         forced=sum(n for why, n in second.items() if why in FORCED_FINISH_REASONS),
         forced_cut=second["length"],
         not_forced={why: n for why, n in second.items() if why and why not in FORCED_FINISH_REASONS},

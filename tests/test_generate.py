@@ -505,9 +505,8 @@ def test_check_run_names_what_is_missing_or_wrong(sampled, tmp_path):
     records_path.write_bytes(pq_bytes := chunk_files(run, 0)[0].read_bytes())  # a records file with no commit
     state = check_run(run)
     assert list(state.done) == [0] and state.images_done == 4 and state.images_expected == plan.images
-    assert (
-        state.bad == {records_path: state.bad[records_path]} and "no commit file" in state.bad[records_path]
-    )
+    assert not state.bad and list(state.uncommitted) == [records_path]
+    assert "no commit file" in state.uncommitted[records_path]
     assert state.record_files == [chunk_files(run, 0)[0]] and state.reject_files == [chunk_files(run, 0)[1]]
     commit = json.loads(chunk_files(run, 0)[2].read_text())
     assert commit["images"] == 4 and commit["rejects"]["rows"] == 4 and commit["records"]["rows"] == 0
