@@ -59,6 +59,11 @@ def bare_vllm(annotator: Annotator, chunks) -> tuple[float, int]:
     return time.perf_counter() - start, tokens
 
 
+def _empty_caches(annotator: Annotator) -> None:
+    annotator.llm.reset_prefix_cache()
+    annotator.llm.reset_mm_cache()
+
+
 def transformers_generate(config, chunks, max_tokens: int, batch_size: int) -> tuple[float, int]:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -125,6 +130,7 @@ def force_answer_costs(args, manifest: Path, folder: Path) -> None:
             for on in (False, True):
                 run = folder / f"{name}-{on}-{repeat}"
                 with forcing(annotator, on):
+                    _empty_caches(annotator)
                     start = time.perf_counter()
                     summaries[on] = generate(config, manifest, run, limit=args.images, annotator=annotator)
                     best[on] = min(best[on], time.perf_counter() - start)
@@ -174,11 +180,15 @@ def main() -> None:
         manifest, _ = write_manifest_tree(Path(tmp), classes, -(-args.images // classes))
         chunks = plan_run(manifest, config.chunk_size, limit=args.images).chunks
         annotator = Annotator(config)
-        bare_vllm(annotator, chunks[:1])  # warm-up: first-request compilation and caches
+        bare_vllm(annotator, chunks[:1])  # warm-up: first-request compilation
         prepare_verdicts()  # generate loads these while its engine loads (prepare_commits)
+        # The same prompts and images run twice: each run starts with empty prefix and image caches,
+        # or the second would reuse the first's work.
+        _empty_caches(annotator)
         start = time.perf_counter()
         summary = generate(config, manifest, Path(tmp) / "run", limit=args.images, annotator=annotator)
         toolkit = (time.perf_counter() - start, summary.session_output_tokens)
+        _empty_caches(annotator)
         bare = bare_vllm(annotator, chunks)
         del annotator
         hf = transformers_generate(config, chunks, args.max_tokens, args.hf_batch)

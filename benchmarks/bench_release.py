@@ -9,9 +9,12 @@ Writes ``--images`` synthetic JPEGs (~30 KB) with two annotators' records
   the release holds (configs glm, kimi and both: records joined with their image bytes and,
   for both, with each other), the same features, no checks, no splits, no statistics;
 - **build**: ``imagenet-think build`` (input checks: commits, manifest fingerprints, image hashes;
-  quality checks, label verdicts, splits, the glm / kimi / both / verified / rejected configs,
+  quality and label verdicts, splits, the glm / kimi / both / verified / rejected configs,
   stats and card, written into a staging folder and swapped in). Its rate counts the rows of
   the configs the baseline writes (glm, kimi, both); verified and rejected rows come on top.
+  The records carry the verdicts generate judges when it commits a chunk, which the build takes
+  under the current rules; ``--unjudged`` writes records without them (an older toolkit's runs),
+  which the build judges itself.
 
 It prints rows written per second for both and their ratio (target: build >= 0.7
 of the baseline), then the peak memory of the build at ``--images`` and twice as
@@ -47,8 +50,9 @@ REPO = Path(__file__).resolve().parent.parent
 DISTINCT_IMAGES = 64
 
 
-def write_inputs(folder: Path, images: int, seed: int = 0) -> Path:
-    """Image tree (24 per class), manifest and two annotators' run folders; returns the manifest."""
+def write_inputs(folder: Path, images: int, seed: int = 0, verdicts: bool = True) -> Path:
+    """Image tree (24 per class), manifest and two annotators' run folders (records with the verdicts
+    generate stores, or without: ``verdicts=False``); returns the manifest."""
     rng = np.random.default_rng(seed)
     sources = []
     for i in range(DISTINCT_IMAGES):
@@ -70,7 +74,7 @@ def write_inputs(folder: Path, images: int, seed: int = 0) -> Path:
         for entry in entries:
             think, answer = synthetic_text(text_rng, 1100), synthetic_text(text_rng, 150)
             records.append(make_record(entry, annotator, text_rng, think=think, answer=answer))
-        write_run(folder / "runs" / annotator, records, per_shard=500)
+        write_run(folder / "runs" / annotator, records, per_shard=500, verdicts=verdicts)
     return manifest
 
 
@@ -177,6 +181,12 @@ def main() -> None:
         "--images", type=int, default=5000, help="images (records per annotator) at the first size"
     )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement; the fastest counts")
+    parser.add_argument(
+        "--unjudged",
+        action="store_true",
+        help="records without stored verdicts (an older toolkit's runs, or rules changed since): the "
+        "build judges every record's quality and label itself",
+    )
     parser.add_argument("--build-only", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build_only:
@@ -187,7 +197,7 @@ def main() -> None:
         for images in (args.images, 2 * args.images):
             folder = Path(tmp) / str(images)
             folder.mkdir()
-            write_inputs(folder, images)
+            write_inputs(folder, images, verdicts=not args.unjudged)
             if images == args.images:
                 baseline_rows, baseline_seconds = min(
                     (run_baseline(folder) for _ in range(args.repeats)), key=lambda run: run[1]
@@ -203,8 +213,9 @@ def main() -> None:
     first, second = results[args.images], results[2 * args.images]
     baseline_rate = baseline_rows / baseline_seconds
     build_rate = first["rows"] / first["seconds"]
+    stored = "without stored verdicts: the build judges them all" if args.unjudged else "with their verdicts"
     print(
-        f"records: {2 * args.images:,} ({args.images:,} images x 2 annotators); best of {args.repeats} runs"
+        f"records: {2 * args.images:,} ({args.images:,} images x 2 annotators, {stored}); best of {args.repeats} runs"
     )
     print(
         f"baseline  datasets ParquetWriter.write, glm+kimi+both rows: {baseline_rows:,} rows in {baseline_seconds:.1f} s = {baseline_rate:,.0f} rows/s"
