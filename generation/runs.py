@@ -391,14 +391,20 @@ def prepare_commits() -> None:
 
 def commit_result(run_dir: Path, chunk: Chunk, result: ChunkResult) -> None:
     """Commit an engine's result for ``chunk`` (:func:`commit_chunk`), its records with their quality
-    and label verdicts (:func:`~generation.records.with_verdicts`)."""
-    commit_chunk(
-        run_dir,
-        chunk.index,
-        with_verdicts(to_table(result.records, RECORD_SCHEMA)),
-        to_table(result.rejects, REJECT_SCHEMA),
-        chunk.image_ids,
-    )
+    and label verdicts (:func:`~generation.records.with_verdicts`). The verdicts only save the
+    release from judging the records itself: where judging fails, the records are committed without
+    them, with a warning, and the engine's work is kept."""
+    records = to_table(result.records, RECORD_SCHEMA)
+    try:
+        records = with_verdicts(records)
+    except Exception as error:  # whatever the checks raise: the release judges these records again
+        logger.warning(
+            "chunk %d: committed without verdicts (the release will judge its records): %s: %s",
+            chunk.index,
+            type(error).__name__,
+            error,
+        )
+    commit_chunk(run_dir, chunk.index, records, to_table(result.rejects, REJECT_SCHEMA), chunk.image_ids)
 
 
 @dataclass(frozen=True)

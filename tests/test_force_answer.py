@@ -171,7 +171,7 @@ def test_a_run_killed_between_the_passes_resumes_exactly(manifest, tmp_path, eng
     annotator = _annotator(engines, "tiny_glm")
     generate(config, manifest, tmp_path / "run", annotator=annotator)  # the resume
     state = check_run(tmp_path / "run")
-    assert sorted(state.done) == [0, 1, 2] and not state.bad and state.images_done == 6
+    assert sorted(state.done) == [0, 1, 2] and not state.not_counted and state.images_done == 6
     # Exactly what an uninterrupted run writes (greedy decoding: the same texts and counts).
     generate(config, manifest, tmp_path / "reference", annotator=annotator)
     rows = lambda run: sorted(tuple(r[f] for f in RECORD_FIELDS) for r in _records(run))  # noqa: E731

@@ -22,7 +22,7 @@ import pytest
 from datasets import load_dataset
 
 from eval.label_accuracy import label_verdicts, verifier_fingerprint
-from generation.config import load_model_config
+from generation.config import VLMConfig, load_model_config
 from generation.generate import generate
 from generation.quality import quality_fingerprint, record_verdict
 from generation.records import (
@@ -36,10 +36,12 @@ from generation.records import (
 )
 from generation.runs import (
     RUN_FILE,
+    ChunkResult,
     check_run,
     chunk_files,
     claim_run_dir,
     commit_chunk,
+    commit_result,
     completed_chunks,
     plan_run,
     summarize,
@@ -48,6 +50,7 @@ from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
 from tests.fixtures.image_trees import write_sampling_tree
+from tests.fixtures.synthetic import make_record, write_manifest_tree
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_GLM = REPO / "configs" / "generation" / "tiny_glm.yaml"
@@ -127,7 +130,7 @@ def test_sample_generate_build_load(sampled, tmp_path):
     assert run["manifest"] == str(manifest.resolve()) and run["manifest_sha256"] == fingerprint
     assert run["images"] == len(good) and run["chunk_size"] == config.chunk_size == 8
     state = check_run(tmp_path / "run")
-    assert sorted(state.done) == [0, 1] and not state.bad and state.images_done == len(good)
+    assert sorted(state.done) == [0, 1] and not state.not_counted and state.images_done == len(good)
     assert [c["images"] for c in state.done.values()] == [8, len(good) - 8]
     out = tmp_path / "imagenet_think"
     built = build_release(
@@ -232,7 +235,7 @@ def test_sigkill_at_random_moments_then_resume(sampled, tmp_path):
     for shard in out.glob("*.parquet"):
         pq.read_table(shard)  # no torn shard
     state = check_run(out)
-    assert not state.bad and state.images_done == state.images_expected == len(expected)
+    assert not state.not_counted and state.images_done == state.images_expected == len(expected)
     assert sorted(state.done) == list(range(len(expected)))  # chunk_size=1: one commit per image
 
 
@@ -411,7 +414,7 @@ def test_a_folder_without_committed_chunks_is_taken_over(sampled, tmp_path, capl
     assert json.loads((out / RUN_FILE).read_text())["config"] == dataclasses.asdict(fixed)
     assert summary.records + summary.rejects == 3 and summary.images_missing == 0
     state = check_run(out)
-    assert sorted(state.done) == [0, 1] and not state.bad
+    assert sorted(state.done) == [0, 1] and not state.not_counted
     # Now the folder holds committed chunks: another config is refused, and nothing is touched.
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(RefusedError, match="another config.*2 committed chunk"):
@@ -446,7 +449,7 @@ def test_resume_redoes_replaced_and_damaged_chunks_exactly(sampled, tmp_path, ca
     for path in records[1:]:
         assert f"{path.name}: {state.bad[path]}; redoing the chunk" in caplog.text
     state = check_run(out)
-    assert sorted(state.done) == [0, 1, 2, 3] and not state.bad and state.images_done == 8
+    assert sorted(state.done) == [0, 1, 2, 3] and not state.not_counted and state.images_done == 8
     assert {path: path.stat().st_mtime_ns for path in chunk_files(out, 0)} == kept  # the good chunk stays
     ids = [r["image_id"] for r in _records(out)] + [r["image_id"] for r in _rejects(out)]
     assert sorted(ids) == sorted(expected)  # exactly the right image set, each once
@@ -538,3 +541,31 @@ def test_records_of_an_older_toolkit_are_never_silently_discarded(sampled, tmp_p
     assert (run / "records-c0000000.parquet").read_bytes() == b"records of an older run"
     with pytest.raises(InputError, match="older imagenet-think"):
         check_run(run)
+
+
+def test_a_chunk_whose_verdicts_fail_is_committed_without_them(tmp_path, monkeypatch, caplog):
+    """The stored verdicts only spare the release work: when judging fails at commit (a checker
+    that cannot load, say), the engine's records are committed all the same and the build judges them."""
+    import generation.runs
+
+    manifest, entries = write_manifest_tree(tmp_path, classes=1, per_class=3)
+    plan = plan_run(manifest, 3)
+    run = tmp_path / "run"
+    claim_run_dir(run, VLMConfig(annotator="glm", model="synthetic/glm", chunk_size=3), plan)
+    rng = random.Random(0)
+    records = [make_record(e, "glm", rng, manifest_sha256=plan.manifest_sha256) for e in entries]
+
+    def unavailable(table):
+        raise RuntimeError("the language model cannot be loaded")
+
+    monkeypatch.setattr(generation.runs, "with_verdicts", unavailable)
+    with caplog.at_level(logging.WARNING, logger="generation.runs"):
+        commit_result(run, plan.chunks[0], ChunkResult(records=records, rejects=[]))
+    assert "chunk 0: committed without verdicts" in caplog.text and "cannot be loaded" in caplog.text
+    stored = list(iter_rows(check_run(run).record_files))
+    assert len(stored) == 3 and {(r["quality_checker"], r["label_verifier"]) for r in stored} == {("", "")}
+    monkeypatch.undo()
+    built = build_release([run], manifest, tmp_path / "out", validation_fraction=0, test_fraction=0)
+    assert built.rows["glm"] == {"train": 3}
+    labels = load_dataset(str(tmp_path / "out"), "glm", split="train")["label_verdict"]
+    assert len(labels) == 3 and "" not in labels  # judged by the build

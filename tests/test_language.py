@@ -119,9 +119,10 @@ def _strip_new_columns(run_dir):
         commit_path.write_text(json.dumps(commit))
 
 
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    """glm records with forced answers (one cut again), Chinese and drifting traces; an older kimi run."""
+@pytest.fixture(scope="module", params=[True, False], ids=["glm verdicts stored", "glm judged by the build"])
+def inputs(tmp_path_factory, request):
+    """glm records with forced answers (one cut again), Chinese and drifting traces, with the verdicts
+    generate stores or without (the build judges them); an older kimi run."""
     root = tmp_path_factory.mktemp("language")
     manifest, entries = write_manifest_tree(root, classes=3, per_class=6)
     rng = random.Random(4)
@@ -142,7 +143,7 @@ def inputs(tmp_path_factory):
         make_record(e, "glm", rng, **changes[i]) if i in changes else r
         for i, (e, r) in enumerate(zip(entries, english, strict=True))
     ]
-    write_run(root / "glm", glm, per_shard=5)
+    write_run(root / "glm", glm, per_shard=5, verdicts=request.param)
     kimi = [make_record(e, "kimi", rng) for e in entries]
     kimi[7] = make_record(entries[7], "kimi", rng, think=CHINESE[4])
     write_run(root / "kimi", kimi, per_shard=5)
