@@ -181,7 +181,7 @@ def main() -> None:
         chunks = plan_run(manifest, config.chunk_size, limit=args.images).chunks
         annotator = Annotator(config)
         bare_vllm(annotator, chunks[:1])  # warm-up: first-request compilation
-        prepare_verdicts()  # generate loads these while its engine loads (prepare_commits)
+        prepare_verdicts()  # generate loads these while its first chunk generates (prepare_commits)
         # The same prompts and images run twice: each run starts with empty prefix and image caches,
         # or the second would reuse the first's work.
         _empty_caches(annotator)

@@ -136,8 +136,8 @@ def generate(
 def _run_local(config: VLMConfig, pending: list[Chunk], run_dir: Path, annotator=None) -> tuple[int, int]:
     from generation.annotator import Annotator
 
-    prepare_commits()  # while the engine loads
     annotator = annotator or Annotator(config)
+    prepare_commits()  # while the first chunk generates (after the engine's processes have started)
     images = tokens = 0
     start = time.perf_counter()
     with tqdm(total=sum(len(c.tasks) for c in pending), unit="img", desc=config.annotator) as progress:

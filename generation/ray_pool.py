@@ -36,8 +36,8 @@ class ChunkWorker:
     """A Ray Data actor: one engine, many chunks."""
 
     def __init__(self, config_json: str, run_dir: str):
-        prepare_commits()  # while the engine loads
         self.annotator = Annotator(VLMConfig(**json.loads(config_json)))
+        prepare_commits()  # while the first chunk generates (after the engine's processes have started)
         self.run_dir = Path(run_dir)
 
     def __call__(self, batch: dict) -> dict:

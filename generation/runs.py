@@ -377,7 +377,8 @@ def commit_chunk(
 
 def prepare_commits() -> None:
     """Start loading what committing a chunk needs (:func:`~generation.records.prepare_verdicts`) in a
-    background thread, so that it loads while the engine does and the first commit need not wait; a
+    background thread, so that it loads while the first chunk generates and its commit need not wait
+    (called once the engine has started, so that no engine process is forked beside the thread); a
     failure shows at that commit."""
 
     def prepare():
