@@ -56,12 +56,13 @@ from tqdm.auto import tqdm
 
 from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts, verifier_fingerprint
 from generation.classes import imagenet21k_classes
-from generation.quality import REJECT_REASONS, forced_verdict, quality_fingerprint, record_verdict
+from generation.quality import REJECT_REASONS, forced_verdict, quality_fingerprint
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,
     complete_record_columns,
     manifest_fingerprint,
+    quality_verdicts,
     read_manifest,
 )
 from generation.runs import RUN_FILE, RunCheck, check_run
@@ -310,9 +311,10 @@ def judge_records(
     generation_rejects: list[dict],
     reject_forced: bool = False,
 ) -> tuple[dict[tuple[str, str], int], list[RejectedRecord]]:
-    """The quality verdict of every record (``generation.quality.record_verdict``, as generation
-    judged it under the current rules, else judged now; ``reject_forced``: forced answers are rejected too): (image_id, annotator) -> row of each good record, and the
-    rejected ones with their reason. A record whose image hash is not the manifest's is refused."""
+    """The quality verdict of every record (``generation.quality.record_verdict``: as generation
+    judged it under the current rules, else judged now; ``reject_forced``: forced answers are rejected
+    too): (image_id, annotator) -> row of each good record, and the rejected ones with their reason.
+    A record whose image hash is not the manifest's is refused."""
     good: dict[tuple[str, str], int] = {}
     rejected: list[RejectedRecord] = []
     row = 0
@@ -507,17 +509,9 @@ def _judge_batch(
     ]
     unjudged = np.flatnonzero(~current.to_numpy(zero_copy_only=False))
     if len(unjudged):
-        fields = [
-            "think_closed",
-            "finish_reason",
-            "think",
-            "answer",
-            "forced_answer",
-            "second_pass_finish_reason",
-        ]
-        found = batch.select(fields).take(pa.array(unjudged)).to_pydict()
-        for index, values in zip(unjudged, zip(*found.values(), strict=True), strict=True):
-            verdicts[index] = record_verdict(*values, reject_forced=reject_forced)
+        judged_now = quality_verdicts(batch, reject_forced, rows=unjudged)
+        for index, verdict in zip(unjudged, judged_now, strict=True):
+            verdicts[index] = verdict
     keys = list(zip(columns["image_id"], columns["annotator"], strict=True))
     return keys, columns["image_sha256"], verdicts
 

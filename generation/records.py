@@ -167,22 +167,43 @@ def complete_record_columns(table: pa.Table) -> pa.Table:
     return table.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA) if missing else table
 
 
+# The record columns generation.quality.record_verdict judges, in the order of its arguments.
+QUALITY_FIELDS = (
+    "think_closed",
+    "finish_reason",
+    "think",
+    "answer",
+    "forced_answer",
+    "second_pass_finish_reason",
+)
+
+
+def quality_verdicts(
+    records: pa.Table | pa.RecordBatch, reject_forced: bool = False, rows=None
+) -> list[tuple[str, str] | None]:
+    """:func:`generation.quality.record_verdict` of each record of ``records`` (in
+    :data:`RECORD_SCHEMA`), or of those at ``rows`` (an array of indices) only."""
+    selected = records.select(list(QUALITY_FIELDS))
+    columns = (selected if rows is None else selected.take(pa.array(rows))).to_pydict()
+    return [
+        record_verdict(*fields, reject_forced=reject_forced) for fields in zip(*columns.values(), strict=True)
+    ]
+
+
 def with_verdicts(records: pa.Table) -> pa.Table:
     """``records`` (in :data:`RECORD_SCHEMA`) with their quality verdicts
     (:func:`generation.quality.record_verdict`) and their answers' label verdicts against their
     ``wnid`` (:func:`eval.label_accuracy.label_verdicts`), judged now by the current rules; a record
     whose ``wnid`` is no ImageNet-21K-P class gets no label verdict (``label_verifier`` "")."""
-    columns = records.select(
-        ["think_closed", "finish_reason", "think", "answer", "forced_answer", "second_pass_finish_reason"]
-    ).to_pydict()
-    quality = [record_verdict(*fields) or ("", "") for fields in zip(*columns.values(), strict=True)]
+    quality = [verdict or ("", "") for verdict in quality_verdicts(records)]
     classes = imagenet21k_classes()
-    wnids = records["wnid"].to_pylist()
+    wnids, answers = records["wnid"].to_pylist(), records["answer"].to_pylist()
     judged = [i for i, wnid in enumerate(wnids) if wnid in classes]
-    verdicts = label_verdicts([columns["answer"][i] for i in judged], [wnids[i] for i in judged])
+    verdicts = label_verdicts([answers[i] for i in judged], [wnids[i] for i in judged])
     kinds, scores, verifiers = [""] * len(wnids), [0.0] * len(wnids), [""] * len(wnids)
+    fingerprint = verifier_fingerprint()
     for i, verdict in zip(judged, verdicts, strict=True):
-        kinds[i], scores[i], verifiers[i] = verdict.kind, verdict.score, verifier_fingerprint()
+        kinds[i], scores[i], verifiers[i] = verdict.kind, verdict.score, fingerprint
     values = {
         "quality_reason": [reason for reason, _ in quality],
         "quality_detail": [detail for _, detail in quality],

@@ -541,6 +541,7 @@ def prepare_resume(run_dir: Path, chunks: list[Chunk], state: RunCheck) -> list[
     a file failed its commit (or the commit is of other images), and removes that chunk's commit
     file so that the chunk reads as not done until it is committed again."""
     pending = []
+    not_counted = state.not_counted
     for chunk in chunks:
         records_path, rejects_path, commit_path = chunk_files(run_dir, chunk.index)
         commit = state.done.get(chunk.index)
@@ -552,7 +553,6 @@ def prepare_resume(run_dir: Path, chunks: list[Chunk], state: RunCheck) -> list[
                 chunk.index,
                 commit_path.name,
             )
-        not_counted = state.not_counted
         for path in (records_path, rejects_path):
             if path in not_counted:
                 logger.warning(
