@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# vLLM's CPU settings are set by the toolkit itself where no GPU is used (generation/cpu_env.py).
+# vLLM's CPU settings are set by the toolkit itself where no GPU is used (common/vllm_cpu.py).
 export HF_HUB_OFFLINE ?= 1
 
 .PHONY: install test lint format demo clean

@@ -11,11 +11,11 @@ Configs:
   or a more specific kind of it (label verdict ``exact`` or ``hyponym``): the
   rejection-sampled subset for SFT;
 - ``rejected``: every record kept out of the others, with its reason
-  (``generation.quality``), for those who study failures.
+  (``generation.verdicts.quality``), for those who study failures.
 
 Per-annotator and ``verified`` rows carry ``label_verdict`` and ``label_score`` (``both``:
 ``<annotator>_label_verdict`` / ``_label_score``): the answer's label verdict against the
-image's class in the WordNet hierarchy (``eval.label_accuracy.label_verdicts``).
+image's class in the WordNet hierarchy (``generation.verdicts.labels.label_verdicts``).
 
 Splits ``train`` / ``validation`` / ``test`` follow :func:`assign_splits` (the rule
 is in its docstring). ``datasets`` >= 4 no longer loads scripts, so this builder
@@ -49,23 +49,21 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
-from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts, verifier_fingerprint
 from generation.classes import imagenet21k_classes
-from generation.quality import REJECT_REASONS, forced_verdict, quality_fingerprint
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,
     complete_record_columns,
     manifest_fingerprint,
-    quality_verdicts,
     read_manifest,
 )
 from generation.runs import RUN_FILE, RunCheck, check_run
+from generation.verdicts.labels import CORRECT_KINDS, KINDS
+from generation.verdicts.policy import LabelVerdicts, current_quality_verdicts
+from generation.verdicts.quality import REJECT_REASONS
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -311,7 +309,7 @@ def judge_records(
     generation_rejects: list[dict],
     reject_forced: bool = False,
 ) -> tuple[dict[tuple[str, str], int], list[RejectedRecord]]:
-    """The quality verdict of every record (``generation.quality.record_verdict``: as generation
+    """The quality verdict of every record (``generation.verdicts.quality.record_verdict``: as generation
     judged it under the current rules, else judged now; ``reject_forced``: forced answers are rejected
     too): (image_id, annotator) -> row of each good record, and the rejected ones with their reason.
     A record whose image hash is not the manifest's is refused."""
@@ -349,48 +347,6 @@ def judge_records(
             RejectedRecord(reject["image_id"], reject["annotator"], reject["reason"], reject["detail"], None)
         )
     return good, rejected
-
-
-class LabelVerdicts:
-    """The label verdicts of the good records' answers against their image's class in the manifest
-    (``eval.label_accuracy``): as generation judged them when it committed their chunk where that
-    verdict is the current verifier's (same fingerprint) against the same class; the others (records
-    of older runs, a changed verifier, a manifest that relabelled the image) are judged here, once."""
-
-    BATCH = 1000
-
-    def __init__(self, records: RecordStore, good: dict[tuple[str, str], int], labels: dict[str, str]):
-        table = records.table
-        self.kinds = np.full(table.num_rows, -1, dtype=np.int8)  # index in KINDS; -1: not a good record
-        self.scores = np.zeros(table.num_rows, dtype=np.float32)
-        label = {row: labels[image_id] for (image_id, _), row in good.items()}
-        stored = np.zeros(table.num_rows, dtype=bool)
-        stored[list(label)] = True
-        stored &= pc.equal(table["label_verifier"], verifier_fingerprint()).to_numpy(zero_copy_only=False)
-        record_wnids = table["wnid"].to_pylist()
-        stored[[row for row, wnid in label.items() if record_wnids[row] != wnid]] = False
-        kind_of = {kind: index for index, kind in enumerate(KINDS)}
-        verdicts = table["label_verdict"].dictionary_encode().combine_chunks()
-        codes = np.array([kind_of.get(kind, -1) for kind in verdicts.dictionary.to_pylist()], dtype=np.int8)
-        stored_kinds = codes[verdicts.indices.to_numpy(zero_copy_only=False)] if len(codes) else self.kinds
-        stored &= stored_kinds >= 0
-        self.kinds[stored] = stored_kinds[stored]
-        self.scores[stored] = table["label_score"].to_numpy()[stored]
-        unjudged = [row for row in label if not stored[row]]
-        if unjudged:
-            logger.info(
-                "judging %d answers against their labels (their runs hold no verdict of the current verifier)",
-                len(unjudged),
-            )
-        for start in tqdm(range(0, len(unjudged), self.BATCH), desc="judging answers", disable=not unjudged):
-            rows = unjudged[start : start + self.BATCH]
-            answers = records.take(rows, ["answer"])["answer"].to_pylist()
-            for row, verdict in zip(rows, label_verdicts(answers, [label[r] for r in rows]), strict=True):
-                self.kinds[row], self.scores[row] = KINDS.index(verdict.kind), verdict.score
-
-    def of(self, record_rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """(kind indices, scores) of the good records at ``record_rows``."""
-        return self.kinds[record_rows], self.scores[record_rows]
 
 
 class Sources:
@@ -496,24 +452,10 @@ def _judge_batch(
     batch: pa.RecordBatch, reject_forced: bool = False
 ) -> tuple[list[tuple[str, str]], list[str], list[tuple[str, str] | None]]:
     """(image_id, annotator), the image hash and the quality verdict (reason, detail) of each record
-    of a batch: as generation judged it where the current rules did (``quality_checker``), else now."""
-    columns = batch.select(
-        ["image_id", "annotator", "image_sha256", "forced_answer", "quality_reason", "quality_detail"]
-    ).to_pydict()
-    current = pc.equal(batch["quality_checker"], quality_fingerprint())
-    verdicts = [
-        forced_verdict((reason, detail) if reason else None, forced, reject_forced)
-        for reason, detail, forced in zip(
-            columns["quality_reason"], columns["quality_detail"], columns["forced_answer"], strict=True
-        )
-    ]
-    unjudged = np.flatnonzero(~current.to_numpy(zero_copy_only=False))
-    if len(unjudged):
-        judged_now = quality_verdicts(batch, reject_forced, rows=unjudged)
-        for index, verdict in zip(unjudged, judged_now, strict=True):
-            verdicts[index] = verdict
+    of a batch (:func:`generation.verdicts.policy.current_quality_verdicts`)."""
+    columns = batch.select(["image_id", "annotator", "image_sha256"]).to_pydict()
     keys = list(zip(columns["image_id"], columns["annotator"], strict=True))
-    return keys, columns["image_sha256"], verdicts
+    return keys, columns["image_sha256"], current_quality_verdicts(batch, reject_forced)
 
 
 def _json_sha256(value) -> str:

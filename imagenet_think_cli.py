@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
-import os
 import sys
-import time
-import traceback
-from collections.abc import Callable
 
-from imagenet_think_errors import ImageNetThinkError
+from imagenet_think_errors import DEBUG_ENV, DEBUG_FLAG, run_reporting, take_debug_flag
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": (
@@ -42,7 +37,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),
     "tiny-model": ("generation.tiny.builder", "build a tiny random-weight VLM locally (tests, demo)"),
 }
-DEBUG_FLAG = "--debug"
 # -q / -v before the command name set the level of the toolkit's loggers (default: INFO).
 LOG_LEVELS = {
     "-q": logging.WARNING,
@@ -50,16 +44,14 @@ LOG_LEVELS = {
     "-v": logging.DEBUG,
     "--verbose": logging.DEBUG,
 }
-TOOLKIT_LOGGERS = ("generation", "release", "eval", "training", "imagenet_think", "imagenet_think_demo")
-DEBUG_ENV = "IMAGENET_THINK_DEBUG"
-INTERRUPTED = 130  # the shell's status for a command ended by SIGINT
-# What an OSError that names its file(s) could not do to it.
-_OS_VERBS: tuple[tuple[type[OSError], str], ...] = (
-    (FileNotFoundError, "open"),
-    (IsADirectoryError, "open"),
-    (NotADirectoryError, "open"),
-    (PermissionError, "access"),
-    (FileExistsError, "create"),
+TOOLKIT_LOGGERS = (
+    "common",
+    "generation",
+    "release",
+    "eval",
+    "training",
+    "imagenet_think",
+    "imagenet_think_demo",
 )
 
 
@@ -71,70 +63,6 @@ def _overview() -> str:
         "commands:\n" + "\n".join(lines) + "\n\n`imagenet-think COMMAND --help` shows a command's arguments; "
         f"{DEBUG_FLAG} (or {DEBUG_ENV}=1)\nshows the traceback of an error; -q shows warnings only, -v debug messages."
     )
-
-
-def debug_from_env() -> bool:
-    """Whether ``IMAGENET_THINK_DEBUG`` asks for tracebacks (set, and not 0/false/no/off)."""
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in {"", "0", "false", "no", "off"}
-
-
-def take_debug_flag(argv: list[str]) -> tuple[bool, list[str]]:
-    """Whether ``--debug`` is among ``argv`` (before a ``--``), and ``argv`` without it."""
-    end = argv.index("--") if "--" in argv else len(argv)
-    kept = [arg for arg in argv[:end] if arg != DEBUG_FLAG]
-    return len(kept) < end, kept + argv[end:]
-
-
-def describe_failure(error: BaseException) -> tuple[str, int] | None:
-    """The message and exit status of an expected failure; None for anything else (a bug)."""
-    if isinstance(error, ImageNetThinkError):
-        return str(error), error.exit_code
-    if isinstance(error, OSError) and error.filename is not None:
-        verb = next((verb for kind, verb in _OS_VERBS if isinstance(error, kind)), None)
-        if verb is not None:
-            names = os.fsdecode(error.filename)
-            if error.filename2 is not None:
-                names += f" -> {os.fsdecode(error.filename2)}"
-            return f"cannot {verb} {names}: {error.strerror or error}", 1
-    return None
-
-
-def _tell_torchelastic(message: str) -> None:
-    """Under ``torchrun``/``accelerate launch`` with several processes, put the message in the
-    launcher's failure summary (its error file) in place of "To enable traceback see: ..."."""
-    error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if error_file:
-        try:
-            with open(error_file, "w", encoding="utf-8") as handle:
-                json.dump({"message": message, "timestamp": int(time.time())}, handle)
-        except OSError:
-            pass
-
-
-def run_reporting(prog: str, call: Callable[[], int | None], debug: bool = False) -> int:
-    """``call()``'s exit status; an expected failure is printed as ``PROG: error: MESSAGE``
-    (with the traceback when ``debug`` or ``IMAGENET_THINK_DEBUG=1``) and exits 1 or 2,
-    Ctrl-C exits 130; any other exception propagates with its traceback."""
-    debug = debug or debug_from_env()
-    try:
-        return int(call() or 0)
-    except KeyboardInterrupt:
-        sys.stdout.flush()
-        if debug:
-            traceback.print_exc()
-        print(f"\n{prog}: interrupted", file=sys.stderr)
-        return INTERRUPTED
-    except Exception as error:
-        failure = describe_failure(error)
-        if failure is None:
-            raise
-        message, status = failure
-        sys.stdout.flush()
-        if debug:
-            traceback.print_exc()
-        print(f"{prog}: error: {message}", file=sys.stderr)
-        _tell_torchelastic(message)
-        return status
 
 
 def _run_command(name: str, rest: list[str]) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from generation.checkout import checkout_file
+from common.checkout import checkout_file
 from imagenet_think import ANNOTATORS, JOINT_CONFIG, joint_column
 from imagenet_think_errors import RefusedError
 

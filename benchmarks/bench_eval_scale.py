@@ -101,8 +101,8 @@ def child_score(predictions: str, out: str) -> dict:
     """Two runs of ``eval score``: the first model of a release split (the annotator agreement
     computed and cached beside the report) and a further one (the agreement read from the cache)."""
     from eval import metrics
-    from eval.label_accuracy import label_verdicts
     from eval.score import score
+    from generation.verdicts.labels import label_verdicts
 
     warm = Path(out).parent / "warm-up" / "report"  # imports, the verdicts' automaton, caches
     score(predictions, warm, metrics=SCORE_METRICS, n_boot=10, batch_size=64, agreement=False)

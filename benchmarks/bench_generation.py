@@ -37,13 +37,13 @@ from pathlib import Path
 
 import torch
 
+from common.model_refs import resolve_model
 from generation.annotator import Annotator
 from generation.config import load_model_config
 from generation.generate import generate
 from generation.images import load_rgb
-from generation.models import resolve_model
-from generation.records import prepare_verdicts
 from generation.runs import plan_run
+from generation.verdicts.policy import prepare_verdicts
 from tests.fixtures.synthetic import write_manifest_tree
 
 REPO = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ Rows, in answers per second on one core (one process, one thread):
 - ``label_verdicts``: the verdicts (all kinds, scores), automaton built beforehand (its build time
   and the table's load time are printed apart);
 - baseline ``names_class`` (regex): the former matcher as it was (``OLD MATCHER`` below, a copy of
-  ``eval/label_accuracy.py`` before the verdicts), one compiled regular expression per class, asked
+  the label matcher before the verdicts), one compiled regular expression per class, asked
   only whether each answer names its own class (what ``label_hits`` cost before);
 - baseline verdict (regex): the former matcher brought to the same verdict, one regular expression
   per synset (label, its descendants, its ancestors, every other class), on ``--regex-answers``
@@ -36,11 +36,11 @@ from functools import cache
 import numpy as np
 
 from benchmarks.bench_metrics import vocabulary
-from eval import label_accuracy
-from eval.wordnet import wordnet_nouns
 from generation.classes import imagenet21k_classes
+from generation.verdicts import labels as verifier
+from generation.verdicts.wordnet import wordnet_nouns
 
-# --- OLD MATCHER: eval/label_accuracy.py as it was before the verdicts (the baseline) ---------------
+# --- OLD MATCHER: the label matcher as it was before the verdicts (the baseline) ---------------
 
 WORD_SEPARATOR = r"[\s\-]+"
 APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
@@ -192,17 +192,17 @@ def main() -> None:
     nouns = wordnet_nouns()
     load = time.perf_counter() - start
     start = time.perf_counter()
-    label_accuracy._matcher()
+    verifier._matcher()
     build = time.perf_counter() - start
     print(f"WordNet table: {len(nouns):,} synsets loaded in {load:.3f} s; automaton built in {build:.2f} s")
 
     answers, labels = make_answers(args.answers, args.words, args.seed)
     print(f"{len(answers)} answers, {np.mean([len(a.split()) for a in answers]):.0f} words on average")
     for label in dict.fromkeys(labels):  # per-label caches (ancestors, descendants) outside the timings
-        label_accuracy.label_verdicts([""], [label])
+        verifier.label_verdicts([""], [label])
         class_pattern(label)
 
-    rate, verdicts = per_second(label_accuracy.label_verdicts, answers, labels)
+    rate, verdicts = per_second(verifier.label_verdicts, answers, labels)
     old_rate, old_hits = per_second(label_hits, answers, labels)
     n = args.regex_answers
     for label in labels[:n]:  # compile outside the timing
@@ -220,9 +220,9 @@ def main() -> None:
     print(f"{f'baseline verdict (regex, {n} answers)':<40}{regex_rate:>12,.1f}{rate / regex_rate:>8.0f}x")
 
     kinds = Counter(v.kind for v in verdicts)
-    print("\nverdicts: " + ", ".join(f"{kind} {kinds[kind]}" for kind in label_accuracy.KINDS))
+    print("\nverdicts: " + ", ".join(f"{kind} {kinds[kind]}" for kind in verifier.KINDS))
     exact = np.array([v.kind == "exact" for v in verdicts])
-    hits = np.array([v.kind in label_accuracy.CORRECT_KINDS for v in verdicts])
+    hits = np.array([v.kind in verifier.CORRECT_KINDS for v in verdicts])
     print(f"names its own class: regex {old_hits.mean():.4f}, automaton exact {exact.mean():.4f} ", end="")
     print(f"(agreement {np.mean(old_hits == exact):.4f}); exact or hyponym {hits.mean():.4f}")
     print(f"regex hits that are automaton hits: {np.mean(hits[old_hits]):.4f}")

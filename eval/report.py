@@ -9,7 +9,7 @@ model, with its two vector-space rows labelled as Table 6 labels them ("TF-IDF C
 Similarity" for TF-IDF, "Cosine Similarity" for raw term frequencies; the paper's Table 7
 swaps them). What the paper does not measure comes after: label-grounded accuracy (the answer
 names the image's class or a more specific one: verdict ``exact`` or ``hyponym`` of
-:mod:`eval.label_accuracy`) and the label verdicts (the share of each kind and the mean label
+:mod:`generation.verdicts.labels`) and the label verdicts (the share of each kind and the mean label
 score with bootstrap intervals, for each model and each reference annotator; ``chart_labels.png``).
 
 The annotator agreement (``summary["agreement"]``, :func:`eval.score.annotator_agreement`: the
@@ -35,8 +35,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from eval.label_accuracy import KINDS
 from eval.metrics import METRICS, SEGMENT_TABLE, family_charts, paper_tables
+from generation.verdicts.labels import KINDS
 from imagenet_think_errors import InputError, MissingInputError, UsageError
 
 EXAMPLE = "imagenet-think eval report reports/openvlthinker reports/internvl35 --out reports/all"

@@ -21,7 +21,7 @@ Writes into ``--out``:
 
 - ``per_example.parquet``: per scored image, every ``{segment}/{metric}/{s1,s2,avg,max}``
   score and, for the model's and each reference's answer (``WHO`` = model, glm, kimi), its label
-  verdict against the image's class (:func:`eval.label_accuracy.label_verdicts`):
+  verdict against the image's class (:func:`generation.verdicts.labels.label_verdicts`):
   ``label_hit/WHO`` (``exact`` or ``hyponym``), ``label_verdict/WHO``, ``label_score/WHO`` and
   ``label_named/WHO`` (the synset that decided);
 - ``summary.json``: Avg of Avg and Avg of Max with bootstrap 95% intervals per segment
@@ -65,12 +65,12 @@ from eval.aggregate import (
     summarize,
     summarize_columns,
 )
-from eval.label_accuracy import CORRECT_KINDS, KINDS, label_verdicts
 from eval.metrics import METRICS, PAPER_METRICS, DocumentFrequencies
 from eval.metrics import backbones as metric_backbones
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
 from generation.runs import RUN_FILE, check_run
+from generation.verdicts.labels import CORRECT_KINDS, KINDS, label_verdicts
 from imagenet_think import joint_annotators, joint_column
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 

@@ -38,10 +38,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from common.model_refs import resolve_model
+from common.vllm_cpu import set_cpu_env_defaults
 from generation.config import VLMConfig
-from generation.cpu_env import set_cpu_env_defaults
 from generation.images import ImageRejected, normalize, read_file
-from generation.models import resolve_model
 from generation.reasoning import STYLES, parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
 from generation.runs import ChunkResult, ImageTask

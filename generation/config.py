@@ -4,7 +4,7 @@
 Every key maps to something users know: ``sampling`` is passed to vLLM's
 ``SamplingParams``, ``engine`` to ``vllm.LLM`` (its engine arguments), ``prompt``
 names a question of ``configs/prompts/imagenet_think.yaml``. ``model`` is a hub
-id, a local path, or ``tiny:<arch>`` (:func:`generation.models.resolve_model`). Remote code is
+id, a local path, or ``tiny:<arch>`` (:func:`common.model_refs.resolve_model`). Remote code is
 trusted only where a config says ``trust_remote_code: true``. ``on_truncation`` says what
 becomes of a generation that hits ``sampling.max_tokens`` with its think still open: ``keep`` it
 as it is (the release rejects it as ``truncated``), or ``force_answer``: close the think with the

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import yaml
 
-from generation.checkout import checkout_file
+from common.checkout import checkout_file
 
-PROMPTS_FILE = "configs/prompts/imagenet_think.yaml"  # a file of the checkout (generation.checkout)
+PROMPTS_FILE = "configs/prompts/imagenet_think.yaml"  # a file of the checkout (common.checkout)
 
 
 def load_question(name: str | None = None, path: str | Path | None = None) -> str:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from common.vllm_cpu import CPU_ENV_DEFAULTS
 from generation.annotator import Annotator
 from generation.config import VLMConfig
-from generation.cpu_env import CPU_ENV_DEFAULTS
 from generation.runs import Chunk, ImageTask, commit_result, prepare_commits
 
 # Settings the driver passes on to the actors' processes (an actor on a CPU sets the CPU

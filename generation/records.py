@@ -31,10 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from eval.label_accuracy import label_verdicts, verifier_fingerprint
-from generation.classes import imagenet21k_classes
-from generation.language import identify
-from generation.quality import REJECT_REASONS, quality_fingerprint, record_verdict
+from generation.verdicts.quality import REJECT_REASONS
 from imagenet_think_errors import InputError, MissingInputError
 
 RECORD_GLOB = "records-*.parquet"
@@ -84,15 +81,15 @@ class GenerationRecord:
     # "" without a second pass; else its finish reason (stop / length / abort), or why there was none
     # though the think was open: context_full (no room left in max_model_len), engine_error.
     second_pass_finish_reason: str = ""
-    # Verdicts judged when the record's chunk was committed (:func:`with_verdicts`), each with the
+    # Verdicts judged when the record's chunk was committed (:func:`generation.verdicts.policy.with_verdicts`), each with the
     # fingerprint of the rules that judged it ("" where none did). The release takes a verdict as it
     # is only under the current fingerprint and judges the others itself:
-    # - quality (``generation.quality.record_verdict``, without ``reject_forced``): the reject reason
+    # - quality (``generation.verdicts.quality.record_verdict``, without ``reject_forced``): the reject reason
     #   and its detail, "" for a good record;
     quality_reason: str = ""
     quality_detail: str = ""
     quality_checker: str = ""
-    # - the answer's label verdict against ``wnid`` (``eval.label_accuracy``): kind and score; the
+    # - the answer's label verdict against ``wnid`` (``generation.verdicts.labels``): kind and score; the
     #   release also requires ``wnid`` to be the manifest's class of the image.
     label_verdict: str = ""
     label_score: float = 0.0
@@ -110,13 +107,13 @@ class Reject:
     image_path: str
     stage: str  # sample / generate / build
     annotator: str  # empty where no model was involved
-    reason: str  # a code of generation.quality.REJECT_REASONS, e.g. too_small, truncated, prompt_too_long
+    reason: str  # a code of generation.verdicts.quality.REJECT_REASONS, e.g. too_small, truncated, prompt_too_long
     detail: str  # a human-readable explanation
 
     def __post_init__(self):
         if self.reason not in REJECT_REASONS:
             raise ValueError(
-                f"reject reason {self.reason!r} is not one of generation.quality.REJECT_REASONS: add it there"
+                f"reject reason {self.reason!r} is not one of generation.verdicts.quality.REJECT_REASONS: add it there"
             )
 
 
@@ -165,66 +162,6 @@ def complete_record_columns(table: pa.Table) -> pa.Table:
             column = pa.array([RECORD_COLUMN_DEFAULTS[name]] * table.num_rows, field.type)
         table = table.append_column(field, column)
     return table.select(RECORD_SCHEMA.names).cast(RECORD_SCHEMA) if missing else table
-
-
-# The record columns generation.quality.record_verdict judges, in the order of its arguments.
-QUALITY_FIELDS = (
-    "think_closed",
-    "finish_reason",
-    "think",
-    "answer",
-    "forced_answer",
-    "second_pass_finish_reason",
-)
-
-
-def quality_verdicts(
-    records: pa.Table | pa.RecordBatch, reject_forced: bool = False, rows=None
-) -> list[tuple[str, str] | None]:
-    """:func:`generation.quality.record_verdict` of each record of ``records`` (in
-    :data:`RECORD_SCHEMA`), or of those at ``rows`` (an array of indices) only."""
-    selected = records.select(list(QUALITY_FIELDS))
-    columns = (selected if rows is None else selected.take(pa.array(rows))).to_pydict()
-    return [
-        record_verdict(*fields, reject_forced=reject_forced) for fields in zip(*columns.values(), strict=True)
-    ]
-
-
-def with_verdicts(records: pa.Table) -> pa.Table:
-    """``records`` (in :data:`RECORD_SCHEMA`) with their quality verdicts
-    (:func:`generation.quality.record_verdict`) and their answers' label verdicts against their
-    ``wnid`` (:func:`eval.label_accuracy.label_verdicts`), judged now by the current rules; a record
-    whose ``wnid`` is no ImageNet-21K-P class gets no label verdict (``label_verifier`` "")."""
-    quality = [verdict or ("", "") for verdict in quality_verdicts(records)]
-    classes = imagenet21k_classes()
-    wnids, answers = records["wnid"].to_pylist(), records["answer"].to_pylist()
-    judged = [i for i, wnid in enumerate(wnids) if wnid in classes]
-    verdicts = label_verdicts([answers[i] for i in judged], [wnids[i] for i in judged])
-    kinds, scores, verifiers = [""] * len(wnids), [0.0] * len(wnids), [""] * len(wnids)
-    fingerprint = verifier_fingerprint()
-    for i, verdict in zip(judged, verdicts, strict=True):
-        kinds[i], scores[i], verifiers[i] = verdict.kind, verdict.score, fingerprint
-    values = {
-        "quality_reason": [reason for reason, _ in quality],
-        "quality_detail": [detail for _, detail in quality],
-        "quality_checker": [quality_fingerprint()] * len(wnids),
-        "label_verdict": kinds,
-        "label_score": scores,
-        "label_verifier": verifiers,
-    }
-    for name, column in values.items():
-        field = RECORD_SCHEMA.field(name)
-        records = records.set_column(
-            records.schema.get_field_index(name), field, pa.array(column, field.type)
-        )
-    return records
-
-
-def prepare_verdicts() -> None:
-    """Load what :func:`with_verdicts` needs once per process (the label verifier's automaton, the
-    language model): a second or two."""
-    label_verdicts(["warm-up"], [imagenet21k_classes().wnids[0]])
-    identify("warm-up")
 
 
 def utc_now() -> str:

@@ -52,13 +52,12 @@ from generation.records import (
     manifest_fingerprint,
     open_temporary,
     parquet_bytes,
-    prepare_verdicts,
     read_manifest,
     remove_temporary_files,
     to_table,
-    with_verdicts,
     write_bytes_atomic,
 )
+from generation.verdicts.policy import prepare_verdicts, with_verdicts
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -376,7 +375,7 @@ def commit_chunk(
 
 
 def prepare_commits() -> None:
-    """Start loading what committing a chunk needs (:func:`~generation.records.prepare_verdicts`) in a
+    """Start loading what committing a chunk needs (:func:`~generation.verdicts.policy.prepare_verdicts`) in a
     background thread, so that it loads while the first chunk generates and its commit need not wait
     (called once the engine has started, so that no engine process is forked beside the thread); a
     failure shows at that commit."""
@@ -392,7 +391,7 @@ def prepare_commits() -> None:
 
 def commit_result(run_dir: Path, chunk: Chunk, result: ChunkResult) -> None:
     """Commit an engine's result for ``chunk`` (:func:`commit_chunk`), its records with their quality
-    and label verdicts (:func:`~generation.records.with_verdicts`). The verdicts only save the
+    and label verdicts (:func:`~generation.verdicts.policy.with_verdicts`). The verdicts only save the
     release from judging the records itself: where judging fails, the records are committed without
     them, with a warning, and the engine's work is kept."""
     records = to_table(result.records, RECORD_SCHEMA)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import jinja2
 
-from generation.checkout import checkout_file
+from common.checkout import checkout_file
 from imagenet_think import CITATION, ImageNetThink
 from release.stats import stats_markdown
 
-TEMPLATE = "dataset_card.md"  # a file of the checkout (generation.checkout)
+TEMPLATE = "dataset_card.md"  # a file of the checkout (common.checkout)
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
 
 
@@ -19,7 +19,7 @@ def size_category(images: int) -> str:
 
 
 def card_template() -> Path:
-    """The checkout's dataset card template (:func:`generation.checkout.checkout_file`)."""
+    """The checkout's dataset card template (:func:`common.checkout.checkout_file`)."""
     return checkout_file(TEMPLATE)
 
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from eval.label_accuracy import CORRECT_KINDS, KINDS
+from generation.verdicts.labels import CORRECT_KINDS, KINDS
 from imagenet_think import REJECTED_CONFIG, SPLITS
 from imagenet_think_errors import InputError
 from release.folder import read_marker
@@ -70,7 +70,7 @@ def _token_counter(tokenizer: str | None):
         return "each annotator's own tokenizer (num_output_tokens of the raw output)", None
     from transformers import AutoTokenizer
 
-    from generation.models import resolve_model
+    from common.model_refs import resolve_model
 
     loaded = AutoTokenizer.from_pretrained(resolve_model(tokenizer))
 

@@ -5,8 +5,8 @@ import tempfile
 
 import pytest
 
-from generation.cpu_env import set_cpu_env_defaults
-from generation.models import resolve_model
+from common.model_refs import resolve_model
+from common.vllm_cpu import set_cpu_env_defaults
 
 set_cpu_env_defaults()  # vLLM's CPU engine, tokenizers: for every test, whatever the machine
 for key, value in {

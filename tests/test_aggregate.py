@@ -4,7 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from eval import aggregate, label_accuracy
+from eval import aggregate
+from generation.verdicts import labels
 
 
 def jaccard_scores(candidates, references, **options):
@@ -150,16 +151,16 @@ def test_the_report_says_how_much_of_the_text_the_backbones_read():
     ],
 )
 def test_names_class(answer, wnid, expected):
-    assert label_accuracy.names_class(answer, wnid) is expected
+    assert labels.names_class(answer, wnid) is expected
 
 
 def test_label_accuracy_over_answers():
     answers = ["A brambling.", "A cat.", "Domestic cats!"]
     wnids = ["n01530575", "n01530575", "n02121808"]
-    assert label_accuracy.label_hits(answers, wnids).tolist() == [True, False, True]
-    assert label_accuracy.label_accuracy(answers, wnids) == pytest.approx(2 / 3)
+    assert labels.label_hits(answers, wnids).tolist() == [True, False, True]
+    assert labels.label_accuracy(answers, wnids) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="not an ImageNet-21K-P class"):
-        label_accuracy.names_class("a dog", "n00000000")
+        labels.names_class("a dog", "n00000000")
 
 
 def _summary(model: str, predicted: int, rejected: int = 0, not_generated: int = 0) -> dict:
@@ -293,7 +294,7 @@ def test_summarize_columns_gives_means_with_intervals_from_the_same_resamples():
 
 
 def _verdict_entry(shares: list[float], score: float) -> dict:
-    from eval.label_accuracy import KINDS
+    from generation.verdicts.labels import KINDS
 
     interval = lambda mean: {"mean": mean, "ci": (max(0.0, mean - 0.1), min(1.0, mean + 0.1))}  # noqa: E731
     return {

@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 import imagenet_think_cli
-from imagenet_think_cli import describe_failure, run_reporting, take_debug_flag
-from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
+from imagenet_think_errors import (
+    InputError,
+    MissingInputError,
+    RefusedError,
+    UsageError,
+    describe_failure,
+    run_reporting,
+    take_debug_flag,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_GLM = REPO / "configs" / "generation" / "tiny_glm.yaml"

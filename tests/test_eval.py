@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from eval.aggregate import score_against_references, segments, summarize
-from eval.label_accuracy import KINDS, label_verdicts
 from eval.metrics import similarity
 from eval.predict import load_references, materialize_split, split_fingerprint
 from generation.records import (
@@ -21,6 +20,7 @@ from generation.records import (
     to_table,
 )
 from generation.runs import check_run, chunk_files, commit_chunk
+from generation.verdicts.labels import KINDS, label_verdicts
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release
@@ -154,7 +154,7 @@ def test_verdicts_and_the_annotator_agreement_ceiling(train_predictions, tmp_pat
     summary = json.loads((tmp_path / "reports" / "first" / "summary.json").read_text())
     per_example = pq.read_table(tmp_path / "reports" / "first" / "per_example.parquet").to_pylist()
 
-    # The verdicts, per image, are eval.label_accuracy's, for the model ("" when rejected) and each reference.
+    # The verdicts, per image, are generation.verdicts.labels's, for the model ("" when rejected) and each reference.
     rows = {r["image_id"]: r for r in load_references(summary["dataset"], "train").remove_columns("image")}
     state = check_run(train_predictions / "records")
     records = {r["image_id"]: r for r in iter_rows(state.record_files)}

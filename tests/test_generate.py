@@ -21,10 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from eval.label_accuracy import label_verdicts, verifier_fingerprint
 from generation.config import VLMConfig, load_model_config
 from generation.generate import generate
-from generation.quality import quality_fingerprint, record_verdict
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,
@@ -46,6 +44,8 @@ from generation.runs import (
     plan_run,
     summarize,
 )
+from generation.verdicts.labels import label_verdicts, verifier_fingerprint
+from generation.verdicts.quality import quality_fingerprint, record_verdict
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.build import build_release

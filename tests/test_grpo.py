@@ -21,12 +21,12 @@ from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from eval.label_accuracy import label_verdicts
+from common.model_refs import resolve_model
 from eval.metrics import similarity
 from generation.classes import imagenet21k_classes
-from generation.models import resolve_model
-from generation.quality import rejection_reason
 from generation.reasoning import parse_reasoning
+from generation.verdicts.labels import label_verdicts
+from generation.verdicts.quality import rejection_reason
 from imagenet_think_errors import InputError
 from release.build import build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run

@@ -1,7 +1,7 @@
 """A non-editable install (``pip install .``, ``pip install git+...``) of the toolkit.
 
 It carries the code but not the checkout's ``configs/`` and ``dataset_card.md``, which the toolkit
-reads where they stand (:mod:`generation.checkout`). A real ``pip install --target`` of a copy of
+reads where they stand (:mod:`common.checkout`). A real ``pip install --target`` of a copy of
 this checkout, used from another folder: the modules import from the install, and the commands
 that need a checkout file (``generate``, ``build``) fail at once with one line that says to install
 from a checkout with ``pip install -e``, writing nothing.
@@ -52,9 +52,9 @@ def _run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_install_holds_the_code_and_no_checkout_file(installed, tmp_path):
     code = (
-        "import generation.annotator, generation.checkout, generation.models, generation.ray_pool, "
+        "import generation.annotator, common.checkout, common.model_refs, generation.ray_pool, "
         "generation.tiny.builder, release.card, imagenet_think_cli\n"
-        "print(generation.checkout.ROOT)"
+        "print(common.checkout.ROOT)"
     )
     done = _run(installed, tmp_path, "-c", code)
     assert done.returncode == 0, done.stderr

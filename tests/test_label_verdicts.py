@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval import label_accuracy, wordnet
-from eval.label_accuracy import LabelVerdict, label_verdicts, named_synsets, names_class
 from generation.classes import imagenet21k_classes
+from generation.verdicts import labels, wordnet
+from generation.verdicts.labels import LabelVerdict, label_verdicts, named_synsets, names_class
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,14 +177,14 @@ def test_the_top_of_the_hierarchy_names_nothing():
         "food": "n00021265",  # an ImageNet-21K-P class, four ancestors
     }
     for word, wnid in generic.items():
-        assert len(nouns.ancestors(wnid)) < label_accuracy.MIN_ANCESTORS, word
+        assert len(nouns.ancestors(wnid)) < labels.MIN_ANCESTORS, word
         assert wnid in named_synsets(f"It is a {word}."), word  # still matched ...
         assert verdict(f"It is a {word}.", BRAMBLING) == LabelVerdict("none", 0.0, None), (
             word
         )  # ... not counted
     assert "n00021265" in imagenet21k_classes()
     # What remains of the hierarchy above the brambling: animal (6 ancestors) is the shallowest kept.
-    assert len(nouns.ancestors(ANIMAL)) == label_accuracy.MIN_ANCESTORS
+    assert len(nouns.ancestors(ANIMAL)) == labels.MIN_ANCESTORS
     assert verdict("A whole living being: an animal.", BRAMBLING) == LabelVerdict("hypernym", 7 / 14, ANIMAL)
     assert verdict("A bird, a whole object.", BRAMBLING) == LabelVerdict("hypernym", 10 / 14, BIRD)
     assert verdict("Some food for a cat.", BRAMBLING) == LabelVerdict("other_class", 0.0, CAT)
@@ -246,10 +246,10 @@ def test_rules_agree_with_the_former_regex_matcher_apart_from_nesting():
     """The former per-class expressions (kept in the benchmark) and the automaton, with mentions
     inside longer ones kept, name the same synsets on synthetic answers."""
     bench = _module(ROOT / "benchmarks" / "bench_label_verdicts.py", "bench_label_verdicts")
-    nouns, matcher = wordnet.wordnet_nouns(), label_accuracy._matcher()
-    answers, labels = bench.make_answers(60, 60, seed=3)
+    nouns, matcher = wordnet.wordnet_nouns(), labels._matcher()
+    answers, wnids = bench.make_answers(60, 60, seed=3)
     checked = 0
-    for answer, label in zip(answers, labels, strict=True):
+    for answer, label in zip(answers, wnids, strict=True):
         named = {nouns.wnids[i] for mention in matcher.mentions(answer, keep_nested=True) for i in mention}
         for wnid in [label, *sorted(nouns.ancestors(label))]:
             if any(len(lemma) == 1 for lemma in nouns.synset_lemmas(wnid)):
@@ -273,10 +273,10 @@ def test_label_hits_and_accuracy_are_views_of_the_verdicts():
         "other_class",
         "none",
     ]
-    hits = label_accuracy.label_hits(answers, wnids)
+    hits = labels.label_hits(answers, wnids)
     assert hits.dtype == np.bool_ and hits.tolist() == [True, False, True, False, False]
-    assert label_accuracy.label_accuracy(answers, wnids) == pytest.approx(2 / 5)
-    assert label_accuracy.label_accuracy([], []) == 0.0
+    assert labels.label_accuracy(answers, wnids) == pytest.approx(2 / 5)
+    assert labels.label_accuracy([], []) == 0.0
     assert label_verdicts([], []) == []
 
 

@@ -1,4 +1,4 @@
-"""The release's language check (generation.language) on the labelled sample, and what a release does
+"""The release's language check (generation.verdicts.language) on the labelled sample, and what a release does
 with traces that are not English and with forced answers: rejected with their reason and language,
 kept with a forced_answer column (or rejected with --forced-answers reject), counted per annotator in
 stats and the card. Real files, the real fastText model."""
@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from generation.language import WINDOW_CHARS, language_verdict, plainly_english, windows
-from generation.quality import record_verdict
 from generation.records import RECORD_COLUMN_DEFAULTS, RECORD_SCHEMA, file_sha256
 from generation.runs import check_run, chunk_files
+from generation.verdicts.language import WINDOW_CHARS, language_verdict, plainly_english, windows
+from generation.verdicts.quality import record_verdict
 from imagenet_think_cli import main as cli
 from release.build import build_release
 from release.stats import compute_stats

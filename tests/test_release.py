@@ -11,9 +11,9 @@ import pytest
 from datasets import load_dataset
 
 from generation.classes import NUM_CLASSES, imagenet21k_classes
-from generation.quality import is_repetition_loop, rejection_reason
 from generation.records import RECORD_SCHEMA, Reject, file_sha256, iter_rows, to_table, write_parquet_atomic
 from generation.runs import check_run, chunk_files
+from generation.verdicts.quality import is_repetition_loop, rejection_reason
 from imagenet_think import ImageNetThink, assign_splits
 from imagenet_think_cli import main as cli
 from release.build import build_release
@@ -224,7 +224,7 @@ def test_vocabulary_is_the_mean_over_blocks_of_1000_samples_of_one_annotator(tmp
     for annotator, top in (("glm", 3000), ("kimi", 600)):  # different vocabularies
         records = []
         for entry in entries:
-            # hex digits split words; " the " makes them English to the language check (generation.language)
+            # hex digits split words; " the " makes them English to the language check (generation.verdicts.language)
             think = " the ".join(f"Word{rng.randint(0, top):x}" for _ in range(30))
             records.append(make_record(entry, annotator, rng, think=think))
         write_run(tmp_path / annotator, records, per_shard=300)

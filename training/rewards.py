@@ -9,7 +9,7 @@ plain strings), their ``completion_ids`` and the dataset's other columns as list
 name                       score of one completion
 =========================  ========================================================================
 ``label``                  the graded label verdict of its answer against the image's ``wnid``
-                           (``eval.label_accuracy.label_verdicts``): 1 for ``exact`` and
+                           (``generation.verdicts.labels.label_verdicts``): 1 for ``exact`` and
                            ``hyponym``, ``(|ancestors(a)| + 1) / (|ancestors(label)| + 1)`` for a
                            named ancestor ``a``, 0 for ``other_class`` and ``none``. Only a
                            completed answer counts: a truncated completion, or one whose think is
@@ -21,7 +21,7 @@ name                       score of one completion
                            template opens it), one ``</think>``, a non-empty think and a non-empty
                            answer; 0 otherwise, and 0 for a truncated completion.
 ``repetition``             -1 when the think or the answer ends caught in a repetition loop
-                           (``generation.quality.is_repetition_loop``, the check that keeps looping
+                           (``generation.verdicts.quality.is_repetition_loop``, the check that keeps looping
                            traces out of a release), 0 otherwise.
 ``length`` (optional)      DAPO's soft overlong penalty (Yu et al. 2025, arXiv:2503.14476, eq. 13):
                            0 up to ``max_completion_length - overlong_buffer`` tokens, then falling
@@ -40,10 +40,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 
-from eval.label_accuracy import label_verdicts
 from eval.metrics import LEXICAL_METRICS, similarities
-from generation.quality import is_repetition_loop
 from generation.reasoning import ANSWER_CLOSE, ANSWER_OPEN, parse_reasoning
+from generation.verdicts.labels import label_verdicts
+from generation.verdicts.quality import is_repetition_loop
 from imagenet_think_errors import InputError
 from training.formatting import THINK_CLOSE, THINK_FORMATS, THINK_OPEN
 

@@ -1,5 +1,5 @@
 """Test and demo models: tiny random-weight VLMs built locally (:mod:`generation.tiny.builder`).
 
-No runtime module imports this package: :func:`generation.models.resolve_model` imports the
+No runtime module imports this package: :func:`common.model_refs.resolve_model` imports the
 builder only for a ``tiny:`` reference, and ``imagenet-think tiny-model`` builds one on request.
 """

@@ -14,7 +14,7 @@ bit-identical for one seed; transformers and vLLM load it like the real one:
 - the image processor turns an image into 4 to 16 image tokens.
 
 Configs name these models ``tiny:<arch>`` or ``tiny:<arch>@seed=<n>``:
-:func:`generation.models.resolve_model` turns such a reference into
+:func:`common.model_refs.resolve_model` turns such a reference into
 :func:`cached_tiny_model`'s folder, built once into the cache
 (``$IMAGENET_THINK_CACHE/tiny-models``, default ``~/.cache/imagenet_think``).
 ``imagenet-think tiny-model ARCH`` builds one into a folder of your choice.

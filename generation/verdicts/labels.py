@@ -1,9 +1,10 @@
 """Label verdicts: how an answer relates to its image's ImageNet-21K-P class in WordNet 3.0.
 
-The one definition of the label check: ``eval score`` (label accuracy) uses it here, and the release
-and the GRPO reward import ``label_verdicts``.
+The one definition of the label check: generation judges every answer with it when a chunk commits
+(:mod:`generation.verdicts.policy`), and the release, GRPO's ``label`` reward and ``eval score``
+(label accuracy) use ``label_verdicts`` too.
 
-**What an answer names.** An answer names a noun synset of the WordNet table (``eval.wordnet``: the
+**What an answer names.** An answer names a noun synset of the WordNet table (``generation.verdicts.wordnet``: the
 10,450 classes, their ancestors and their descendants) when it contains one of the synset's lemmas
 (for a class, the lemmas of ``generation.classes.imagenet21k_classes()``: the same strings) as
 whole words, ignoring case:
@@ -61,7 +62,7 @@ first by wnid), None for ``none``. ``label_hits`` (``exact`` or ``hyponym``) and
 names one class by its own lemmas.
 
 **Fingerprint.** ``verifier_fingerprint()`` hashes everything a verdict depends on: this module,
-``eval.wordnet`` and its table, the class lemmas, and the versions of ``ahocorasick_rs`` and Unicode. Generation stores it with the verdict of every
+``generation.verdicts.wordnet`` and its table, the class lemmas, and the versions of ``ahocorasick_rs`` and Unicode. Generation stores it with the verdict of every
 record it commits; the release reuses a stored verdict only under the same fingerprint.
 
 **Known limits.** Matching is lexical. Negation counts as naming ("not a sparrow" names the
@@ -90,9 +91,9 @@ from unicodedata import unidata_version
 import ahocorasick_rs
 import numpy as np
 
-from eval import wordnet
-from eval.wordnet import TABLE_FILE, WordNetNouns, data_path, wordnet_nouns
 from generation.classes import imagenet21k_classes
+from generation.verdicts import wordnet
+from generation.verdicts.wordnet import TABLE_FILE, WordNetNouns, data_path, wordnet_nouns
 
 __all__ = [
     "KINDS",
@@ -264,7 +265,7 @@ def _built_matcher() -> _Matcher:
 
 @cache
 def verifier_fingerprint() -> str:
-    """A short hash of the matching rules (this module and ``eval.wordnet``, the versions of
+    """A short hash of the matching rules (this module and ``generation.verdicts.wordnet``, the versions of
     ``ahocorasick_rs`` and of Unicode, which decides ``\\w`` and lower case), the WordNet table and the
     class lemmas: two verdicts with the same fingerprint were judged alike."""
     digest = hashlib.sha256()

@@ -1,13 +1,13 @@
 """WordNet 3.0's noun hierarchy around the ImageNet-21K-P classes, read from a table shipped with the package.
 
 ImageNet wnids are WordNet 3.0 noun offsets (``n01530575`` is synset 01530575 of ``data.noun``).
-``eval/data/wordnet30_nouns.tsv.gz`` holds every noun synset that is an ancestor or a descendant
+``generation/verdicts/data/wordnet30_nouns.tsv.gz`` holds every noun synset that is an ancestor or a descendant
 of one of the 10,450 ImageNet-21K-P classes (the classes included): its lemmas and its hypernym
 edges, ``@`` (hypernym) and ``@i`` (instance hypernym). Edges to synsets outside the table (a
 descendant's other parents) are left out; they never lie on a path between two synsets of the
 table's use (a class and its ancestors, a class and its descendants). Nothing downloads at run time;
 ``tools/build_wordnet_table.py`` regenerates the table from WordNet 3.0's dict files. WordNet 3.0
-is Princeton University's, under the licence in ``eval/data/WORDNET_LICENSE.txt``.
+is Princeton University's, under the licence in ``generation/verdicts/data/WORDNET_LICENSE.txt``.
 
 Table format (UTF-8, gzip-compressed): lines starting with ``#`` are comments (provenance); every
 other line is one synset, sorted by wnid, with four tab-separated columns: the wnid, its lemmas in
@@ -29,8 +29,8 @@ LICENSE_FILE = "WORDNET_LICENSE.txt"
 
 
 def data_path(name: str):
-    """A file shipped in ``eval/data`` (a ``Traversable``; a real path in an installed package)."""
-    return resources.files("eval") / "data" / name
+    """A file shipped in ``generation/verdicts/data`` (a ``Traversable``; a real path in an installed package)."""
+    return resources.files("generation.verdicts") / "data" / name
 
 
 def format_row(
