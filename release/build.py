@@ -20,6 +20,7 @@ import argparse
 import functools
 import hashlib
 import json
+import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,13 +44,18 @@ from imagenet_think import (
     rejected_tables,
     rows_table,
 )
-from imagenet_think_errors import MissingInputError
+from imagenet_think_errors import MissingInputError, RefusedError
 from release.card import card_template, render_card
 from release.folder import (
+    CARD,
     FORMAT,
     FORMAT_VERSION,
     MARKER,
+    HashingFile,
+    ReleaseFiles,
     check_writable,
+    edited_card,
+    keep_edited_card,
     restore_interrupted_swap,
     staging_folder,
     swap_in,
@@ -59,6 +65,8 @@ from release.stats import ReleaseStats
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
 DEFAULT_MAX_SHARD_BYTES = 500 * 2**20
 DEFAULT_ROWS_PER_GROUP = 100
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,6 +80,7 @@ class ReleaseSummary:
     questions: list[str] = field(default_factory=list)
     fractions: dict[str, float] = field(default_factory=dict)  # validation, test, seed
     provenance: dict = field(default_factory=dict)  # the manifest's and each run's fingerprints (Sources)
+    edited_card: Path | None = None  # where the previous release's hand-edited card was kept (--force)
 
     def images_missing(self) -> dict[str, int]:
         """Run folder -> images of its manifest that no committed chunk covers (only those with gaps)."""
@@ -85,19 +94,21 @@ class ReleaseSummary:
 class _ShardedParquetWriter:
     """Writes one config's split as shards of at most ``max_bytes`` (Arrow size) each."""
 
-    def __init__(self, folder: Path, split: str, features, max_bytes: int, rows_per_group: int):
-        self.folder, self.split, self.features = folder, split, features
+    def __init__(
+        self, files: ReleaseFiles, folder: Path, split: str, features, max_bytes: int, rows_per_group: int
+    ):
+        self.files, self.folder, self.split, self.features = files, folder, split, features
         self.max_bytes, self.rows_per_group = max_bytes, rows_per_group
-        self.paths: list[Path] = []
+        self.shards: list[HashingFile] = []
         self.rows = self.arrow_bytes = self._shard_bytes = 0
         self._writer: ParquetWriter | None = None
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
-            path = self.folder / f".{self.split}-{len(self.paths):05d}.partial.parquet"
-            self.paths.append(path)
+            shard = HashingFile(self.folder / f".{self.split}-{len(self.shards):05d}.partial.parquet")
+            self.shards.append(shard)
             self._writer = ParquetWriter(
-                path=str(path), features=self.features, writer_batch_size=self.rows_per_group
+                stream=shard, features=self.features, writer_batch_size=self.rows_per_group
             )
         self._writer.write_table(table)
         self.rows += table.num_rows
@@ -113,10 +124,11 @@ class _ShardedParquetWriter:
         """Close the last shard and give shards their final names (none for an empty split)."""
         if self._writer is not None:
             self._close_shard()
-        total = len(self.paths)
+        total = len(self.shards)
         final = [self.folder / f"{self.split}-{i:05d}-of-{total:05d}.parquet" for i in range(total)]
-        for partial, path in zip(self.paths, final, strict=True):
-            partial.replace(path)
+        for shard, path in zip(self.shards, final, strict=True):
+            shard.path.replace(path)
+            self.files.add(path, shard)
         return final
 
 
@@ -190,6 +202,7 @@ def build_release(
     card_note: str | None = None,
     allow_other_manifest: bool = False,
     forced_answers: str = "keep",
+    force: bool = False,
 ) -> ReleaseSummary:
     """Write the release folder ``out`` (replacing the release there, whole) and return what went in.
 
@@ -197,11 +210,20 @@ def build_release(
     ``forced_answers``: ``keep`` records whose answer was forced (``on_truncation: force_answer``)
     in the configs, with ``forced_answer`` true, as GLM-4.1V's authors' protocol does; ``reject``
     moves them to ``rejected`` (reason ``forced_answer``).
+    ``force``: rebuild over a release whose card (README.md) was edited by hand since its build,
+    keeping the edited card beside ``out`` (without it, such a rebuild is refused).
     """
     card_template()  # a file of the checkout: a non-editable install fails here, before any work
     out = Path(out)
     restore_interrupted_swap(out)
     check_writable(out)
+    card = edited_card(out)
+    if card and not force:
+        raise RefusedError(
+            f"{card} was edited since the build (its sha256 is not the one {MARKER} lists) and a rebuild "
+            "replaces it: copy your edits out first, or pass "
+            "--force to rebuild and keep the edited card beside the release"
+        )
     common = {
         "record_dirs": tuple(str(s) for s in shards),
         "manifest": str(manifest),
@@ -235,6 +257,7 @@ def build_release(
         if reject.annotator in annotators:
             summary.rejected_by_reason[reject.reason] = summary.rejected_by_reason.get(reject.reason, 0) + 1
     staging = staging_folder(out)
+    files = ReleaseFiles(staging)
     for name in [*configs, REJECTED_CONFIG]:
         (staging / name).mkdir()
         summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name] = {}, {}, 0
@@ -245,7 +268,9 @@ def build_release(
     }
 
     def writer(name: str, split: str) -> _ShardedParquetWriter:
-        return _ShardedParquetWriter(staging / name, split, features[name], max_shard_bytes, rows_per_group)
+        return _ShardedParquetWriter(
+            files, staging / name, split, features[name], max_shard_bytes, rows_per_group
+        )
 
     # One pass over the images, split by split, writing every config at once: each image is read once.
     # Parquet encoding frees the GIL, so one thread writes the tables while the next batch's are built.
@@ -278,11 +303,12 @@ def build_release(
             (staging / name).rmdir()
 
     stats = {**counted.result(), "inputs": summary.provenance}
-    (staging / "stats.json").write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
-    (staging / "README.md").write_text(
-        render_card(summary, stats, annotators, demo_note=card_note), encoding="utf-8"
-    )
-    _write_marker(staging, summary, annotators)
+    files.write_bytes("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    files.write_bytes(CARD, render_card(summary, stats, annotators, demo_note=card_note).encode())
+    _write_marker(staging, summary, annotators, files.listing())
+    if card:
+        summary.edited_card = keep_edited_card(card)
+        logger.warning("%s was edited by hand: kept as %s", card, summary.edited_card)
     swap_in(staging, out)
     return summary
 
@@ -301,13 +327,10 @@ def _released_annotators(wanted: tuple[str, ...] | None, sources: Sources) -> tu
     return tuple(wanted)
 
 
-def _write_marker(staging: Path, summary: ReleaseSummary, annotators: tuple[str, ...]) -> None:
-    """``release.json``, written last: the files of the release, its configs and its inputs."""
-    files = {
-        path.relative_to(staging).as_posix(): path.stat().st_size
-        for path in sorted(staging.rglob("*"))
-        if path.is_file() and not path.name.startswith(".")
-    }
+def _write_marker(
+    staging: Path, summary: ReleaseSummary, annotators: tuple[str, ...], files: dict[str, dict]
+) -> None:
+    """``release.json``, written last: the files of the release (size, sha256), its configs and its inputs."""
     marker = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -352,6 +375,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "configs with forced_answer true (default, as GLM-4.1V's authors' benchmark does), or move them "
         "to `rejected` (reason forced_answer)",
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild over a release whose README.md was edited by hand (the edited card is kept beside "
+        "--out, as NAME.README.edited.md); without it such a rebuild is refused",
+    )
     parser.add_argument("--image-root", help="override the image root recorded in the manifest")
     parser.add_argument("--validation-fraction", type=float, default=DEFAULT_FRACTIONS["validation"])
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_FRACTIONS["test"])
@@ -378,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
         stats_tokenizer=args.stats_tokenizer,
         allow_other_manifest=args.allow_other_manifest,
         forced_answers=args.forced_answers,
+        force=args.force,
     )
     for name, splits in summary.rows.items():
         print(f"{name:>10}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))
@@ -389,5 +419,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"warning: {folder} covers {missing:,} fewer image(s) than its manifest (chunks not generated yet)"
         )
+    if summary.edited_card:
+        print(f"the previous release's hand-edited card is kept as {summary.edited_card}")
     print(f"release written to {summary.out} (card: {summary.out / 'README.md'})")
     return 0

@@ -1,8 +1,17 @@
-"""A release folder on disk: its marker, the folders the build may write, and the atomic swap.
+"""A release folder on disk: its marker, the check every reader runs, the folders the build may
+write, and the atomic swap.
 
 ``release.json`` marks a folder as a release this toolkit wrote and lists every file
-in it (path and size), the configs and what the release was built from. It is the
-last file written, so a folder is a finished release exactly when it holds one.
+in it (path, size and sha256, hashed by :class:`ReleaseFiles` as the build writes the
+bytes), the configs and what the release was built from. It is the last file written,
+so a folder is a finished release exactly when it holds one. Every reader of a release
+folder (``stats``, ``push``, the training recipes) first runs :func:`verify_release`:
+a listed file missing, truncated or changed, or a file the release does not list (a
+stray copy that ``load_dataset`` would also read), is refused in one line naming it.
+Hidden files and folders (``.cache/`` of a Hub download, ``.gitattributes``) are not
+part of a release and are ignored, as ``datasets`` ignores them. A card edited by hand
+since the build (:func:`edited_card`) is not the build's to replace without ``--force``.
+The rules are documented in ``docs/release.md``.
 
 The build writes the new release into a staging folder beside ``--out``
 (``.<name>.imagenet-think-staging``) and swaps it in only when it is complete:
@@ -17,18 +26,23 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
+from generation.records import file_sha256
 from imagenet_think_errors import InputError, MissingInputError, RefusedError
 
 MARKER = "release.json"
 FORMAT = "imagenet-think-release"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every file listed with its sha256
 STAGING_MARKER = ".imagenet-think-staging"
+CARD = "README.md"
+REBUILD = "rebuild it with `imagenet-think build ... --out {folder}`"
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +69,163 @@ def read_marker(folder: str | Path) -> dict:
     return marker
 
 
-def listed_files(folder: str | Path, marker: dict | None = None) -> list[tuple[str, int]]:
-    """(path in the release, size) of every file the release lists, each checked against its size."""
+class HashingFile:
+    """A file opened for writing whose bytes are hashed (sha256) and counted as they are written,
+    so that the release lists each file's checksum without reading it again. A binary file
+    object for ``pyarrow``/``datasets`` writers (``write``, ``tell``, ``flush``, ``close``)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), as the writers do
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self._file.write(data)
+        self._sha256.update(data)
+        written = memoryview(data).nbytes
+        self.size += written
+        return written
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+
+class ReleaseFiles:
+    """The files a build writes into its staging folder, each with its size and sha256."""
+
+    def __init__(self, staging: Path):
+        self.staging = staging
+        self._listed: dict[str, dict] = {}
+
+    def add(self, path: Path, written: HashingFile) -> None:
+        """List ``path`` (``written``'s file, possibly renamed since) with what ``written`` counted."""
+        self._listed[path.relative_to(self.staging).as_posix()] = {
+            "bytes": written.size,
+            "sha256": written.sha256,
+        }
+
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        written = HashingFile(self.staging / relative)
+        try:
+            written.write(data)
+        finally:
+            written.close()
+        self.add(self.staging / relative, written)
+
+    def listing(self) -> dict[str, dict]:
+        """Path in the release -> bytes and sha256; checked to be exactly the staging folder's files."""
+        on_disk = set(_release_entries(self.staging))
+        if on_disk != set(self._listed):  # a writer that bypassed ReleaseFiles: a bug
+            raise RuntimeError(f"unlisted or missing release files: {sorted(on_disk ^ set(self._listed))}")
+        return dict(sorted(self._listed.items()))
+
+
+def _release_entries(folder: Path) -> list[str]:
+    """The files of a release folder, relative: every file outside hidden files and folders."""
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if not any(part.startswith(".") for part in path.relative_to(folder).parts) and not path.is_dir()
+    )
+
+
+def _refuse(folder: Path, path: Path, problem: str) -> RefusedError:
+    return RefusedError(
+        f"{path} {problem}: {folder} is not the release its {MARKER} lists; {REBUILD.format(folder=folder)}"
+    )
+
+
+def verify_release(folder: str | Path, configs: Collection[str] | None = None) -> dict:
+    """Check the release folder ``folder`` against its ``release.json`` and return the marker.
+
+    Every listed file must exist with its listed size, and no other (non-hidden) file may be
+    there; the sha256 of every file is checked, or with ``configs`` only that of the top-level
+    files and of those configs' shards (the files the caller reads). Anything else is refused
+    (:class:`RefusedError`) naming the file.
+    """
     folder = Path(folder)
-    marker = marker or read_marker(folder)
-    files = [(MARKER, (folder / MARKER).stat().st_size)]
-    for relative, size in sorted(marker["files"].items()):
+    marker = read_marker(folder)
+    listed = marker.get("files")
+    if marker.get("format_version", 1) < 2 or not isinstance(listed, dict):
+        raise RefusedError(
+            f"{folder / MARKER} lists no checksums (the release was built by an older imagenet-think); "
+            + REBUILD.format(folder=folder)
+        )
+    for relative, entry in listed.items():
         path = folder / relative
-        if not path.is_file() or path.stat().st_size != size:
-            found = f"{path.stat().st_size} bytes" if path.is_file() else "missing"
-            raise RefusedError(
-                f"{path} is not the file the build wrote ({found}, {size} listed in {folder / MARKER}); "
-                "rebuild the release"
+        if not path.is_file():
+            raise _refuse(folder, path, "is missing")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            cut = "truncated" if size < entry["bytes"] else "longer than built"
+            raise _refuse(folder, path, f"is {cut} ({size:,} bytes, {entry['bytes']:,} listed)")
+    for relative in _release_entries(folder):
+        if relative != MARKER and relative not in listed:
+            raise _refuse(
+                folder, folder / relative, "is not a file of the release (a stray copy? move it out)"
             )
-        files.append((relative, size))
-    return files
+    for relative, entry in listed.items():
+        top_level, config = "/" not in relative, relative.split("/")[0]
+        if (configs is None or top_level or config in configs) and (
+            file_sha256(folder / relative) != entry["sha256"]
+        ):
+            raise _refuse(folder, folder / relative, "was changed since the build (its sha256 differs)")
+    return marker
+
+
+def listed_files(folder: str | Path) -> list[tuple[str, int]]:
+    """(path in the release, size) of ``release.json`` and every file it lists, all verified."""
+    folder = Path(folder)
+    marker = verify_release(folder)
+    files = [(MARKER, (folder / MARKER).stat().st_size)]
+    return files + [(relative, entry["bytes"]) for relative, entry in sorted(marker["files"].items())]
+
+
+def edited_card(out: Path) -> Path | None:
+    """``out``'s card when it was edited after the build (its sha256 is not the one listed), else None."""
+    card = out / CARD
+    if not (out / MARKER).is_file() or not card.is_file():
+        return None
+    entry = read_marker(out).get("files", {}).get(CARD)
+    if not isinstance(entry, dict):  # a release listing no checksums: the edit cannot be told
+        return None
+    return card if file_sha256(card) != entry["sha256"] else None
+
+
+def keep_edited_card(card: Path) -> Path:
+    """Copy a hand-edited card out of the release folder, beside it, and return where."""
+    release = card.parent
+    aside = release.parent / f"{release.name}.README.edited.md"
+    number = 1
+    while aside.exists():
+        aside = release.parent / f"{release.name}.README.edited-{number}.md"
+        number += 1
+    shutil.copy2(card, aside)
+    return aside
 
 
 def _entries(folder: Path) -> list[str]:

@@ -1,7 +1,8 @@
 """Upload a release folder to the Hugging Face Hub as a dataset repository.
 
 Exactly the files the release lists in its ``release.json`` go up (Parquet shards,
-README.md card, stats.json, release.json), each checked against its recorded size;
+README.md card, stats.json, release.json), each verified against its recorded size and sha256
+(:func:`release.folder.verify_release`);
 Parquet files on the Hub that the release does not list (configs of an earlier,
 larger release) are deleted in the same commit, so the repository holds this
 release and nothing else. ``huggingface_hub``'s ``upload_folder`` streams the files

@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 from generation.verdicts.labels import CORRECT_KINDS, KINDS
 from imagenet_think import REJECTED_CONFIG, SPLITS
 from imagenet_think_errors import InputError
-from release.folder import read_marker
+from release.folder import read_marker, verify_release
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
 VOCABULARY_BLOCK = 1000
@@ -196,19 +196,23 @@ class ReleaseStats:
         }
 
 
-def config_shards(out: Path, config: str) -> list[Path]:
-    """A config's Parquet shards in release order: splits train, validation, test, then shard index."""
+def config_shards(out: Path, marker: dict, config: str) -> list[Path]:
+    """A config's Parquet shards as ``marker`` (the release's ``release.json``) lists them, in
+    release order: splits train, validation, test, then shard index."""
     order = {split: i for i, split in enumerate(SPLITS)}
+    names = [name for name in marker["files"] if name.startswith(f"{config}/") and name.endswith(".parquet")]
     return sorted(
-        (out / config).glob("*.parquet"),
+        (out / name for name in names),
         key=lambda path: (order.get(path.name.split("-")[0], len(order)), path.name),
     )
 
 
 def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str | None = None) -> dict:
-    """Statistics of the release folder ``out`` over its per-annotator configs (all splits)."""
+    """Statistics of the release folder ``out`` over its per-annotator configs (all splits), read
+    from the files its ``release.json`` lists once they are verified (:func:`release.folder.verify_release`)."""
     out = Path(out)
-    files = {a: config_shards(out, a) for a in annotators}
+    marker = verify_release(out, configs=(*annotators, REJECTED_CONFIG))
+    files = {a: config_shards(out, marker, a) for a in annotators}
     stats = ReleaseStats(
         {a: sum(pq.ParquetFile(p).metadata.num_rows for p in paths) for a, paths in files.items()}, tokenizer
     )
@@ -218,7 +222,7 @@ def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str |
             columns = [c for c in COLUMNS if c in parquet.schema_arrow.names]
             for group in range(parquet.num_row_groups):
                 stats.add(annotator, parquet.read_row_group(group, columns=columns))
-    for path in config_shards(out, REJECTED_CONFIG):
+    for path in config_shards(out, marker, REJECTED_CONFIG):
         parquet = pq.ParquetFile(path)
         for group in range(parquet.num_row_groups):
             stats.add_rejected(parquet.read_row_group(group, columns=REJECTED_COLUMNS))

@@ -34,6 +34,7 @@ from trl import ModelConfig, TrlParser, get_peft_config
 
 from common.model_refs import resolve_model
 from imagenet_think_errors import InputError, MissingInputError, UsageError, run_reporting
+from release.folder import MARKER, verify_release
 
 __all__ = [
     "DEFAULT_LORA_TARGETS",
@@ -159,10 +160,13 @@ def check_dataset_name(name: str) -> None:
 
 
 def load_split(name: str, config: str, split: str) -> Dataset:
-    """One split of a release folder or Hub dataset; a wrong name, config or split is an :class:`InputError`."""
+    """One split of a release folder or Hub dataset; a wrong name, config or split is an :class:`InputError`.
+    A release folder (with ``release.json``) is verified first (:func:`release.folder.verify_release`)."""
     check_dataset_name(name)
     folder = Path(name).expanduser()
     where = f"dataset_name {name}"
+    if (folder / MARKER).is_file():  # a release folder: read only as built
+        verify_release(folder, configs=(config,))
     try:
         return load_dataset(str(folder) if folder.is_dir() else name, config, split=split)
     except DatasetNotFoundError as error:

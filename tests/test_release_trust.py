@@ -1,0 +1,127 @@
+"""What a release's readers trust: the release as built (checksums in release.json), a hand-edited
+card, write failures of the build, and what a published release names."""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imagenet_think_cli import main as cli
+from imagenet_think_errors import RefusedError
+from release.build import build_release
+from release.folder import MARKER
+from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    manifest, entries = write_manifest_tree(tmp_path, classes=3, per_class=5)
+    rng = random.Random(0)
+    runs = []
+    for annotator in ("glm", "kimi"):
+        folder = tmp_path / "runs" / annotator
+        write_run(folder, [make_record(e, annotator, rng) for e in entries], per_shard=5, manifest=manifest)
+        runs.append(folder)
+    return {"root": tmp_path, "manifest": manifest, "entries": entries, "runs": runs}
+
+
+@pytest.fixture
+def release(inputs, tmp_path):
+    out = tmp_path / "imagenet_think"
+    build_release(inputs["runs"], inputs["manifest"], out, max_shard_bytes=2000, rows_per_group=2)
+    return out
+
+
+def _readers(out: Path) -> list:
+    """Every reader of a release folder, as a call that reads it."""
+    from training.common import load_split
+
+    return [
+        lambda: cli(["stats", str(out)]),
+        lambda: cli(["push", str(out), "--repo-id", "org/x", "--dry-run"]),
+        lambda: load_split(str(out), "glm", "train"),
+    ]
+
+
+def test_release_json_lists_each_file_with_the_sha256_of_its_bytes(release):
+    marker = json.loads((release / MARKER).read_text())
+    on_disk = sorted(
+        p.relative_to(release).as_posix() for p in release.rglob("*") if p.is_file() and p.name != MARKER
+    )
+    assert sorted(marker["files"]) == on_disk and len(on_disk) > 6  # several shards per config
+    for name, entry in marker["files"].items():
+        data = (release / name).read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+
+
+def test_every_reader_refuses_a_shard_missing_truncated_changed_or_a_stray_copy(release, capsys):
+    shard = sorted((release / "glm").glob("train-*.parquet"))[0]
+    original = shard.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF  # same size, other bytes: only the sha256 tells
+    stray = shard.with_name("train-00000-of-00001 (copy).parquet")
+    faults = {
+        "is missing": lambda: shard.unlink(),
+        "is truncated": lambda: shard.write_bytes(original[: len(original) // 2]),
+        "was changed since the build": lambda: shard.write_bytes(bytes(flipped)),
+        "is not a file of the release": lambda: stray.write_bytes(original),
+    }
+    for problem, fault in faults.items():
+        fault()
+        named = stray if "not a file" in problem else shard
+        for read in _readers(release):
+            with pytest.raises(RefusedError, match=problem) as refused:
+                read()
+            assert str(named) in str(refused.value) and "\n" not in str(refused.value)
+        stray.unlink(missing_ok=True)
+        shard.write_bytes(original)
+    capsys.readouterr()
+    assert cli(["stats", str(release)]) == 0  # restored: read again
+    # From the command line: one line naming the file, exit 1.
+    shard.write_bytes(bytes(flipped))
+    printed = subprocess.run(
+        [sys.executable, "-m", "imagenet_think_cli", "stats", str(release)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert printed.returncode == 1 and printed.stderr.count("\n") == 1, printed.stderr
+    assert str(shard) in printed.stderr and "Traceback" not in printed.stderr
+
+
+def test_a_release_without_checksums_is_refused_by_readers_and_rebuilt(inputs, release):
+    marker = json.loads((release / MARKER).read_text())  # as release.json was before checksums
+    marker["files"] = {name: entry["bytes"] for name, entry in marker["files"].items()}
+    marker["format_version"] = 1
+    (release / MARKER).write_text(json.dumps(marker))
+    with pytest.raises(RefusedError, match="lists no checksums"):
+        cli(["stats", str(release)])
+    build_release(inputs["runs"], inputs["manifest"], release)  # a rebuild replaces it
+    assert cli(["stats", str(release)]) == 0
+
+
+def test_a_rebuild_over_a_hand_edited_card_is_refused_without_force_and_keeps_the_edit(
+    inputs, release, capsys
+):
+    card = release / "README.md"
+    edited = card.read_text() + "\nMy notes about this release.\n"
+    card.write_text(edited)
+    args = ["build", "--shards", *map(str, inputs["runs"]), "--manifest", str(inputs["manifest"])]
+    with pytest.raises(RefusedError, match="edited since the build") as refused:
+        cli([*args, "--out", str(release)])
+    assert "--force" in str(refused.value) and card.read_text() == edited
+    assert cli([*args, "--out", str(release), "--force"]) == 0
+    kept = release.parent / "imagenet_think.README.edited.md"
+    assert kept.read_text() == edited and "My notes" not in card.read_text()
+    assert f"kept as {kept}" in capsys.readouterr().out
+    assert cli([*args, "--out", str(release)]) == 0  # the card is the build's again: no refusal
+    shutil.rmtree(release)
