@@ -24,8 +24,8 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from common.checkout import checkout_file
-from imagenet_think import ANNOTATORS, JOINT_CONFIG, joint_column
 from imagenet_think_errors import RefusedError
+from release.schema import ANNOTATORS, JOINT_CONFIG, joint_column
 
 REPO = Path(__file__).resolve().parent
 EXAMPLE = "imagenet-think demo --out demo"

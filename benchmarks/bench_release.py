@@ -83,7 +83,7 @@ def run_baseline(folder: Path) -> tuple[int, float]:
     with their image bytes (configs glm and kimi), then both joined per image (config both)."""
     from datasets.arrow_writer import ParquetWriter
 
-    from imagenet_think import ImageNetThinkConfig, config_features
+    from release.schema import JOINT, SINGLE, ImageNetThinkConfig, config_features
 
     classes = imagenet21k_classes()
     start = time.perf_counter()
@@ -105,13 +105,13 @@ def run_baseline(folder: Path) -> tuple[int, float]:
 
     rows = 0
     for name in ("glm", "kimi", "both"):
-        kind, annotators = ("joint", ("glm", "kimi")) if name == "both" else ("single", (name,))
+        kind, annotators = (JOINT, ("glm", "kimi")) if name == "both" else (SINGLE, (name,))
         features = config_features(ImageNetThinkConfig(name=name, kind=kind, annotators=annotators))
         writer = ParquetWriter(
             path=str(folder / f"baseline-{name}.parquet"), features=features, writer_batch_size=100
         )
         for image_id, first in records[annotators[0]].items():
-            if kind == "single":
+            if kind == SINGLE:
                 example = {column: first[column] for column in features if column in first}
             else:
                 example = {column: first[column] for column in ("image_id", "wnid", "question")}

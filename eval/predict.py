@@ -29,8 +29,8 @@ from generation.config import load_model_config
 from generation.generate import generate
 from generation.images import is_plain_rgb
 from generation.records import ManifestEntry, read_manifest, write_manifest
-from imagenet_think import JOINT_CONFIG
 from imagenet_think_errors import InputError, MissingInputError, RefusedError
+from release.schema import JOINT_CONFIG
 
 EXAMPLE = (
     "imagenet-think eval generate --model configs/models/openvlthinker_7b.yaml "

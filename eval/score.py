@@ -71,8 +71,8 @@ from eval.predict import EVAL_FILE, load_references, read_eval_file, split_finge
 from eval.report import write_report
 from generation.runs import RUN_FILE, check_run
 from generation.verdicts.labels import CORRECT_KINDS, KINDS, label_verdicts
-from imagenet_think import joint_annotators, joint_column
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
+from release.schema import joint_annotators, joint_column
 
 EXAMPLE = (
     "imagenet-think eval score --predictions predictions/openvlthinker --dataset imagenet_think "

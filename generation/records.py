@@ -24,7 +24,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,36 +117,30 @@ class Reject:
             )
 
 
-def _schema(cls, types: dict[str, pa.DataType]) -> pa.Schema:
-    return pa.schema([pa.field(f.name, types.get(f.name, pa.string()), nullable=False) for f in fields(cls)])
-
-
-MANIFEST_SCHEMA = _schema(ManifestEntry, {"width": pa.int32(), "height": pa.int32(), "plain_rgb": pa.bool_()})
-RECORD_SCHEMA = _schema(
-    GenerationRecord,
-    {
-        "think_closed": pa.bool_(),
-        "num_prompt_tokens": pa.int32(),
-        "num_output_tokens": pa.int32(),
-        "forced_answer": pa.bool_(),
-        "num_first_pass_tokens": pa.int32(),
-        "num_second_pass_tokens": pa.int32(),
-        "label_score": pa.float32(),
-    },
-)
-# Columns records gained after runs were written without them, with the value such a record has.
-RECORD_COLUMN_DEFAULTS = {
-    "forced_answer": False,
-    "num_second_pass_tokens": 0,
-    "second_pass_finish_reason": "",
-    "quality_reason": "",
-    "quality_detail": "",
-    "quality_checker": "",  # not judged: the release judges these records itself
-    "label_verdict": "",
-    "label_score": 0.0,
-    "label_verifier": "",
+# The one schema of each kind of row is its dataclass: each field's Python type gives its Arrow type
+# (and through it the release's ``datasets`` features, release.schema), each default the value of
+# a column records gained after runs were written without it.
+ARROW_TYPES = {
+    "str": pa.string(),
+    "bool": pa.bool_(),
+    "int": pa.int32(),
+    "int | None": pa.int32(),
+    "float": pa.float32(),
 }
-REJECT_SCHEMA = _schema(Reject, {})
+
+
+def _schema(cls) -> pa.Schema:
+    return pa.schema([pa.field(f.name, ARROW_TYPES[f.type], nullable=False) for f in fields(cls)])
+
+
+MANIFEST_SCHEMA = _schema(ManifestEntry)
+RECORD_SCHEMA = _schema(GenerationRecord)
+REJECT_SCHEMA = _schema(Reject)
+# Columns records gained after runs were written without them, with the value such a record has
+# (quality_checker "": not judged, the release judges these records itself).
+RECORD_COLUMN_DEFAULTS = {
+    f.name: f.default for f in fields(GenerationRecord) if f.default is not MISSING and f.default is not None
+}
 
 
 def complete_record_columns(table: pa.Table) -> pa.Table:

@@ -1,14 +1,13 @@
 """Build a Hub-ready release: Parquet shards per config and split, and the dataset card.
 
-The builder's public functions (``imagenet_think.rows_table`` / ``rejected_tables``)
-turn generation runs, the image manifest and the images into rows; this writes them
+The row engine (``release.rows.rows_table`` / ``rejected_tables``) turns generation runs, the image manifest and the images into rows; this writes them
 with ``datasets``' own Parquet writer (so ``Image`` and ``ClassLabel`` survive) as
 ``OUT/<config>/<split>-NNNNN-of-NNNNN.parquet``, in shards of bounded size and small
 row groups, then renders ``OUT/README.md`` from ``dataset_card.md`` with the
 release's statistics and ``OUT/release.json`` (the marker, see ``release.folder``).
 The build streams: records are memory-mapped, rows are written a batch at a time.
 
-Before writing anything the inputs are checked (``imagenet_think.Sources``): every
+Before writing anything the inputs are checked (``release.rows.Sources``): every
 ``--shards`` folder holds a generation run whose committed chunks verify, every run
 was made from ``--manifest``, and every record's image hash is the manifest's. The
 release is written into a staging folder and swapped in whole (``release.folder``).
@@ -31,19 +30,6 @@ import pyarrow as pa
 from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
-from imagenet_think import (
-    DEFAULT_FRACTIONS,
-    FORCED_ANSWERS,
-    JOINT_CONFIG,
-    REJECTED_CONFIG,
-    SPLITS,
-    VERIFIED_CONFIG,
-    ImageNetThinkConfig,
-    Sources,
-    config_features,
-    rejected_tables,
-    rows_table,
-)
 from imagenet_think_errors import MissingInputError, RefusedError
 from release.card import card_template, render_card
 from release.folder import (
@@ -60,6 +46,18 @@ from release.folder import (
     staging_folder,
     swap_in,
 )
+from release.rows import Sources, rejected_tables, rows_table
+from release.schema import (
+    FORCED_ANSWERS,
+    JOINT,
+    JOINT_CONFIG,
+    REJECTED_CONFIG,
+    SINGLE,
+    ImageNetThinkConfig,
+    config_features,
+    release_configs,
+)
+from release.splits import DEFAULT_FRACTIONS, DEFAULT_SEED, SPLITS
 from release.stats import ReleaseStats
 
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
@@ -195,7 +193,7 @@ def build_release(
     image_root: str | Path | None = None,
     validation_fraction: float = DEFAULT_FRACTIONS["validation"],
     test_fraction: float = DEFAULT_FRACTIONS["test"],
-    split_seed: int = 0,
+    split_seed: int = DEFAULT_SEED,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     rows_per_group: int = DEFAULT_ROWS_PER_GROUP,
     stats_tokenizer: str | None = None,
@@ -235,16 +233,10 @@ def build_release(
         "allow_other_manifest": allow_other_manifest,
         "forced_answers": forced_answers,
     }
-    sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind="joint", **common))
+    sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind=JOINT, **common))
     annotators = _released_annotators(annotators, sources)
-    kinds = [(a, "single", (a,)) for a in annotators]
-    if len(annotators) > 1:
-        kinds.append((JOINT_CONFIG, "joint", annotators))
-    kinds.append((VERIFIED_CONFIG, "verified", annotators))
-    configs = {
-        name: ImageNetThinkConfig(name=name, kind=kind, annotators=a, **common) for name, kind, a in kinds
-    }
-    rejected = ImageNetThinkConfig(name=REJECTED_CONFIG, kind="rejected", annotators=annotators, **common)
+    configs = release_configs(annotators, **common)
+    rejected = configs.pop(REJECTED_CONFIG)
 
     summary = ReleaseSummary(
         out=out,
@@ -286,7 +278,7 @@ def build_release(
                     table = rows_table(config, sources, rows, image_cell)
                     if table is not None:
                         behind.submit(writers[name].write, table)
-                        if config.kind == "single":  # in the order `imagenet-think stats` reads them
+                        if config.kind == SINGLE:  # in the order `imagenet-think stats` reads them
                             counted.add(name, table)
                 progress.update(len(rows))
             behind.drain()
@@ -384,7 +376,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-root", help="override the image root recorded in the manifest")
     parser.add_argument("--validation-fraction", type=float, default=DEFAULT_FRACTIONS["validation"])
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_FRACTIONS["test"])
-    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--max-shard-mb", type=int, default=DEFAULT_MAX_SHARD_BYTES // 2**20)
     parser.add_argument("--rows-per-group", type=int, default=DEFAULT_ROWS_PER_GROUP)
     parser.add_argument(

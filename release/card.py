@@ -7,7 +7,7 @@ from pathlib import Path
 import jinja2
 
 from common.checkout import checkout_file
-from imagenet_think import CITATION, ImageNetThink
+from release.schema import CITATION, JOINT_CONFIG
 from release.stats import stats_markdown
 
 TEMPLATE = "dataset_card.md"  # a file of the checkout (common.checkout)
@@ -26,8 +26,7 @@ def card_template() -> Path:
 def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: str | None = None) -> str:
     """The card: Hub YAML metadata (licence, tasks, ``configs:`` with data files) and the body."""
     present = [a for a in annotators if a in summary.rows]  # an annotator without good records has no config
-    joint = ImageNetThink.DEFAULT_CONFIG_NAME
-    default = joint if joint in summary.rows else (present[0] if present else None)
+    default = JOINT_CONFIG if JOINT_CONFIG in summary.rows else (present[0] if present else None)
     configs = [
         {"name": name, "splits": list(splits), "default": name == default}
         for name, splits in summary.rows.items()

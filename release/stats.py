@@ -27,9 +27,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from generation.verdicts.labels import CORRECT_KINDS, KINDS
-from imagenet_think import REJECTED_CONFIG, SPLITS
 from imagenet_think_errors import InputError
 from release.folder import read_marker, verify_release
+from release.schema import REJECTED_CONFIG, VERDICT_COLUMNS
+from release.splits import SPLITS
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
 VOCABULARY_BLOCK = 1000
@@ -52,16 +53,8 @@ def unique_words(thinks: list[str]) -> int:
     return len(pc.unique(pc.list_flatten(words)))
 
 
-COLUMNS = [
-    "image_id",
-    "wnid",
-    "think",
-    "answer",
-    "num_output_tokens",
-    "label_verdict",
-    "label_score",
-    "forced_answer",
-]
+# The columns of a per-annotator config the statistics read.
+COLUMNS = ["image_id", "wnid", "think", "answer", "num_output_tokens", *VERDICT_COLUMNS, "forced_answer"]
 REJECTED_COLUMNS = ["annotator", "reject_reason"]  # of the rejected config
 
 

@@ -226,7 +226,7 @@ def test_forced_answers_reject_moves_them_to_rejected(inputs, tmp_path):
 
 
 def test_records_of_an_older_run_read_with_their_values(inputs):
-    from imagenet_think import RecordStore
+    from release.rows import RecordStore
 
     store = RecordStore(
         [(inputs["root"] / "kimi", path) for path in check_run(inputs["root"] / "kimi").record_files]

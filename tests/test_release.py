@@ -14,9 +14,10 @@ from generation.classes import NUM_CLASSES, imagenet21k_classes
 from generation.records import RECORD_SCHEMA, Reject, file_sha256, iter_rows, to_table, write_parquet_atomic
 from generation.runs import check_run, chunk_files
 from generation.verdicts.quality import is_repetition_loop, rejection_reason
-from imagenet_think import ImageNetThink, assign_splits
+from imagenet_think import ImageNetThink
 from imagenet_think_cli import main as cli
 from release.build import build_release
+from release.splits import assign_splits
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 CLASSES, PER_CLASS = 5, 6

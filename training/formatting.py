@@ -20,8 +20,8 @@ from datasets import Dataset, interleave_datasets
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from generation.reasoning import ANSWER_CLOSE, ANSWER_OPEN, STYLES
-from imagenet_think import joint_annotators, joint_column
 from imagenet_think_errors import InputError
+from release.schema import joint_annotators, joint_column
 from training.common import user_turn
 
 THINK_OPEN, THINK_CLOSE = STYLES["think_tags"].open, STYLES["think_tags"].close

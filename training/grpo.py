@@ -58,8 +58,8 @@ from accelerate import PartialState
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
-from imagenet_think import JOINT_CONFIG, joint_annotators, joint_column
 from imagenet_think_errors import InputError
+from release.schema import JOINT_CONFIG, joint_annotators, joint_column
 from training.common import (
     cap_image,
     check_dataset_name,

@@ -56,8 +56,8 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
-from imagenet_think import JOINT_CONFIG
 from imagenet_think_errors import InputError
+from release.schema import JOINT_CONFIG
 from training.common import (
     check_dataset_name,
     load_model,

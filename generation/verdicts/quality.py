@@ -46,7 +46,7 @@ REJECT_REASONS = {
     "image_changed": "the image's bytes differ from the manifest's sha256 since sampling",
     "prompt_too_long": "the prompt with its image is over the engine's max_model_len",
     "engine_error": "the engine failed on this request",
-    # build (rejection_reason below, imagenet_think.judge_records)
+    # build (rejection_reason below, release.rows.judge_records)
     "truncated": "generation stopped at max_tokens (finish_reason=length)",
     "think_not_closed": "the reasoning delimiter was never closed",
     "empty_answer": "no answer after the reasoning",
