@@ -13,12 +13,14 @@ without importing the CLI: :func:`run_reporting` runs a command and prints an ex
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "IMAGENET_THINK_DEBUG"
@@ -56,6 +58,29 @@ class UsageError(InputError):
 class RefusedError(ImageNetThinkError, RuntimeError):
     """The stage refuses to go on because doing so would lose or mix up data (e.g. overwrite a
     folder it does not own, resume a run with another config)."""
+
+
+class WriteError(ImageNetThinkError, OSError):
+    """A file could not be written for want of room: a full disk, a quota or a file-size limit
+    (:data:`NO_ROOM`). Raised by :func:`no_room_reported` where the writer knows what it wrote."""
+
+
+NO_ROOM = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})  # the errno of a write with no room
+
+
+@contextmanager
+def no_room_reported(what: str | os.PathLike, advice: str) -> Iterator[None]:
+    """Turn an ``OSError`` of :data:`NO_ROOM` raised inside into a :class:`WriteError` that names
+    ``what`` could not be written, why (``No space left on device``, ``File too large``) and
+    ``advice``; other errors pass unchanged."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except OSError as error:
+        if error.errno not in NO_ROOM:
+            raise
+        raise WriteError(f"cannot write {os.fspath(what)}: {os.strerror(error.errno)}; {advice}") from error
 
 
 def debug_from_env() -> bool:

@@ -1,5 +1,8 @@
 """The generation run protocol: what a run folder holds, how a chunk is committed, how a run is checked.
 
+A chunk that cannot be written for want of room (a full disk, a file-size limit) is a one-line
+:class:`~imagenet_think_errors.WriteError` naming the file; the committed chunks stay as they are.
+
 Both loops import it, the local one (:mod:`generation.generate`) and the Ray pool driver
 (:mod:`generation.ray_pool`), and so does the release build, which reads only what
 :func:`check_run` verifies. It imports neither loop nor the annotator: a chunk's
@@ -58,7 +61,7 @@ from generation.records import (
     write_bytes_atomic,
 )
 from generation.verdicts.policy import prepare_verdicts, with_verdicts
-from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
+from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError, no_room_reported
 
 logger = logging.getLogger(__name__)
 
@@ -354,10 +357,15 @@ def commit_chunk(
             f"unexpected {sorted(extra)[:5]}, without a row {sorted(lacking)[:5]}"
         )
     records_path, rejects_path, commit_path = chunk_files(run_dir, index)
+    advice = (
+        f"chunk {index} is not committed (committed chunks are kept); free space (or raise the file-size "
+        "limit), then rerun the same command to resume"
+    )
     entries = {}
     for name, table, path in (("rejects", rejects, rejects_path), ("records", records, records_path)):
         data = parquet_bytes(table)
-        write_bytes_atomic(data, path)
+        with no_room_reported(path, advice):
+            write_bytes_atomic(data, path)
         entries[name] = {
             "file": path.name,
             "rows": table.num_rows,
@@ -371,7 +379,8 @@ def commit_chunk(
         "records": entries["records"],
         "rejects": entries["rejects"],
     }
-    write_bytes_atomic((json.dumps(commit, indent=2) + "\n").encode(), commit_path)
+    with no_room_reported(commit_path, advice):
+        write_bytes_atomic((json.dumps(commit, indent=2) + "\n").encode(), commit_path)
 
 
 def prepare_commits() -> None:

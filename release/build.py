@@ -30,16 +30,18 @@ import pyarrow as pa
 from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
-from imagenet_think_errors import MissingInputError, RefusedError
+from imagenet_think_errors import MissingInputError, RefusedError, no_room_reported
 from release.card import card_template, render_card
 from release.folder import (
     CARD,
     FORMAT,
     FORMAT_VERSION,
     MARKER,
+    NO_ROOM_ADVICE,
     HashingFile,
     ReleaseFiles,
     check_writable,
+    discards_staging_on_failure,
     edited_card,
     keep_edited_card,
     restore_interrupted_swap,
@@ -185,6 +187,7 @@ def _models_by_annotator(records: pa.Table, annotators: tuple[str, ...]) -> dict
     return models
 
 
+@discards_staging_on_failure
 def build_release(
     shards: list[str | Path],
     manifest: str | Path,
@@ -332,7 +335,8 @@ def _write_marker(
         "files": files,
     }
     marker["fingerprint"] = hashlib.sha256(json.dumps(marker, sort_keys=True).encode()).hexdigest()
-    (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    with no_room_reported(staging / MARKER, NO_ROOM_ADVICE):
+        (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,25 +17,31 @@ The build writes the new release into a staging folder beside ``--out``
 (``.<name>.imagenet-think-staging``) and swaps it in only when it is complete:
 on Linux with ``renameat2(RENAME_EXCHANGE)`` (one atomic step), elsewhere with two
 renames. A build killed at any moment leaves the previous release as it was, and a
-staging folder that the next build removes. Nothing the toolkit did not write is
+staging folder that the next build removes; a build that fails (a full disk, a refused input)
+removes its staging folder itself. Nothing the toolkit did not write is
 deleted: ``--out`` must be absent, empty, or a release whose files are all listed in
 its ``release.json``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
 import shutil
-from collections.abc import Collection
+import weakref
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import ClassVar
 
 from generation.records import file_sha256
-from imagenet_think_errors import InputError, MissingInputError, RefusedError
+from imagenet_think_errors import InputError, MissingInputError, RefusedError, WriteError, no_room_reported
 
 MARKER = "release.json"
 FORMAT = "imagenet-think-release"
@@ -43,6 +49,9 @@ FORMAT_VERSION = 2  # 2: every file listed with its sha256
 STAGING_MARKER = ".imagenet-think-staging"
 CARD = "README.md"
 REBUILD = "rebuild it with `imagenet-think build ... --out {folder}`"
+NO_ROOM_ADVICE = (
+    "free space (or raise the file-size limit), then build again; the previous release is unchanged"
+)
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +81,34 @@ def read_marker(folder: str | Path) -> dict:
 class HashingFile:
     """A file opened for writing whose bytes are hashed (sha256) and counted as they are written,
     so that the release lists each file's checksum without reading it again. A binary file
-    object for ``pyarrow``/``datasets`` writers (``write``, ``tell``, ``flush``, ``close``)."""
+    object for ``pyarrow``/``datasets`` writers (``write``, ``tell``, ``flush``, ``close``).
+
+    A write that finds no room is a :class:`~imagenet_think_errors.WriteError` naming the file; the
+    file is then abandoned (:meth:`abandon`), as are the other open files of a build that fails, so
+    that a writer closed later (a Parquet footer written at garbage collection) writes nothing more.
+    """
+
+    _open: ClassVar[weakref.WeakSet[HashingFile]] = weakref.WeakSet()
 
     def __init__(self, path: Path):
         self.path = path
         self._file = open(path, "wb")  # noqa: SIM115 - closed by close(), as the writers do
         self._sha256 = hashlib.sha256()
         self.size = 0
+        self._abandoned = False
+        HashingFile._open.add(self)
 
     def write(self, data) -> int:
-        self._file.write(data)
-        self._sha256.update(data)
         written = memoryview(data).nbytes
+        if self._abandoned:
+            return written
+        try:
+            with no_room_reported(self.path, NO_ROOM_ADVICE):
+                self._file.write(data)
+        except WriteError:
+            self.abandon()
+            raise
+        self._sha256.update(data)
         self.size += written
         return written
 
@@ -91,10 +116,29 @@ class HashingFile:
         return self.size
 
     def flush(self) -> None:
-        self._file.flush()
+        if not self._abandoned:
+            with no_room_reported(self.path, NO_ROOM_ADVICE):
+                self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        HashingFile._open.discard(self)
+        if not self._abandoned:
+            with no_room_reported(self.path, NO_ROOM_ADVICE):
+                self._file.close()
+
+    def abandon(self) -> None:
+        """Close the file, dropping what is not written yet; later writes do nothing."""
+        self._abandoned = True
+        HashingFile._open.discard(self)
+        with contextlib.suppress(OSError):  # the unwritten rest of the buffer
+            self._file.close()
+
+    @classmethod
+    def abandon_all_in(cls, folder: Path) -> None:
+        """Abandon every file still open in ``folder`` (the staging folder of a failed build)."""
+        for file in list(cls._open):
+            if folder in file.path.parents:
+                file.abandon()
 
     @property
     def closed(self) -> bool:
@@ -256,9 +300,13 @@ def check_writable(out: Path) -> None:
         )
 
 
+def _staging_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.imagenet-think-staging"
+
+
 def staging_folder(out: Path) -> Path:
     """A fresh staging folder beside ``out``, after removing one left by a killed build."""
-    staging = out.parent / f".{out.name}.imagenet-think-staging"
+    staging = _staging_path(out)
     if staging.exists():
         ours = (staging / STAGING_MARKER).is_file() or (staging / MARKER).is_file()
         if not ours:
@@ -268,6 +316,29 @@ def staging_folder(out: Path) -> Path:
     staging.mkdir(parents=True)
     (staging / STAGING_MARKER).touch()
     return staging
+
+
+def discards_staging_on_failure(build: Callable) -> Callable:
+    """Decorate a build function (with an ``out`` argument) so that when it fails its staging folder
+    is removed rather than left as a partial release (on a full disk, where it takes the room), and
+    a write that found no room anywhere else is a :class:`~imagenet_think_errors.WriteError` naming
+    the release. A build killed outright leaves its staging folder to the next build."""
+    signature = inspect.signature(build)
+
+    @functools.wraps(build)
+    def discarding(*args, **kwargs):
+        out = Path(signature.bind(*args, **kwargs).arguments["out"])
+        try:
+            with no_room_reported(f"the release {out} (staged in {_staging_path(out)})", NO_ROOM_ADVICE):
+                return build(*args, **kwargs)
+        except BaseException:
+            staging = _staging_path(out)
+            HashingFile.abandon_all_in(staging)
+            if (staging / STAGING_MARKER).is_file():  # not yet swapped in
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    return discarding
 
 
 def _exchange(a: Path, b: Path) -> bool:

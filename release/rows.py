@@ -42,7 +42,14 @@ from generation.runs import RUN_FILE, RunCheck, check_run
 from generation.verdicts.labels import CORRECT_KINDS, KINDS
 from generation.verdicts.policy import LabelVerdicts, current_quality_verdicts
 from generation.verdicts.quality import REJECT_REASONS
-from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
+from imagenet_think_errors import (
+    NO_ROOM,
+    InputError,
+    MissingInputError,
+    RefusedError,
+    UsageError,
+    no_room_reported,
+)
 from release.schema import (
     FORCED_ANSWERS,
     IMAGE_STRUCT,
@@ -388,7 +395,12 @@ def _memory_mapped_records(
     """All record shards, in order, as one memory-mapped Arrow table (bounded memory, random access
     by row), and where each file's rows start: (first row, run folder, file)."""
     origin, row = [], 0
-    with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_file(sink, RECORD_SCHEMA) as writer:
+    cache = f"the build's record cache {arrow_path}"
+    with (
+        no_room_reported(cache, "free space there, or set TMPDIR to a folder with room, then build again"),
+        pa.OSFile(str(arrow_path), "wb") as sink,
+        pa.ipc.new_file(sink, RECORD_SCHEMA) as writer,
+    ):
         for folder, path in record_files:
             origin.append((row, folder, path))
             try:
@@ -400,6 +412,8 @@ def _memory_mapped_records(
                     writer.write_batch(pa.RecordBatch.from_arrays(piece.columns, schema=RECORD_SCHEMA))
                 row += table.num_rows
             except (pa.ArrowException, OSError, ValueError) as error:
+                if isinstance(error, OSError) and error.errno in NO_ROOM:  # writing the cache failed
+                    raise
                 raise InputError(
                     f"records file {path} cannot be read ({error}); rerun `imagenet-think generate` on "
                     f"{folder} to redo its chunk"

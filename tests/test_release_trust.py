@@ -125,3 +125,85 @@ def test_a_rebuild_over_a_hand_edited_card_is_refused_without_force_and_keeps_th
     assert f"kept as {kept}" in capsys.readouterr().out
     assert cli([*args, "--out", str(release)]) == 0  # the card is the build's again: no refusal
     shutil.rmtree(release)
+
+
+# A file-size limit (RLIMIT_FSIZE; Python ignores SIGXFSZ, so a write past it fails with EFBIG) and,
+# where user namespaces allow it, a small tmpfs (ENOSPC): the CLI in a child process.
+LIMITED = """
+import resource, sys
+limit = int(sys.argv[1])
+if limit:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+from imagenet_think_cli import main
+sys.argv = ["imagenet-think", *sys.argv[2:]]
+sys.exit(main())
+"""
+
+
+def _cli_with_file_limit(limit: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", LIMITED, str(limit), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "imagenet-think" in line or "Traceback" in line]
+
+
+def test_a_build_past_a_file_size_limit_is_one_line_and_leaves_no_staging(inputs, tmp_path):
+    out = tmp_path / "imagenet_think"
+    build_release(inputs["runs"][:1], inputs["manifest"], out)
+    marker = (out / MARKER).read_bytes()
+    args = ["build", "--shards", *map(str, inputs["runs"]), "--manifest", str(inputs["manifest"])]
+    child = _cli_with_file_limit(200_000, *args, "--out", str(out))  # room for the record cache, not a shard
+    assert child.returncode == 1, child.stderr[-3000:]
+    assert _error_lines(child.stderr) == [
+        f"imagenet-think build: error: cannot write {tmp_path}/.imagenet_think.imagenet-think-staging/"
+        "glm/.train-00000.partial.parquet: File too large; free space (or raise the file-size limit), then "
+        "build again; the previous release is unchanged"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging left
+    assert (out / MARKER).read_bytes() == marker and cli(["stats", str(out)]) == 0
+    # The record cache (in TMPDIR) past the limit is named as such, not as an unreadable record file.
+    child = _cli_with_file_limit(5_000, *args, "--out", str(out))
+    assert child.returncode == 1 and "Traceback" not in child.stderr
+    [line] = _error_lines(child.stderr)
+    assert "cannot write the build's record cache" in line and "File too large; free space there" in line
+
+
+def _can_mount_tmpfs() -> bool:
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not shutil.which("unshare") or not _can_mount_tmpfs(), reason="no user namespaces to mount a tmpfs"
+)
+def test_a_build_on_a_full_disk_is_one_line_and_keeps_the_previous_release(inputs, tmp_path):
+    first = tmp_path / "first"
+    build_release(inputs["runs"][:1], inputs["manifest"], first)  # glm only: about 0.45 MB
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    args = ["build", "--shards", *map(str, inputs["runs"]), "--manifest", str(inputs["manifest"])]
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {disk} && cp -r {first} {disk}/rel && "
+        f"{sys.executable} -c '{LIMITED}' 0 {' '.join(args)} --out {disk}/rel; echo status=$?; "
+        f"ls -A {disk}; {sys.executable} -m imagenet_think_cli stats {disk}/rel > /dev/null && echo stats=ok"
+    )
+    child = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    [line] = _error_lines(child.stderr)
+    assert line.startswith(f"imagenet-think build: error: cannot write {disk}/.rel.imagenet-think-staging/")
+    assert ": No space left on device; free space" in line
+    assert child.stdout.split() == ["status=1", "rel", "stats=ok"]  # no staging left; the release reads
