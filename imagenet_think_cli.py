@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("release.push", "upload a release folder to the Hugging Face Hub"),
     "eval": ("eval.cli", "evaluate models on a release: generate, score (the paper's metrics), report"),
     "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),
-    "tiny-model": ("generation.tiny.builder", "build a tiny random-weight VLM locally (tests, demo)"),
+    "tiny-model": ("common.tiny.builder", "build a tiny random-weight VLM locally (tests, demo)"),
 }
 # -q / -v before the command name set the level of the toolkit's loggers (default: INFO).
 LOG_LEVELS = {

@@ -36,7 +36,7 @@ from functools import cache
 import numpy as np
 
 from benchmarks.bench_metrics import vocabulary
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.verdicts import labels as verifier
 from generation.verdicts.wordnet import wordnet_nouns
 

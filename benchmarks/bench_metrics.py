@@ -39,7 +39,7 @@ SEMANTIC = ("bertscore_f1", "sbert_cosine")
 
 def vocabulary() -> tuple[list[str], np.ndarray]:
     """Words of the ImageNet-21K glosses and lemmas and the cumulative distribution of their frequencies."""
-    from generation.classes import imagenet21k_classes
+    from common.classes import imagenet21k_classes
 
     classes = imagenet21k_classes()
     text = " ".join(

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.records import ManifestEntry, iter_rows, write_manifest
 from tests.fixtures.synthetic import make_record, synthetic_text, write_run
 

@@ -1,1 +1,3 @@
-"""General utilities every stage may use: model references, files of the checkout, vLLM's CPU defaults."""
+"""General utilities every stage may use: the ImageNet-21K-P classes (``classes``), model
+references (``model_refs``) and the tiny test models they name (``tiny/``), files of the checkout
+(``checkout``), vLLM's CPU defaults (``vllm_cpu``)."""

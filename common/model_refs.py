@@ -2,7 +2,7 @@
 
 A hub id or a local folder is handed to vLLM and transformers as it is. ``tiny:<arch>`` or
 ``tiny:<arch>@seed=<n>`` names a tiny random-weight model for tests and the demo
-(:mod:`generation.tiny`), built once into ``$IMAGENET_THINK_CACHE/tiny-models`` (default
+(:mod:`common.tiny`), built once into ``$IMAGENET_THINK_CACHE/tiny-models`` (default
 ``~/.cache/imagenet_think``); its builder is imported only for such a reference.
 """
 
@@ -19,6 +19,6 @@ def resolve_model(ref: str) -> str:
     key, _, value = option.partition("=")
     if option and (key != "seed" or not value.isdigit()):
         raise ValueError(f"bad tiny model reference {ref!r}; expected tiny:<arch> or tiny:<arch>@seed=<n>")
-    from generation.tiny.builder import cached_tiny_model
+    from common.tiny.builder import cached_tiny_model
 
     return str(cached_tiny_model(arch, int(value) if option else 0))

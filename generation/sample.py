@@ -76,7 +76,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.images import (
     MAX_PIXELS,
     MIN_SIDE,

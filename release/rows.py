@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.records import (
     RECORD_SCHEMA,
     REJECT_SCHEMA,

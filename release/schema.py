@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import datasets
 import pyarrow as pa
 
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.records import RECORD_SCHEMA
 from release.splits import DEFAULT_FRACTIONS, DEFAULT_SEED
 

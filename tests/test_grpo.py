@@ -21,9 +21,9 @@ from peft import PeftModel
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from common.classes import imagenet21k_classes
 from common.model_refs import resolve_model
 from eval.metrics import similarity
-from generation.classes import imagenet21k_classes
 from generation.reasoning import parse_reasoning
 from generation.verdicts.labels import label_verdicts
 from generation.verdicts.quality import rejection_reason

@@ -2,7 +2,8 @@
 
 The import graph is read from the source (every ``import`` statement, function-level ones
 included, since a lazy import is still a dependency), over the runtime packages, the top-level
-modules, ``tests/``, ``benchmarks/`` and ``tools/``: it must have no cycle. The runtime modules
+modules, ``tests/``, ``benchmarks/`` and ``tools/``: it must have no cycle, and no stage imports a
+later one (``STAGES``). The runtime modules
 are the ones ``pyproject.toml`` installs, and every package folder is listed there.
 """
 
@@ -102,6 +103,11 @@ def test_no_import_cycle_among_the_project_modules():
     assert "generation.runs" in graph["generation.generate"]  # the graph is read as it should be
     assert "generation.runs" in graph["generation.ray_pool"]
     assert cycles(graph) == []
+    folders: dict[str, set[str]] = {}
+    for module, imported in graph.items():
+        top = module.split(".")[0]
+        folders.setdefault(top, set()).update(t.split(".")[0] for t in imported if t.split(".")[0] != top)
+    assert cycles({top: folders.get(top, set()) & set(folders) for top in folders}) == []
 
 
 def test_the_cycle_finder_finds_lazy_cycles():
@@ -121,3 +127,59 @@ def test_pyproject_installs_every_package_and_every_module_imports():
     ]
     for name in runtime:
         importlib.import_module(name)
+
+
+# The stages, upstream first: a module may import its own stage and the ones before it, never a
+# later one (eval importing the generation loop is downstream importing upstream; training and eval
+# share a stage, and the cycle check keeps them from importing each other both ways). A module's
+# stage is that of its top-level module or package.
+STAGES = (
+    ("imagenet_think_errors",),
+    ("common",),
+    ("generation",),
+    ("release",),
+    ("imagenet_think",),
+    ("training", "eval"),
+    ("imagenet_think_cli", "imagenet_think_demo", "benchmarks", "tools", "tests"),
+)
+
+
+def stage_of(module: str) -> int:
+    top = module.split(".")[0]
+    return next(i for i, names in enumerate(STAGES) if top in names)
+
+
+def backward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(importer, imported) for every import of a later stage."""
+    return [
+        (module, target)
+        for module, imported in sorted(graph.items())
+        for target in sorted(imported)
+        if stage_of(target) > stage_of(module)
+    ]
+
+
+def test_every_module_has_a_stage_and_imports_only_upstream():
+    graph = import_graph(project_modules())
+    for module in graph:
+        stage_of(module)  # a new top-level module or package must be given its place in STAGES
+    assert backward_imports(graph) == []
+
+
+def test_the_direction_check_finds_a_planted_backward_import(tmp_path):
+    """A generation module that imports the release (here lazily, in a function), and a common one
+    that imports the builder, are found; eval reusing the generation loop is not."""
+    modules = project_modules()
+    planted = {
+        "generation.planted": "def columns():\n    from release.schema import RECORD_COLUMNS\n    return RECORD_COLUMNS\n",
+        "common.planted": "import imagenet_think\n",
+        "eval.planted": "from generation.generate import run\n",
+    }
+    for name, source in planted.items():
+        path = tmp_path / f"{name}.py"
+        path.write_text(source, encoding="utf-8")
+        modules[name] = path
+    assert backward_imports(import_graph(modules)) == [
+        ("common.planted", "imagenet_think"),
+        ("generation.planted", "release.schema"),
+    ]

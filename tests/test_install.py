@@ -53,7 +53,7 @@ def _run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_the_install_holds_the_code_and_no_checkout_file(installed, tmp_path):
     code = (
         "import generation.annotator, common.checkout, common.model_refs, generation.ray_pool, "
-        "generation.tiny.builder, release.card, imagenet_think_cli\n"
+        "common.tiny.builder, release.card, imagenet_think_cli\n"
         "print(common.checkout.ROOT)"
     )
     done = _run(installed, tmp_path, "-c", code)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.verdicts import labels, wordnet
 from generation.verdicts.labels import LabelVerdict, label_verdicts, named_synsets, names_class
 

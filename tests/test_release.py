@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from generation.classes import NUM_CLASSES, imagenet21k_classes
+from common.classes import NUM_CLASSES, imagenet21k_classes
 from generation.records import RECORD_SCHEMA, Reject, file_sha256, iter_rows, to_table, write_parquet_atomic
 from generation.runs import check_run, chunk_files
 from generation.verdicts.quality import is_repetition_loop, rejection_reason

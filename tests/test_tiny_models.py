@@ -12,7 +12,7 @@ from skimage import data
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from common.model_refs import resolve_model
-from generation.tiny.builder import ARCHS, BUILD_VERSION, REASONING_TOKENS, build_tiny_model
+from common.tiny.builder import ARCHS, BUILD_VERSION, REASONING_TOKENS, build_tiny_model
 from imagenet_think_cli import main
 from tests.fixtures.vllm_greedy import vllm_greedy
 

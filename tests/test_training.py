@@ -22,8 +22,8 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig
 
+from common.classes import imagenet21k_classes
 from common.model_refs import resolve_model
-from generation.classes import imagenet21k_classes
 from generation.reasoning import parse_reasoning
 from imagenet_think_errors import InputError
 from release.build import build_release

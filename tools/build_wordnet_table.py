@@ -151,7 +151,7 @@ def build(
 ) -> dict:
     """Write the table and the licence under ``out``; returns a summary."""
     if classes is None:
-        from generation.classes import imagenet21k_classes
+        from common.classes import imagenet21k_classes
 
         classes = imagenet21k_classes().wnids
     files = read_dict_files(source)

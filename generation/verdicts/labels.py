@@ -6,7 +6,7 @@ The one definition of the label check: generation judges every answer with it wh
 
 **What an answer names.** An answer names a noun synset of the WordNet table (``generation.verdicts.wordnet``: the
 10,450 classes, their ancestors and their descendants) when it contains one of the synset's lemmas
-(for a class, the lemmas of ``generation.classes.imagenet21k_classes()``: the same strings) as
+(for a class, the lemmas of ``common.classes.imagenet21k_classes()``: the same strings) as
 whole words, ignoring case:
 
 - the words of a multiword lemma may be joined by spaces or hyphens ("man-eater" matches
@@ -91,7 +91,7 @@ from unicodedata import unidata_version
 import ahocorasick_rs
 import numpy as np
 
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.verdicts import wordnet
 from generation.verdicts.wordnet import TABLE_FILE, WordNetNouns, data_path, wordnet_nouns
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from generation.classes import imagenet21k_classes
+from common.classes import imagenet21k_classes
 from generation.records import RECORD_SCHEMA
 from generation.verdicts.labels import KINDS, label_verdicts, verifier_fingerprint
 from generation.verdicts.language import identify

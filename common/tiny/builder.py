@@ -315,7 +315,7 @@ def _tokenizer(family: Family):
 
 def _corpus() -> Iterator[str]:
     """The lemmas and definitions of the ImageNet-21K-P classes, in class order."""
-    from generation.classes import imagenet21k_classes
+    from common.classes import imagenet21k_classes
 
     classes = imagenet21k_classes()
     for wnid in classes.wnids:
