@@ -44,6 +44,7 @@ from generation.config import VLMConfig
 from generation.images import ImageRejected, normalize, read_file
 from generation.reasoning import STYLES, parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
+from generation.remote_code_compat import restore_moved_names
 from generation.runs import ChunkResult, ImageTask
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class Annotator:
         self.model_path = resolve_model(config.model)
         self.revision = model_revision(config, self.model_path)
         self.question = config.question
+        if config.trust_remote_code:  # Kimi-VL's tokenizer imports a name transformers 5 moved
+            restore_moved_names()
         self.llm = LLM(
             model=self.model_path,
             revision=config.revision,
