@@ -39,12 +39,12 @@ from pathlib import Path
 from PIL import Image
 
 from common.model_refs import resolve_model
+from common.remote_code_compat import restore_moved_names
 from common.vllm_cpu import set_cpu_env_defaults
 from generation.config import VLMConfig
 from generation.images import ImageRejected, normalize, read_file
 from generation.reasoning import STYLES, parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
-from generation.remote_code_compat import restore_moved_names
 from generation.runs import ChunkResult, ImageTask
 
 logger = logging.getLogger(__name__)

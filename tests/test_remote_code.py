@@ -43,7 +43,7 @@ def test_the_shim_is_what_lets_the_tokenizer_load_and_changes_nothing_else(remot
         from transformers import AutoTokenizer
         from transformers.convert_slow_tokenizer import bytes_to_unicode
         import transformers.models.gpt2.tokenization_gpt2 as gpt2
-        from generation.remote_code_compat import restore_moved_names
+        from common.remote_code_compat import restore_moved_names
         try:
             AutoTokenizer.from_pretrained({str(remote_model)!r}, trust_remote_code=True)
             before = "loaded"
