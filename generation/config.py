@@ -62,6 +62,8 @@ class VLMConfig:
     parse_style: str = "think_tags"
     prompt: str | None = None  # a prompt name; None is the prompts file's default
     instruction: str = ""  # model-specific text appended to the question (e.g. a baseline's format request)
+    # The question as a model's authors pose it: a text with one {question} (the question and instruction).
+    question_template: str | None = None
     system_prompt: str | None = None
     sampling: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)
@@ -92,6 +94,11 @@ class VLMConfig:
                 f"on_truncation {self.on_truncation!r} is not one of {', '.join(ON_TRUNCATION)}"
                 + _did_you_mean(str(self.on_truncation), ON_TRUNCATION)
             )
+        template = self.question_template
+        if template is not None and (not isinstance(template, str) or template.count("{question}") != 1):
+            raise InputError(
+                f"question_template must be a text with {{question}} once (where the question goes), not {template!r}"
+            )
         tokens = self.force_answer_max_tokens
         if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
             raise InputError(f"force_answer_max_tokens must be a whole number >= 1, not {tokens!r}")
@@ -99,7 +106,8 @@ class VLMConfig:
     @property
     def question(self) -> str:
         question = load_question(self.prompt)
-        return f"{question} {self.instruction}".strip() if self.instruction else question
+        question = f"{question} {self.instruction}".strip() if self.instruction else question
+        return self.question_template.replace("{question}", question) if self.question_template else question
 
 
 # Types of the top-level keys (VLMConfig's annotations are strings under `from __future__`).
@@ -110,6 +118,7 @@ _TOP_LEVEL_TYPES: dict[str, tuple[type, ...]] = {
     "parse_style": (str,),
     "prompt": (str, type(None)),
     "instruction": (str,),
+    "question_template": (str, type(None)),
     "system_prompt": (str, type(None)),
     "sampling": (dict,),
     "engine": (dict,),
@@ -417,7 +426,14 @@ def load_model_config(path: str | Path, overrides: list[str] = ()) -> VLMConfig:
     try:
         config = VLMConfig(**spec)
     except InputError as error:
-        keys = ("parse_style", "annotator", "chunk_size", "on_truncation", "force_answer_max_tokens")
+        keys = (
+            "parse_style",
+            "annotator",
+            "chunk_size",
+            "on_truncation",
+            "force_answer_max_tokens",
+            "question_template",
+        )
         key = next((k for k in keys if k in str(error)), "")
         raise InputError(f"{_origin(key, str(path), origins)}: {error}") from None
     config.source, config.overrides = str(path), origins  # not fields: not part of run.json's pin
