@@ -78,11 +78,11 @@ class PeakMemory:
 
 def child_suite(pairs: int, words: int, chunk_size: int | None) -> dict:
     from benchmarks.bench_metrics import make_pairs
-    from eval import metrics
+    from eval import lexical, metrics
 
     candidates, references = make_pairs(pairs, words)
     metrics.similarities(LEXICAL, candidates[:4], references[:4])  # imports outside the measurement
-    metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)  # empty: every text is tokenized
+    lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)  # empty: every text is tokenized
     options = {"chunk_size": chunk_size} if chunk_size else {}
     with PeakMemory() as memory:
         start, cpu = time.perf_counter(), time.process_time()
@@ -100,7 +100,7 @@ def child_suite(pairs: int, words: int, chunk_size: int | None) -> dict:
 def child_score(predictions: str, out: str) -> dict:
     """Two runs of ``eval score``: the first model of a release split (the annotator agreement
     computed and cached beside the report) and a further one (the agreement read from the cache)."""
-    from eval import metrics
+    from eval import lexical
     from eval.score import score
     from generation.verdicts.labels import label_verdicts
 
@@ -109,7 +109,7 @@ def child_score(predictions: str, out: str) -> dict:
     label_verdicts(["a finch"], ["n01530575"])
     runs = {}
     for run, folder in (("first", "report"), ("further", "report-2")):
-        metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)  # empty: every text is tokenized
+        lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)  # empty: every text is tokenized
         with PeakMemory() as memory:
             start, cpu = time.perf_counter(), time.process_time()
             summary = score(predictions, Path(out).parent / folder, metrics=SCORE_METRICS)

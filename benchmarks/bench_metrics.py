@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from eval import metrics
+from eval import lexical, metrics, neural
 from tests.fixtures.reference_metrics import (
     LEXICAL_REFERENCES,
     bert_score_reference,
@@ -85,7 +85,7 @@ def make_pairs(n_pairs: int, n_words: int, seed: int = 0, models: int = 1) -> tu
 
 
 def naive_semantic(metric: str) -> Callable[[str, str], float]:
-    backbone = metrics.resolve_backbone("bertscore" if metric.startswith("bertscore") else "sbert")
+    backbone = neural.resolve_backbone("bertscore" if metric.startswith("bertscore") else "sbert")
     if metric == "bertscore_f1":
         return lambda c, r: float(bert_score_reference([c], [r], backbone.model, backbone.layer)[2][0])
     return sbert_cosine_reference(backbone.model)
@@ -101,7 +101,7 @@ def compare(metric: str, naive, candidates: list[str], references: list[str], na
     """Seconds per 1,000 pairs of the suite (on all pairs, token cache empty: it tokenizes every
     text) and of the naive loop (on the first ``naive_pairs``), and the largest difference
     between them on those."""
-    metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)  # empties it
+    lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)  # empties it
     suite_seconds, got = timed(metrics.similarity, metric, candidates, references)
     pairs = zip(candidates[:naive_pairs], references[:naive_pairs], strict=True)
     naive_seconds, expected = timed(lambda: np.array([naive(c, r) for c, r in pairs]))
@@ -158,7 +158,7 @@ def main() -> None:
         )
         for metric in LEXICAL
     ]
-    metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)
+    lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)
     together, _ = timed(metrics.similarities, LEXICAL, candidates, references)
     print_rows(
         "Lexical and vector metrics (each suite row tokenizes every text anew: token cache empty)",
@@ -167,7 +167,7 @@ def main() -> None:
         together,
     )
     # The single-metric path: the six metrics asked one at a time, the cache empty at the first.
-    metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)
+    lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)
     one_at_a_time = sum(timed(metrics.similarity, m, candidates, references)[0] for m in LEXICAL)
     print(
         f"{'one at a time':<14}{'':>17}{one_at_a_time * 1000 / len(candidates):>10.4f}{len(candidates):>7}"

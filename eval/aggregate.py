@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval import metrics as metric_suite
+from eval.lexical import DocumentFrequencies
 from generation.reasoning import parse_reasoning
 
 SEGMENTS = ("full", "think", "answer")
@@ -97,7 +98,7 @@ def score_against_references(
     references: Sequence[Mapping[str, Sequence[str]]],
     metrics: Sequence[str] = metric_suite.PAPER_METRICS,
     *,
-    idf_corpora: Mapping[str, metric_suite.DocumentFrequencies] | None = None,
+    idf_corpora: Mapping[str, DocumentFrequencies] | None = None,
     **options,
 ) -> ReferenceScores:
     """Score every segment of ``candidates`` against the same segment of each reference.

@@ -65,7 +65,8 @@ from eval.aggregate import (
     summarize,
     summarize_columns,
 )
-from eval.metrics import METRICS, PAPER_METRICS, DocumentFrequencies
+from eval.lexical import DocumentFrequencies
+from eval.metrics import METRICS, PAPER_METRICS
 from eval.metrics import backbones as metric_backbones
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report

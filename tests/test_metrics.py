@@ -7,7 +7,7 @@ import pytest
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.metrics.pairwise import cosine_similarity
 
-from eval import metrics
+from eval import lexical, metrics, neural
 from tests.fixtures.reference_metrics import LEXICAL_REFERENCES, bert_score_reference, sbert_cosine_reference
 
 LEXICAL_TOLERANCE = 1e-9
@@ -91,11 +91,11 @@ def test_tfidf_corpus_fits_idf_on_a_given_corpus():
 @pytest.mark.parametrize("chunk_size", [1, 7, 50])
 def test_chunked_scoring_equals_one_chunk_bit_for_bit(chunk_size, lexical_scores):
     """Chunks cut through the pairs (and the IDF of the corpus metric still spans all of them)."""
-    metrics.set_token_cache(0)  # every chunk tokenizes its texts anew
+    lexical.set_token_cache(0)  # every chunk tokenizes its texts anew
     try:
         chunked = metrics.similarities(metrics.LEXICAL_METRICS, CANDIDATES, REFERENCES, chunk_size=chunk_size)
     finally:
-        metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)
+        lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)
     assert len(PAIRS) > chunk_size
     one_chunk = metrics.similarities(metrics.LEXICAL_METRICS, CANDIDATES, REFERENCES, chunk_size=len(PAIRS))
     for name in metrics.LEXICAL_METRICS:
@@ -114,7 +114,7 @@ def test_the_corpus_idf_may_be_gathered_in_pieces():
     ]
     candidates, references = ["the bird on the car", "a red sky"], ["a red bird in the sky", "fast cars"]
     vectorizer = TfidfVectorizer().fit(corpus)  # the duplicate counts twice
-    frequencies = metrics.DocumentFrequencies(corpus[:2])
+    frequencies = lexical.DocumentFrequencies(corpus[:2])
     frequencies.add(iter(corpus[2:]))
     np.testing.assert_array_equal(frequencies.idf(vectorizer.get_feature_names_out()), vectorizer.idf_)
     assert frequencies.idf(["zebra"]).tolist() == [0.0]
@@ -123,7 +123,7 @@ def test_the_corpus_idf_may_be_gathered_in_pieces():
         got, metrics.similarity("tfidf_cosine_corpus", candidates, references, idf_corpus=corpus)
     )
     # distinct=True counts a text once, as the default corpus (the call's distinct texts) does.
-    distinct = metrics.DocumentFrequencies(corpus, distinct=True)
+    distinct = lexical.DocumentFrequencies(corpus, distinct=True)
     assert distinct.n_documents == 5
     fitted = TfidfVectorizer().fit(list(dict.fromkeys(corpus)))
     np.testing.assert_array_equal(distinct.idf(fitted.get_feature_names_out()), fitted.idf_)
@@ -154,20 +154,20 @@ def test_the_corpus_metric_does_not_depend_on_the_hash_seed(tmp_path):
 def test_one_metric_at_a_time_tokenizes_each_text_once():
     texts = [synthetic_text(200, seed) for seed in range(40, 50)]
     candidates, references = texts[:5] * 2, texts[5:] * 2
-    metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)
+    lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)
     first = metrics.similarity("rouge1", candidates, references)
-    cached = dict(metrics._TOKEN_CACHE.entries)
+    cached = dict(lexical._TOKEN_CACHE.entries)
     assert len(cached) == len(texts)
     together = metrics.similarities(metrics.LEXICAL_METRICS, candidates, references)
     for name in metrics.LEXICAL_METRICS:
         np.testing.assert_array_equal(metrics.similarity(name, candidates, references), together[name])
     # the same token arrays: no text was tokenized again
-    assert all(metrics._TOKEN_CACHE.entries[key] is entry for key, entry in cached.items())
+    assert all(lexical._TOKEN_CACHE.entries[key] is entry for key, entry in cached.items())
     np.testing.assert_array_equal(first, together["rouge1"])
-    metrics.set_token_cache(100)  # smaller than one text: nothing is kept, the scores are the same
+    lexical.set_token_cache(100)  # smaller than one text: nothing is kept, the scores are the same
     np.testing.assert_array_equal(metrics.similarity("rougeL", candidates, references), together["rougeL"])
-    assert not metrics._TOKEN_CACHE.entries
-    metrics.set_token_cache(metrics.DEFAULT_TOKEN_CACHE)
+    assert not lexical._TOKEN_CACHE.entries
+    lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)
 
 
 def test_every_metric_is_zero_on_empty_and_blank_pairs_and_in_range(lexical_scores):
@@ -197,7 +197,7 @@ def test_bad_calls_raise():
     with pytest.raises(ValueError, match="chunk_size must be a whole number of pairs >= 1, not 0"):
         metrics.similarity("rouge1", ["a"], ["a"], chunk_size=0)
     with pytest.raises(ValueError, match="max_tokens must be a whole number >= 0"):
-        metrics.set_token_cache(-1)
+        lexical.set_token_cache(-1)
 
 
 def test_registry_describes_every_metric_with_the_papers_names():
@@ -324,7 +324,7 @@ def test_neural_metrics_are_zero_on_empty_or_blank_text():
 
 def test_backbones_report_names_the_offline_fallback():
     report = metrics.backbones()
-    assert report["bertscore"]["model"] == metrics.SHIPPED_MINILM
+    assert report["bertscore"]["model"] == neural.SHIPPED_MINILM
     assert report["bertscore"]["layer"] == 6 and report["bertscore"]["max_tokens"] == 512
     assert report["sbert"]["max_tokens"] == 256 and report["sbert"]["layer"] is None
     assert all("fallback" in entry["source"] for entry in report.values())
