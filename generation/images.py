@@ -4,7 +4,8 @@
 applied, 16-bit greyscale scaled to 8 bits, CMYK converted, transparency (alpha or a
 palette's transparent index) composited on white. :func:`check_image` tells whether
 a file's bytes make an image worth sampling (paper, section 3.1) and gives its
-upright size; a failure raises :class:`ImageRejected` with a reason code.
+upright size and perceptual hash (:mod:`generation.near_duplicates`); a failure raises
+:class:`ImageRejected` with a reason code. :func:`file_phash` hashes a file the same way.
 :func:`read_file` reads a file's bytes, refusing (never opening) anything that is not
 a regular file: a FIFO would block the reader forever.
 """
@@ -16,11 +17,15 @@ import io
 import os
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from generation.near_duplicates import phash
 
 MIN_SIDE = 224
 MAX_PIXELS = 89_478_485  # PIL's default Image.MAX_IMAGE_PIXELS
@@ -128,11 +133,16 @@ def is_plain_rgb(image: Image.Image) -> bool:
     )
 
 
-def check_image(
-    data: bytes, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS
-) -> tuple[int, int, bool]:
-    """The upright ``(width, height)`` of an image file's bytes that pass the sampling checks, and
-    whether it is :func:`is_plain_rgb`.
+class CheckedImage(NamedTuple):
+    width: int  # upright
+    height: int
+    plain_rgb: bool  # is_plain_rgb
+    phash: str  # generation.near_duplicates.phash of the upright RGB picture
+
+
+def check_image(data: bytes, *, min_side: int = MIN_SIDE, max_pixels: int = MAX_PIXELS) -> CheckedImage:
+    """The upright size of an image file's bytes that pass the sampling checks, whether it is
+    :func:`is_plain_rgb`, and its perceptual hash (computed from the picture decoded for the checks).
 
     In order: the file is not empty; PIL recognizes it; its declared size is at most
     ``max_pixels`` and its shorter side at least ``min_side`` (both read from the
@@ -150,7 +160,27 @@ def check_image(
             _check_declared_size(image.size, min_side, max_pixels)
             plain = is_plain_rgb(image)
             image.load()
-            return (*normalize(image).size, plain)
+            upright = normalize(image)
+            return CheckedImage(*upright.size, plain, phash(upright))
+
+
+def file_phash(path: str | os.PathLike) -> str:
+    """The perceptual hash of the image file at ``path``, as :func:`check_image` computes it; "" for
+    a file that is missing, odd (never opened) or not a readable image."""
+    try:
+        with Image.open(io.BytesIO(read_file(path))) as image:
+            return phash(normalize(image))
+    except (ImageRejected, OSError, ValueError, Image.DecompressionBombError):
+        return ""
+
+
+def files_phash(paths: Sequence[str | os.PathLike], workers: int | None = None) -> list[str]:
+    """:func:`file_phash` of each path, in order, over ``workers`` processes (default: the cores)."""
+    workers = min(workers or os.cpu_count() or 1, max(1, len(paths) // 64))
+    if workers <= 1:
+        return [file_phash(path) for path in paths]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(file_phash, paths, chunksize=64))
 
 
 def _check_declared_size(size: tuple[int, int], min_side: int, max_pixels: int) -> None:

@@ -49,6 +49,9 @@ class ManifestEntry:
     height: int
     sha256: str  # of the file's bytes
     plain_rgb: bool  # an RGB JPEG/PNG/WebP without EXIF rotation (generation.images.is_plain_rgb)
+    # 16 hex characters (generation.near_duplicates.phash of the upright picture); "" where not computed
+    # (manifests written before it, or by hand): the stages that need it hash the image file then.
+    phash: str = ""
 
 
 @dataclass(frozen=True)
@@ -310,6 +313,10 @@ def read_manifest(path: str | os.PathLike) -> tuple[pa.Table, Path]:
             f"manifest {path} is not a readable Parquet file ({error}); "
             "rewrite it with `imagenet-think sample`"
         ) from error
+    if "phash" not in table.column_names:  # a manifest written before the column: no hash known
+        table = table.append_column(
+            MANIFEST_SCHEMA.field("phash"), pa.array([""] * table.num_rows, pa.string())
+        )
     missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
     if missing:
         raise InputError(
@@ -329,7 +336,7 @@ def manifest_fingerprint(table: pa.Table) -> str:
     ``sha256``, in manifest order (the order chunks are cut in).
 
     Two manifests with the same image ids but other pictures (or another order) differ; the width,
-    height and ``plain_rgb`` columns follow from the pictures and are left out. A run's records
+    height, ``plain_rgb`` and ``phash`` columns follow from the pictures and are left out. A run's records
     carry it as ``manifest_sha256`` (whatever its ``--limit``), so a release can tell which
     manifest each record came from. Each row is hashed as one JSON line
     ``["image_id", "wnid", "image_path", "sha256"]\\n``.

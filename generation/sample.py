@@ -52,7 +52,8 @@ Nothing is silently lost:
   other are a :class:`~imagenet_think_errors.UsageError` before any file is read.
 
 Writes the manifest (:func:`generation.records.write_manifest`, sorted by wnid and
-image_id; width and height are after EXIF rotation; image_id is the file stem, or
+image_id; width and height are after EXIF rotation; ``phash`` is the perceptual hash of the
+picture decoded for the checks, :mod:`generation.near_duplicates`; image_id is the file stem, or
 the path with ``/`` written ``__`` where sampled files share a stem) and ``<stem>.rejects.parquet``
 next to it, then prints a summary. A bad file is a reject row, never an error.
 """
@@ -139,6 +140,7 @@ class Checked:
     height: int = 0
     sha256: str = ""
     plain_rgb: bool = False
+    phash: str = ""
     reason: str = ""
     detail: str = ""
 
@@ -475,6 +477,7 @@ def _entry(wnid: str, image: Checked, image_id: str) -> ManifestEntry:
         image.height,
         image.sha256,
         image.plain_rgb,
+        image.phash,
     )
 
 
@@ -512,10 +515,10 @@ def check_file(
         return Checked(path, reason=rejection.reason, detail=rejection.detail)
     sha256 = hashlib.sha256(data).hexdigest()
     try:
-        width, height, plain_rgb = check_image(data, min_side=min_side, max_pixels=max_pixels)
+        checked = check_image(data, min_side=min_side, max_pixels=max_pixels)
     except ImageRejected as rejection:
         return Checked(path, sha256=sha256, reason=rejection.reason, detail=rejection.detail)
-    return Checked(path, width, height, sha256, plain_rgb)
+    return Checked(path, checked.width, checked.height, sha256, checked.plain_rgb, checked.phash)
 
 
 def rejects_path(manifest: str | os.PathLike) -> Path:

@@ -287,11 +287,7 @@ def test_an_rgb_png_with_a_transparent_colour_is_not_stored_as_is(tmp_path):
     image = Image.new("RGB", (300, 300), (0, 0, 0))
     image.paste(RED, (150, 0, 300, 300))
     image.save(path, transparency=(0, 0, 0))
-    assert check_image(path.read_bytes()) == (
-        300,
-        300,
-        False,
-    )  # annotators see white where the bytes hold black
+    assert check_image(path.read_bytes())[:3] == (300, 300, False)  # annotators see white where the bytes hold black
     assert load_rgb(path).getpixel((0, 0)) == (255, 255, 255)
 
 
