@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "build": ("release.build", "build a Hub-ready release (Parquet + dataset card) from generation shards"),
     "stats": ("release.stats", "print the paper's Table 1 / Table 2 statistics of a release"),
+    "audit": (
+        "release.audit",
+        "find near-duplicate images in a manifest, and overlaps with a reference collection",
+    ),
     "push": ("release.push", "upload a release folder to the Hugging Face Hub"),
     "eval": ("eval.cli", "evaluate models on a release: generate, score (the paper's metrics), report"),
     "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),

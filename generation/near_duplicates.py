@@ -7,14 +7,18 @@ Two images are near-duplicates when their hashes differ in at most ``threshold``
 
 The search compares every pair without a Python loop over pairs: the hashes are ``uint64``
 numbers, and blocks of them are XORed against each other and their set bits counted with
-``numpy.bitwise_count`` (a quarter of a million hashes, 3.1e10 pairs, in about a minute on two
-cores; ``benchmarks/bench_near_duplicates.py``). Memory: the hashes and one block's distances.
+``numpy.bitwise_count``, blocks of queries in threads (a quarter of a million hashes, 3.1e10
+pairs, in a couple of CPU minutes; ``benchmarks/bench_audit.py``). Memory: the hashes, one block's
+distances per thread, and the pairs found.
 Groups are the connected components of the pairs (``scipy.sparse.csgraph``).
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import imagehash
@@ -28,8 +32,8 @@ from imagenet_think_errors import UsageError
 HASH_BITS = 64
 DEFAULT_THRESHOLD = 10  # bits; see docs/release.md, "Near-duplicate images"
 MAX_THRESHOLD = 24  # past it, distinct photos pair up by the thousand (they differ by 32 bits on average)
-QUERY_BLOCK = 256  # hashes compared at once against ...
-CANDIDATE_BLOCK = 16_384  # ... this many: 32 MiB of XORed words per step
+QUERY_BLOCK = 64  # hashes compared at once against ...
+CANDIDATE_BLOCK = 4096  # ... this many: 2 MiB of XORed words per step, in the cache
 
 
 def phash(image: Image.Image) -> str:
@@ -68,6 +72,21 @@ def check_threshold(threshold: int) -> None:
         )
 
 
+def threshold_or_none(text: str) -> int | None:
+    """A threshold argument: whole bits, or ``none`` (no near-duplicate search)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        threshold = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a number of bits (0-{MAX_THRESHOLD}) or `none`, not {text!r}"
+        ) from None
+    if not 0 <= threshold <= MAX_THRESHOLD:
+        raise argparse.ArgumentTypeError(f"{threshold} is not 0 to {MAX_THRESHOLD} bits")
+    return threshold
+
+
 def near_pairs(values: np.ndarray, threshold: int, known: np.ndarray | None = None) -> Pairs:
     """Every pair of ``values`` (``uint64`` hashes) at most ``threshold`` bits apart; positions where
     ``known`` is false take part in no pair."""
@@ -93,21 +112,31 @@ def _blocks(
     others_known: np.ndarray | None,
     same: bool,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The pairs of each block of queries, blocks searched in threads (numpy frees the GIL)."""
     check_threshold(threshold)
     values, others = np.ascontiguousarray(values, np.uint64), np.ascontiguousarray(others, np.uint64)
-    for start in range(0, len(values), QUERY_BLOCK):
+
+    def search(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         queries = values[start : start + QUERY_BLOCK, None]
-        first = start if same else 0  # a collection against itself: each pair once
-        for offset in range(first, len(others), CANDIDATE_BLOCK):
+        found = []
+        for offset in range(start if same else 0, len(others), CANDIDATE_BLOCK):  # itself: each pair once
             distances = np.bitwise_count(queries ^ others[None, offset : offset + CANDIDATE_BLOCK])
             rows, columns = np.nonzero(distances <= threshold)
-            a, b = rows + start, columns + offset
-            keep = a < b if same else np.ones(len(a), dtype=bool)
-            if known is not None:
-                keep &= known[a]
-            if others_known is not None:
-                keep &= others_known[b]
-            yield a[keep], b[keep], distances[rows[keep], columns[keep]]
+            if len(rows):
+                found.append((rows + start, columns + offset, distances[rows, columns]))
+        a, b, distance = (np.concatenate(part) for part in zip(*found, strict=True)) if found else _NONE
+        keep = a < b if same else np.ones(len(a), dtype=bool)
+        if known is not None:
+            keep &= known[a]
+        if others_known is not None:
+            keep &= others_known[b]
+        return a[keep], b[keep], distance[keep]
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        yield from pool.map(search, range(0, len(values), QUERY_BLOCK))
+
+
+_NONE = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8))
 
 
 def _collect(blocks: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Pairs:

@@ -30,6 +30,7 @@ import pyarrow as pa
 from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
+from generation.near_duplicates import DEFAULT_THRESHOLD, threshold_or_none
 from imagenet_think_errors import MissingInputError, RefusedError, no_room_reported
 from release.card import card_template, render_card
 from release.folder import (
@@ -81,6 +82,7 @@ class ReleaseSummary:
     fractions: dict[str, float] = field(default_factory=dict)  # validation, test, seed
     provenance: dict = field(default_factory=dict)  # the manifest's and each run's fingerprints (Sources)
     edited_card: Path | None = None  # where the previous release's hand-edited card was kept (--force)
+    near_duplicates: dict = field(default_factory=dict)  # release.leakage.Leakage.summary()
 
     def images_missing(self) -> dict[str, int]:
         """Run folder -> images of its manifest that no committed chunk covers (only those with gaps)."""
@@ -204,6 +206,8 @@ def build_release(
     allow_other_manifest: bool = False,
     forced_answers: str = "keep",
     force: bool = False,
+    near_duplicate_threshold: int | None = DEFAULT_THRESHOLD,
+    reference: str | Path | None = None,
 ) -> ReleaseSummary:
     """Write the release folder ``out`` (replacing the release there, whole) and return what went in.
 
@@ -213,6 +217,7 @@ def build_release(
     moves them to ``rejected`` (reason ``forced_answer``).
     ``force``: rebuild over a release whose card (README.md) was edited by hand since its build,
     keeping the edited card beside ``out`` (without it, such a rebuild is refused).
+    ``near_duplicate_threshold`` (bits, None: off) and ``reference``: :mod:`release.leakage`.
     """
     card_template()  # a file of the checkout: a non-editable install fails here, before any work
     out = Path(out)
@@ -235,6 +240,8 @@ def build_release(
         "rows_per_batch": rows_per_group,
         "allow_other_manifest": allow_other_manifest,
         "forced_answers": forced_answers,
+        "near_duplicate_threshold": near_duplicate_threshold,
+        "reference": str(reference) if reference else None,
     }
     sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind=JOINT, **common))
     annotators = _released_annotators(annotators, sources)
@@ -247,6 +254,7 @@ def build_release(
         questions=_questions(sources.records.table, annotators),
         fractions={"validation": validation_fraction, "test": test_fraction, "seed": split_seed},
         provenance=sources.provenance(),
+        near_duplicates=sources.leakage.summary(),
     )
     for reject in sources.rejected:
         if reject.annotator in annotators:
@@ -297,7 +305,7 @@ def build_release(
             del summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name]
             (staging / name).rmdir()
 
-    stats = {**counted.result(), "inputs": summary.provenance}
+    stats = {**counted.result(), "near_duplicates": summary.near_duplicates, "inputs": summary.provenance}
     files.write_bytes("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
     files.write_bytes(CARD, render_card(summary, stats, annotators, demo_note=card_note).encode())
     _write_marker(staging, summary, annotators, files.listing())
@@ -332,6 +340,7 @@ def _write_marker(
         "annotators": list(annotators),
         "configs": summary.rows,
         "inputs": summary.provenance,
+        "near_duplicates": summary.near_duplicates,
         "files": files,
     }
     marker["fingerprint"] = hashlib.sha256(json.dumps(marker, sort_keys=True).encode()).hexdigest()
@@ -377,6 +386,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rebuild over a release whose README.md was edited by hand (the edited card is kept beside "
         "--out, as NAME.README.edited.md); without it such a rebuild is refused",
     )
+    parser.add_argument(
+        "--near-duplicate-threshold",
+        type=threshold_or_none,
+        default=DEFAULT_THRESHOLD,
+        help="images whose perceptual hashes differ by at most this many bits (0-24) are near-duplicates, "
+        "kept in one split (default %(default)s; `none`: off); see docs/release.md",
+    )
+    parser.add_argument(
+        "--reference",
+        help="a folder of images or a manifest (e.g. a benchmark's images): images of the release that "
+        "are near-duplicates of one of them go to `rejected` (reason reference_overlap)",
+    )
     parser.add_argument("--image-root", help="override the image root recorded in the manifest")
     parser.add_argument("--validation-fraction", type=float, default=DEFAULT_FRACTIONS["validation"])
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_FRACTIONS["test"])
@@ -404,6 +425,8 @@ def run(args: argparse.Namespace) -> int:
         allow_other_manifest=args.allow_other_manifest,
         forced_answers=args.forced_answers,
         force=args.force,
+        near_duplicate_threshold=args.near_duplicate_threshold,
+        reference=args.reference,
     )
     for name, splits in summary.rows.items():
         print(f"{name:>10}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))

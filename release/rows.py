@@ -50,6 +50,7 @@ from imagenet_think_errors import (
     UsageError,
     no_room_reported,
 )
+from release.leakage import apply_leakage_rules
 from release.schema import (
     FORCED_ANSWERS,
     IMAGE_STRUCT,
@@ -247,6 +248,14 @@ class Sources:
             test=config.test_fraction,
             seed=config.split_seed,
         )
+        self.leakage = apply_leakage_rules(
+            manifest,
+            self.images.root,
+            self.splits,
+            config.near_duplicate_threshold,
+            config.split_seed,
+            config.reference,
+        )
         generation_rejects = [
             row for run in self.runs.values() for row in _read_rows(run.reject_files, REJECT_SCHEMA.names)
         ]
@@ -258,6 +267,9 @@ class Sources:
             generation_rejects,
             reject_forced=config.forced_answers == "reject",
         )
+        for key in [key for key in self.good if key[0] in self.leakage.overlaps]:
+            detail = self.leakage.overlaps[key[0]]
+            self.rejected.append(RejectedRecord(*key, "reference_overlap", detail, self.good.pop(key)))
 
     def image_batches(self, split: str, size: int) -> Iterator[list[int]]:
         """Manifest rows of the images in ``split``, in manifest order, ``size`` at a time."""

@@ -24,6 +24,7 @@ import datasets
 import pyarrow as pa
 
 from common.classes import imagenet21k_classes
+from generation.near_duplicates import DEFAULT_THRESHOLD
 from generation.records import RECORD_SCHEMA
 from release.splits import DEFAULT_FRACTIONS, DEFAULT_SEED
 
@@ -109,6 +110,10 @@ class ImageNetThinkConfig(datasets.BuilderConfig):
     rows_per_batch: int = 100
     allow_other_manifest: bool = False  # combine runs made from other manifests (image hashes still checked)
     forced_answers: str = "keep"  # records whose answer was forced: keep them, or reject them (forced_answer)
+    # Near-duplicate images (release.leakage): each group in one split; None turns it off. Images that
+    # overlap the `reference` collection (a folder of images or a manifest) are rejected.
+    near_duplicate_threshold: int | None = DEFAULT_THRESHOLD
+    reference: str | None = None
 
 
 def release_configs(annotators: tuple[str, ...], **inputs) -> dict[str, ImageNetThinkConfig]:

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from generation.verdicts.labels import CORRECT_KINDS, KINDS
 from imagenet_think_errors import InputError
 from release.folder import read_marker, verify_release
+from release.leakage import leakage_lines
 from release.schema import REJECTED_CONFIG, VERDICT_COLUMNS
 from release.splits import SPLITS
 
@@ -219,7 +220,8 @@ def compute_stats(out: str | Path, annotators: tuple[str, ...], tokenizer: str |
         parquet = pq.ParquetFile(path)
         for group in range(parquet.num_row_groups):
             stats.add_rejected(parquet.read_row_group(group, columns=REJECTED_COLUMNS))
-    return stats.result()
+    near_duplicates = read_marker(out).get("near_duplicates")  # what the build did (release.leakage)
+    return {**stats.result(), **({"near_duplicates": near_duplicates} if near_duplicates else {})}
 
 
 def _number(value: float) -> str:
@@ -270,6 +272,7 @@ def stats_markdown(stats: dict) -> str:
         f"Verified traces (`exact` or `hyponym`, the `verified` config): {stats['verified_samples']:,}.",
     ]
     lines += _quality_lines(stats)
+    lines += leakage_lines(stats)
     return "\n".join(lines)
 
 

@@ -53,6 +53,7 @@ REJECT_REASONS = {
     "repetition_loop": "the text degenerates into a repetition loop",
     "duplicate_record": "a second record for the same image and annotator",
     "image_not_in_manifest": "the record's image is not in the manifest",
+    "reference_overlap": "the image is a near-duplicate of an image of the build's --reference collection",
     "not_english": "the think or answer is not English (generation.verdicts.language: fastText lid.176 over windows)",
     "forced_answer": "the answer was forced after the think hit max_tokens (on_truncation: force_answer); "
     "the release was built with --forced-answers reject",

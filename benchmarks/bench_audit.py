@@ -1,0 +1,152 @@
+"""The near-duplicate audit's evidence and cost, with a projection to the 250K-image release.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_audit --sizes 10000 25000 50000
+
+Three parts:
+
+- ``threshold``: Hamming distances between the perceptual hashes of the suite's real photos
+  (tests/fixtures/photos.py: 21 photos and their corner quarters, 105 distinct pictures, 5,460
+  pairs) and of copies of them (resized, re-encoded, brightened, cropped, mirrored): the
+  evidence the default threshold (``generation.near_duplicates.DEFAULT_THRESHOLD``) rests on.
+- ``search``: :func:`generation.near_duplicates.near_pairs` over ``--sizes`` hashes (random 64-bit
+  values with 1% planted copies a few bits away; the search does the same work whatever the
+  values), its peak memory (tracemalloc), and the projection to 250,000 hashes: the work is
+  quadratic, so ``t(250K) = t(n) * (250K / n)**2`` from the largest size.
+- ``hash``: the cost of hashing an image file (decode + ``phash``), the work ``audit`` and
+  ``build`` do for a manifest written before the ``phash`` column; ``sample`` pays only ``phash``
+  on the picture it decodes anyway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import time
+import tracemalloc
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from generation.images import check_image, file_phash
+from generation.near_duplicates import DEFAULT_THRESHOLD, near_pairs, phash
+from tests.fixtures.photos import distinct_pictures, jpeg, photo_files
+
+FULL = 250_000
+
+
+def _reread(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def _crop(picture: Image.Image, share: float) -> Image.Image:
+    dx, dy = round(picture.width * share), round(picture.height * share)
+    return picture.crop((dx, dy, picture.width - dx, picture.height - dy))
+
+
+COPIES = {
+    "resized 0.75 + JPEG q75 (the planted copy)": lambda p: _reread(
+        jpeg(p.resize((p.width * 3 // 4, p.height * 3 // 4), Image.BILINEAR), 75)
+    ),
+    "resized 0.5 (Lanczos)": lambda p: p.resize((p.width // 2, p.height // 2), Image.LANCZOS),
+    "JPEG q50": lambda p: _reread(jpeg(p, 50)),
+    "JPEG q20": lambda p: _reread(jpeg(p, 20)),
+    "brightness x1.2": lambda p: p.point(lambda v: min(255, int(v * 1.2))),
+    "cropped 2% per side": lambda p: _crop(p, 0.02),
+    "cropped 5% per side": lambda p: _crop(p, 0.05),
+    "mirrored": ImageOps.mirror,
+}
+
+
+def _bits(a: str, b: str) -> int:
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+def threshold_evidence() -> None:
+    pictures = [picture for _, picture in distinct_pictures()]
+    hashes = [phash(picture) for picture in pictures]
+    distinct = np.array([_bits(a, b) for a, b in itertools.combinations(hashes, 2)])
+    print(f"## threshold: {len(pictures)} distinct pictures, {len(distinct):,} pairs")
+    print(
+        f"distinct pairs: min {distinct.min()}, 0.1% {np.percentile(distinct, 0.1):.0f}, "
+        f"1% {np.percentile(distinct, 1):.0f}, median {np.median(distinct):.0f} bits"
+    )
+    print("| copy | max | 90th pct | median | found at <= 6 / 8 / 10 / 12 bits |")
+    print("|---|---:|---:|---:|---|")
+    for name, make in COPIES.items():
+        d = np.array([_bits(h, phash(make(p))) for h, p in zip(hashes, pictures, strict=True)])
+        found = " / ".join(f"{np.mean(d <= t):.0%}" for t in (6, 8, 10, 12))
+        print(f"| {name} | {d.max()} | {np.percentile(d, 90):.0f} | {np.median(d):.0f} | {found} |")
+    print(
+        "| distinct pairs within 6 / 8 / 10 / 12 / 14 bits | "
+        + " / ".join(str(int((distinct <= t).sum())) for t in (6, 8, 10, 12, 14))
+        + " | | | |"
+    )
+
+
+def search_cost(sizes: list[int]) -> None:
+    print(f"## search at threshold {DEFAULT_THRESHOLD} (wall and CPU seconds: the machine is shared)")
+    print("| hashes | pairs compared | wall s | CPU s | pairs per CPU s | peak MiB | pairs found |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    rng = np.random.default_rng(0)
+    wall = cpu = size = 0
+    for size in sizes:
+        values = rng.integers(0, 2**64, size, dtype=np.uint64, endpoint=False)
+        for i in rng.choice(size - 1, size // 100, replace=False):
+            values[i + 1] = values[i] ^ np.uint64(0b1011)  # planted 3 bits away
+        tracemalloc.start()
+        start, start_cpu = time.perf_counter(), time.process_time()
+        pairs = near_pairs(values, DEFAULT_THRESHOLD)
+        wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        compared = size * (size - 1) // 2
+        print(
+            f"| {size:,} | {compared:.2e} | {wall:.1f} | {cpu:.1f} | {compared / cpu:.2e} | {peak:.0f} | {len(pairs):,} |"
+        )
+    scale = (FULL / size) ** 2
+    print(
+        f"projection to {FULL:,} hashes (quadratic from {size:,}): {cpu * scale / 60:.1f} CPU min, "
+        f"{wall * scale / 60:.1f} min wall at this run's load"
+    )
+
+
+def hash_cost(repeats: int = 3) -> None:
+    files = photo_files()
+    datas = [path.read_bytes() for path in files]
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for path in files:
+            file_phash(path)
+    per_file = (time.perf_counter() - start) / (repeats * len(files))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for data in datas:
+            check_image(data, min_side=1)
+    per_check = (time.perf_counter() - start) / (repeats * len(files))
+    pixels = np.mean([Image.open(path).size[0] * Image.open(path).size[1] for path in files])
+    print(f"## hashing ({len(files)} photos, {pixels / 1e6:.2f} Mpixel on average)")
+    print(
+        f"file_phash: {per_file * 1000:.1f} ms per file; check_image with its phash: {per_check * 1000:.1f} ms"
+    )
+    print(
+        f"projection: hashing 250,000 ImageNet-21K-P files (about 0.2 Mpixel) from an old manifest, "
+        f"at this rate per pixel on one core: {per_file * 0.2e6 / pixels * FULL / 60:.0f} min"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 25_000, 50_000])
+    parser.add_argument("--parts", nargs="+", default=["threshold", "search", "hash"])
+    args = parser.parse_args()
+    if "threshold" in args.parts:
+        threshold_evidence()
+    if "search" in args.parts:
+        search_cost(args.sizes)
+    if "hash" in args.parts:
+        hash_cost()
+
+
+if __name__ == "__main__":
+    main()
