@@ -19,7 +19,7 @@ import io
 import json
 import logging
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from datasets import load_dataset
 from PIL import Image
@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from generation.config import load_model_config
 from generation.generate import generate
-from generation.images import is_plain_rgb
-from generation.records import ManifestEntry, read_manifest, write_manifest
+from generation.images import ImageRejected, check_image
+from generation.records import MANIFEST_SCHEMA, ManifestEntry, read_manifest, to_table, write_manifest
+from generation.row_checks import check_manifest, image_id_problem, path_inside, wnid_problem
 from imagenet_think_errors import InputError, MissingInputError, RefusedError
 from release.schema import JOINT_CONFIG
 
@@ -110,27 +111,62 @@ def load_references(dataset: str, split: str, limit: int | None = None, streamin
 
 
 def materialize_split(dataset: str, split: str, folder: Path, limit: int | None = None) -> Path:
-    """Write the split's images under ``folder/images`` and their manifest; returns the manifest path."""
+    """Write the split's images under ``folder/images`` and their manifest; returns the manifest path.
+
+    A release is untrusted input: each row's ``image_id`` and ``wnid`` are checked
+    (:mod:`generation.row_checks`) and its image decoded before a file is written, each file
+    lands inside ``folder/images``, named by the decoded format, and the rows are checked as a
+    manifest (an ``image_id`` in two rows) before the manifest is written. A bad row is an
+    :class:`InputError` naming the release, split and row.
+    """
     manifest = folder / "manifest.parquet"
     if manifest.is_file():
         return manifest
+    source = f"release {dataset}, split {split}"
+    fix = "this release cannot be evaluated as it is: rebuild it with `imagenet-think build`, or ask its publisher"
     rows = load_references(dataset, split, limit, streaming=True).decode(False)
+    images = folder / "images"
     entries = []
-    for row in tqdm(rows, desc=f"writing {split} images", unit="img"):
-        suffix = Path(row["image"]["path"] or ".png").suffix or ".png"
-        relative = f"{row['wnid']}/{row['image_id']}{suffix}"
-        path = folder / "images" / relative
+    for index, row in enumerate(tqdm(rows, desc=f"writing {split} images", unit="img")):
+        image_id, wnid, image = row["image_id"], row["wnid"], row["image"]
+        problem = image_id_problem(image_id) or wnid_problem(wnid)
+        if problem is None and not (isinstance(image, dict) and isinstance(image.get("bytes"), bytes)):
+            problem = "the row has no image bytes"
+        if problem is None:
+            data = image["bytes"]
+            try:
+                width, height, plain = check_image(data, min_side=1)
+            except ImageRejected as rejected:
+                problem = f"its image cannot be decoded ({rejected})"
+        if problem is not None:
+            raise InputError(f"{source}, row {index}: {problem}; {fix}")
+        relative = f"{wnid}/{image_id}{_suffix(data, image.get('path'))}"
+        try:
+            path = path_inside(images, relative)  # the checked fields cannot leave it; a link could
+        except ValueError as error:
+            raise InputError(f"{source}, row {index}: {error}; remove that link from {images}") from None
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(row["image"]["bytes"])
-        with Image.open(io.BytesIO(row["image"]["bytes"])) as image:
-            width, height, plain = *image.size, is_plain_rgb(image)
-        digest = hashlib.sha256(row["image"]["bytes"]).hexdigest()
-        entries.append(ManifestEntry(row["image_id"], row["wnid"], relative, width, height, digest, plain))
+        path.write_bytes(data)
+        digest = hashlib.sha256(data).hexdigest()
+        entries.append(ManifestEntry(image_id, wnid, relative, width, height, digest, plain))
     if not entries:
         raise InputError(
             f"{dataset} has no rows in {REFERENCE_CONFIG}/{split}; pass --split with a split that has"
         )
-    return write_manifest(entries, manifest, folder / "images")
+    check_manifest(to_table(entries, MANIFEST_SCHEMA), source, fix)
+    return write_manifest(entries, manifest, images)
+
+
+def _suffix(data: bytes, path: object) -> str:
+    """The file suffix for decoded image bytes: the release path's where it names the image's
+    format (``.JPEG`` for a JPEG), else the format's own."""
+    with Image.open(io.BytesIO(data)) as image:
+        image_format = image.format
+    own = sorted(ext for ext, name in Image.registered_extensions().items() if name == image_format)
+    suffix = PurePosixPath(path).suffix if isinstance(path, str) else ""
+    if suffix.lower() in own:
+        return suffix
+    return f".{image_format.lower()}" if f".{image_format.lower()}" in own else (own or [""])[0]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -55,11 +55,11 @@ from generation.records import (
     manifest_fingerprint,
     open_temporary,
     parquet_bytes,
-    read_manifest,
     remove_temporary_files,
     to_table,
     write_bytes_atomic,
 )
+from generation.row_checks import read_checked_manifest
 from generation.verdicts.policy import prepare_verdicts, with_verdicts
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError, no_room_reported
 
@@ -141,7 +141,7 @@ def plan_run(
     if limit is not None and limit < 1:
         raise UsageError(f"--limit {limit}: give a number of images >= 1, or leave --limit out for all")
     manifest = Path(manifest)
-    table, root = read_manifest(manifest)
+    table, root = read_checked_manifest(manifest)
     fingerprint = manifest_fingerprint(table)  # of the whole manifest, whatever the limit
     root = Path(image_root) if image_root else root
     if limit is not None:

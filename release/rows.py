@@ -36,8 +36,8 @@ from generation.records import (
     REJECT_SCHEMA,
     complete_record_columns,
     manifest_fingerprint,
-    read_manifest,
 )
+from generation.row_checks import read_checked_manifest
 from generation.runs import RUN_FILE, RunCheck, check_run
 from generation.verdicts.labels import CORRECT_KINDS, KINDS
 from generation.verdicts.policy import LabelVerdicts, current_quality_verdicts
@@ -229,7 +229,7 @@ class Sources:
                 "records whose answer was forced in the configs, or reject them"
             )
         manifest_path, run_dirs = _resolve_inputs(config)
-        manifest, root = read_manifest(manifest_path)
+        manifest, root = read_checked_manifest(manifest_path)
         self.manifest_path = manifest_path
         self.manifest_sha256 = manifest_fingerprint(manifest)
         self.runs = _checked_runs(run_dirs, manifest_path, self.manifest_sha256, config.allow_other_manifest)
