@@ -13,7 +13,7 @@ so an answer-only model scores 0 on thinking tokens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from eval import metrics as metric_suite
 from eval.lexical import DocumentFrequencies
 from generation.reasoning import parse_reasoning
+from release.schema import joint_column
 
 SEGMENTS = ("full", "think", "answer")
 BACKBONE_OPTIONS = ("bertscore_model", "bertscore_layer", "sbert_model", "device")
@@ -45,6 +46,29 @@ def parse_segments(outputs: Sequence[str], style: str) -> dict[str, list[str]]:
     """The three segments of raw model outputs, split by :func:`generation.reasoning.parse_reasoning`."""
     parsed = [parse_reasoning(output, style) for output in outputs]
     return segments([p.think for p in parsed], [p.answer for p in parsed])
+
+
+def reference_segments(rows: Mapping[str, Sequence[str]], annotator: str) -> dict[str, list[str]]:
+    """The segments of ``annotator``'s reference in rows of the release's ``both`` config."""
+    return segments(rows[joint_column(annotator, "think")], rows[joint_column(annotator, "answer")])
+
+
+def batched_rows(references, size: int) -> Iterator[dict[str, list]]:
+    """The release rows in order, ``size`` at a time, as columns (read from the Arrow table in batches)."""
+    for start in range(0, len(references), size):
+        yield references[start : start + size]
+
+
+def corpus_frequencies(texts: Iterable[list[dict[str, list]]]) -> dict[str, DocumentFrequencies]:
+    """Per segment, the document frequencies of its distinct texts (each batch: the segments of the
+    model and of the references, or of the references alone) over the whole split: the corpus
+    ``tfidf_cosine_corpus`` fits its IDF on, as in one call over the split."""
+    frequencies = {segment: DocumentFrequencies(distinct=True) for segment in SEGMENTS}
+    for batch in texts:
+        for segment, corpus in frequencies.items():
+            for texts_of_one in batch:
+                corpus.add(texts_of_one[segment])
+    return frequencies
 
 
 @dataclass(frozen=True)

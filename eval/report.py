@@ -12,7 +12,7 @@ names the image's class or a more specific one: verdict ``exact`` or ``hyponym``
 :mod:`generation.verdicts.labels`) and the label verdicts (the share of each kind and the mean label
 score with bootstrap intervals, for each model and each reference annotator; ``chart_labels.png``).
 
-The annotator agreement (``summary["agreement"]``, :func:`eval.score.annotator_agreement`: the
+The annotator agreement (``summary["agreement"]``, :func:`eval.agreement.annotator_agreement`: the
 two references scored against each other over the split) is an extra row "annotator agreement"
 in Tables 3–6, a Table 7 of its own (Table 7 has one table per model) and a hatched bar in the
 charts: the ceiling a model can reach against two different annotators. Summaries of several

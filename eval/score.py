@@ -30,7 +30,7 @@ Writes into ``--out``:
   kind, the share correct and the mean label score, each with its bootstrap interval, from the
   same resamples of the images), coverage and the image counts, what the predictions were made
   on and the fingerprint of what they were scored against, and ``agreement``: the annotator
-  agreement of the release split (:func:`annotator_agreement`), the ceiling row of the tables;
+  agreement of the release split (:func:`eval.agreement.annotator_agreement`), the ceiling row of the tables;
 - the tables and charts of :mod:`eval.report`.
 
 The annotator agreement is cached once per release split and settings in ``--agreement-cache``
@@ -41,10 +41,8 @@ several models side by side share it; a hidden folder, which ``reports/*`` globs
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,18 +54,17 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from eval.aggregate import (
-    SEGMENTS,
     ReferenceScores,
-    agreement_scores,
-    bootstrap_settings,
+    batched_rows,
+    corpus_frequencies,
+    reference_segments,
     score_against_references,
     segments,
     summarize,
     summarize_columns,
 )
-from eval.lexical import DocumentFrequencies
+from eval.agreement import AGREEMENT_FOLDER, annotator_agreement
 from eval.metrics import METRICS, PAPER_METRICS
-from eval.metrics import backbones as metric_backbones
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
 from generation.runs import RUN_FILE, check_run
@@ -95,14 +92,6 @@ rules:
   .annotator_agreement beside --out); --no-agreement leaves it out."""
 log = logging.getLogger(__name__)
 BATCH_EXAMPLES = 512  # images read and scored at a time (--batch-size)
-AGREEMENT_FOLDER = ".annotator_agreement"  # beside the report folder: one file per release split and settings
-AGREEMENT_LABEL = "annotator agreement"
-AGREEMENT_VERSION = 1
-
-
-def reference_annotators(column_names) -> list[str]:
-    """Annotators of a ``both`` table (the builder's column scheme)."""
-    return joint_annotators(column_names)
 
 
 class PredictionRecords:
@@ -191,15 +180,9 @@ class _Batch:
     references: list[dict[str, list[str]]]
 
 
-def _rows(references, size: int) -> Iterator[dict[str, list]]:
-    """The release rows in order, ``size`` at a time, as columns (read from the Arrow table in batches)."""
-    for start in range(0, len(references), size):
-        yield references[start : start + size]
-
-
 def _batches(references, records: PredictionRecords, annotators: list[str], size: int) -> Iterator[_Batch]:
     """The scored images in the split's order, ``size`` at a time."""
-    for rows in _rows(references, size):
+    for rows in batched_rows(references, size):
         image_ids = rows["image_id"]
         thinks, answers = records.thinks_and_answers(image_ids)
         yield _Batch(
@@ -207,20 +190,8 @@ def _batches(references, records: PredictionRecords, annotators: list[str], size
             rows["wnid"],
             [records.predicted(i) for i in image_ids],
             segments(thinks, answers),
-            [segments(rows[joint_column(a, "think")], rows[joint_column(a, "answer")]) for a in annotators],
+            [reference_segments(rows, a) for a in annotators],
         )
-
-
-def _corpus_frequencies(texts: Iterator[list[dict[str, list]]]) -> dict[str, DocumentFrequencies]:
-    """Per segment, the document frequencies of its distinct texts (each batch: the segments of the
-    model and of the references, or of the references alone) over the whole split: the corpus
-    ``tfidf_cosine_corpus`` fits its IDF on, as in one call over the split."""
-    frequencies = {segment: DocumentFrequencies(distinct=True) for segment in SEGMENTS}
-    for batch in texts:
-        for segment, corpus in frequencies.items():
-            for texts_of_one in batch:
-                corpus.add(texts_of_one[segment])
-    return frequencies
 
 
 def score(
@@ -242,11 +213,71 @@ def score(
     The split is read and scored ``batch_size`` images at a time and ``per_example.parquet`` is
     written as it goes: memory does not grow with the split beyond the per-example scores and
     the image ids. With ``agreement``, the annotator agreement of the release split (the
-    references scored against each other, :func:`annotator_agreement`) is read from
+    references scored against each other, :func:`eval.agreement.annotator_agreement`) is read from
     ``agreement_cache`` (default: ``.annotator_agreement`` beside ``out``) or computed there once.
     Raises :class:`RefusedError` if the predictions were made on another release or split than
     ``dataset``/``split`` (default: the ones they were made on), unless ``allow_other_release``.
     """
+    _check_options(metrics, batch_size)
+    predictions, out = Path(predictions), Path(out)
+    made_on = read_eval_file(predictions)
+    dataset, split = dataset or made_on["dataset"], split or made_on["split"]
+    records, config = load_predictions(predictions)
+    references = load_references(dataset, split, made_on.get("limit")).remove_columns("image")
+    annotators = joint_annotators(references.column_names)
+    all_ids = references["image_id"]
+    fingerprint = split_fingerprint(all_ids, references["wnid"])
+    _check_made_on(predictions, made_on, dataset, split, fingerprint, allow_other_release)
+    keep, counts = _coverage(predictions, records, all_ids, dataset, split)
+    del all_ids
+    columns = ["image_id", "wnid"] + [
+        joint_column(a, part) for a in annotators for part in ("think", "answer")
+    ]
+    split_rows = references.select_columns(columns)
+    scored = _score_split(
+        split_rows.select(keep),
+        records,
+        annotators,
+        metrics,
+        full_length,
+        batch_size,
+        out / "per_example.parquet",
+    )
+    summary = summarize(ReferenceScores.concatenate(scored.parts), n_boot=n_boot)
+    summary.update(
+        model=model_name or config["annotator"],
+        model_id=config["model"],
+        dataset=dataset,
+        split=split,
+        split_sha256=fingerprint,
+        predictions=str(predictions),
+        made_on={key: made_on.get(key) for key in ("dataset", "split", "limit", "split_sha256")},
+        allow_other_release=allow_other_release,
+        references=annotators,
+        coverage=counts["predicted"] / counts["expected"],
+        images=counts,
+        **_label_summaries(scored, annotators, n_boot),
+    )
+    if agreement and len(annotators) >= 2:
+        cache = Path(agreement_cache) if agreement_cache else out.resolve().parent / AGREEMENT_FOLDER
+        summary["agreement"] = annotator_agreement(
+            split_rows,
+            annotators,
+            dataset=dataset,
+            split=split,
+            fingerprint=fingerprint,
+            metrics=metrics,
+            full_length=full_length,
+            n_boot=n_boot,
+            batch_size=batch_size,
+            cache=cache,
+        )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_report([summary], out)
+    return summary
+
+
+def _check_options(metrics: tuple[str, ...], batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"--batch-size must be a whole number of images >= 1, not {batch_size!r}")
     unknown = [name for name in metrics if name not in METRICS]
@@ -255,36 +286,39 @@ def score(
             f"--metrics {' '.join(unknown) if unknown else '(none)'}: not metrics of eval.metrics; "
             f"pass some of {', '.join(METRICS)}"
         )
-    predictions, out = Path(predictions), Path(out)
-    made_on = read_eval_file(predictions)
-    dataset, split = dataset or made_on["dataset"], split or made_on["split"]
-    records, config = load_predictions(predictions)
-    references = load_references(dataset, split, made_on.get("limit")).remove_columns("image")
-    annotators = reference_annotators(references.column_names)
-    all_ids, all_wnids = references["image_id"], references["wnid"]
-    fingerprint = split_fingerprint(all_ids, all_wnids)
-    recorded = made_on.get("split_sha256")
-    if fingerprint != recorded:
-        where = f"{dataset} split {split!r}" + (
-            f" (first {made_on['limit']})" if made_on.get("limit") else ""
-        )
-        made = f"{made_on['dataset']} split {made_on['split']!r}"
-        if not allow_other_release:
-            raise RefusedError(
-                f"the predictions in {predictions} were made on {made}"
-                + (
-                    f", not on {where} (split fingerprints {str(recorded)[:12]}… and {fingerprint[:12]}…)"
-                    if recorded
-                    else f", and its {EVAL_FILE} has no split fingerprint to check {where} against"
-                )
-                + ": score them against the release and split they were made on, redo them with "
-                "`imagenet-think eval generate` on this one"
-                + ("" if recorded else " (a rerun with the same arguments adds the fingerprint)")
-                + ", or pass --allow-other-release to score the images both share"
-            )
-        log.warning("scoring predictions made on %s against %s (--allow-other-release)", made, where)
 
-    # Each expected image is predicted, rejected (scored as an empty output) or not generated yet.
+
+def _check_made_on(
+    predictions: Path, made_on: dict, dataset: str, split: str, fingerprint: str, allow_other_release: bool
+) -> None:
+    """Refuse predictions made on another release split than the one scored against (unless
+    ``allow_other_release``, logged)."""
+    recorded = made_on.get("split_sha256")
+    if fingerprint == recorded:
+        return
+    where = f"{dataset} split {split!r}" + (f" (first {made_on['limit']})" if made_on.get("limit") else "")
+    made = f"{made_on['dataset']} split {made_on['split']!r}"
+    if not allow_other_release:
+        raise RefusedError(
+            f"the predictions in {predictions} were made on {made}"
+            + (
+                f", not on {where} (split fingerprints {str(recorded)[:12]}… and {fingerprint[:12]}…)"
+                if recorded
+                else f", and its {EVAL_FILE} has no split fingerprint to check {where} against"
+            )
+            + ": score them against the release and split they were made on, redo them with "
+            "`imagenet-think eval generate` on this one"
+            + ("" if recorded else " (a rerun with the same arguments adds the fingerprint)")
+            + ", or pass --allow-other-release to score the images both share"
+        )
+    log.warning("scoring predictions made on %s against %s (--allow-other-release)", made, where)
+
+
+def _coverage(
+    predictions: Path, records: PredictionRecords, all_ids: list[str], dataset: str, split: str
+) -> tuple[list[int], dict[str, int]]:
+    """The positions of the split's images that are scored, and the image counts: each expected
+    image is predicted, rejected (scored as an empty output) or not generated yet (left out)."""
     keep = [k for k, i in enumerate(all_ids) if i in records]
     if not keep:
         raise MissingInputError(
@@ -304,46 +338,61 @@ def score(
             counts["not_generated"],
             counts["expected"],
         )
-    del all_ids, all_wnids
-    columns = ["image_id", "wnid"] + [f"{a}_{part}" for a in annotators for part in ("think", "answer")]
-    split_rows = references.select_columns(columns)
-    references = split_rows.select(keep)
+    return keep, counts
 
+
+@dataclass
+class _Scored:
+    """What scoring a split gives: the metric scores by batch and, per answerer (the model, each
+    reference), the label verdicts' kind indices and scores by batch."""
+
+    parts: list[ReferenceScores]
+    kinds: dict[str, list[np.ndarray]]
+    label_scores: dict[str, list[np.ndarray]]
+
+
+def _score_split(
+    references,
+    records: PredictionRecords,
+    annotators: list[str],
+    metrics: tuple[str, ...],
+    full_length: bool,
+    batch_size: int,
+    per_example: Path,
+) -> _Scored:
+    """Score the kept rows ``batch_size`` at a time, writing ``per_example`` as it goes."""
     idf_corpora = None
     if "tfidf_cosine_corpus" in metrics:  # its IDF needs every text of the split: a first pass
-        idf_corpora = _corpus_frequencies(
+        idf_corpora = corpus_frequencies(
             [b.candidate, *b.references] for b in _batches(references, records, annotators, batch_size)
         )
-    out.mkdir(parents=True, exist_ok=True)
-    per_example = out / "per_example.parquet"
+    per_example.parent.mkdir(parents=True, exist_ok=True)
     partial = per_example.with_name(per_example.name + ".partial")
-    parts: list[ReferenceScores] = []
     answerers = ["model", *annotators]
-    kinds: dict[str, list[np.ndarray]] = {who: [] for who in answerers}
-    label_scores: dict[str, list[np.ndarray]] = {who: [] for who in answerers}
+    scored = _Scored([], {who: [] for who in answerers}, {who: [] for who in answerers})
     writer = None
     progress = tqdm(
         total=len(references), desc="scoring", unit="image", disable=len(references) <= batch_size
     )
     try:
         for batch in _batches(references, records, annotators, batch_size):
-            scored = score_against_references(
+            metric_scores = score_against_references(
                 batch.candidate, batch.references, metrics, full_length=full_length, idf_corpora=idf_corpora
             )
-            parts.append(scored)
+            scored.parts.append(metric_scores)
             answers = [batch.candidate["answer"], *(reference["answer"] for reference in batch.references)]
             verdicts = {
                 who: label_verdicts(a, batch.wnids) for who, a in zip(answerers, answers, strict=True)
             }
             for who, found in verdicts.items():
-                kinds[who].append(np.array([KINDS.index(v.kind) for v in found], dtype=np.int8))
-                label_scores[who].append(np.array([v.score for v in found], dtype=np.float64))
+                scored.kinds[who].append(np.array([KINDS.index(v.kind) for v in found], dtype=np.int8))
+                scored.label_scores[who].append(np.array([v.score for v in found], dtype=np.float64))
             table = pa.table(
                 {
                     "image_id": batch.image_ids,
                     "wnid": batch.wnids,
                     "has_prediction": batch.has_prediction,
-                    **scored.columns(),
+                    **metric_scores.columns(),
                     **_label_columns(verdicts),
                 }
             )
@@ -356,46 +405,21 @@ def score(
         if writer is not None:
             writer.close()
     partial.replace(per_example)
+    return scored
 
-    summary = summarize(ReferenceScores.concatenate(parts), n_boot=n_boot)
-    kinds_of = {who: np.concatenate(found) for who, found in kinds.items()}
-    scores_of = {who: np.concatenate(found) for who, found in label_scores.items()}
+
+def _label_summaries(scored: _Scored, annotators: list[str], n_boot: int) -> dict:
+    """The summary's ``label_accuracy`` (the share correct per answerer) and ``label_verdicts``."""
+    kinds_of = {who: np.concatenate(found) for who, found in scored.kinds.items()}
+    scores_of = {who: np.concatenate(found) for who, found in scored.label_scores.items()}
     correct = {who: np.isin(k, CORRECT_CODES) for who, k in kinds_of.items()}
-    summary.update(
-        model=model_name or config["annotator"],
-        model_id=config["model"],
-        dataset=dataset,
-        split=split,
-        split_sha256=fingerprint,
-        predictions=str(predictions),
-        made_on={key: made_on.get(key) for key in ("dataset", "split", "limit", "split_sha256")},
-        allow_other_release=allow_other_release,
-        references=annotators,
-        coverage=counts["predicted"] / counts["expected"],
-        images=counts,
-        label_accuracy={
+    return {
+        "label_accuracy": {
             "model": float(correct["model"].mean()),
             "references": {a: float(correct[a].mean()) for a in annotators},
         },
-        label_verdicts=_label_summary(kinds_of, scores_of, n_boot),
-    )
-    if agreement and len(annotators) >= 2:
-        cache = Path(agreement_cache) if agreement_cache else out.resolve().parent / AGREEMENT_FOLDER
-        summary["agreement"] = annotator_agreement(
-            split_rows,
-            annotators,
-            dataset=dataset,
-            split=split,
-            fingerprint=fingerprint,
-            metrics=metrics,
-            full_length=full_length,
-            n_boot=n_boot,
-            batch_size=batch_size,
-            cache=cache,
-        )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_report([summary], out)
-    return summary
+        "label_verdicts": _label_summary(kinds_of, scores_of, n_boot),
+    }
 
 
 CORRECT_CODES = [KINDS.index(kind) for kind in KINDS if kind in CORRECT_KINDS]
@@ -439,95 +463,6 @@ def _label_summary(kinds: dict[str, np.ndarray], scores: dict[str, np.ndarray], 
         "model": described["model"],
         "references": {who: entry for who, entry in described.items() if who != "model"},
     }
-
-
-def agreement_key(fields: dict) -> str:
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
-
-
-def annotator_agreement(
-    references,
-    annotators: list[str],
-    *,
-    dataset: str,
-    split: str,
-    fingerprint: str,
-    metrics: tuple[str, ...] = PAPER_METRICS,
-    full_length: bool = False,
-    n_boot: int = 1000,
-    batch_size: int = BATCH_EXAMPLES,
-    cache: Path | None = None,
-) -> dict:
-    """The ceiling row: the references of every image of the split scored against each other
-    (glm as the candidate against kimi, and kimi against glm) with ``metrics``, summarized as a
-    model is (Avg of Avg over the two directions, Avg of Max the larger, bootstrap intervals).
-
-    Computed once per release split and settings: the result is kept in ``cache`` (a folder) as
-    ``<key>.json``, the key a sha256 over the split's fingerprint, the annotators, the metrics,
-    ``full_length``, the backbones and the bootstrap settings; a later call with the same key
-    reads it. A cache that cannot be written is logged and skipped.
-    """
-    settings = {
-        "version": AGREEMENT_VERSION,
-        "split_sha256": fingerprint,
-        "annotators": list(annotators),
-        "metrics": list(metrics),
-        "full_length": full_length,
-        "backbones": metric_backbones(metrics),
-        "bootstrap": bootstrap_settings(n_boot),
-    }
-    key = agreement_key(settings)
-    path = cache / f"{key[:16]}.json" if cache is not None else None
-    if path is not None and path.is_file():
-        try:
-            kept = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            kept = None
-        if isinstance(kept, dict) and kept.get("key") == key and isinstance(kept.get("agreement"), dict):
-            log.info("annotator agreement of %s split %s read from %s", dataset, split, path)
-            return {**kept["agreement"], "cache": str(path)}
-        log.warning("%s is not an annotator agreement of these settings; computing it again", path)
-
-    idf_corpora = None
-    if "tfidf_cosine_corpus" in metrics:
-        idf_corpora = _corpus_frequencies(
-            [segments(rows[joint_column(a, "think")], rows[joint_column(a, "answer")]) for a in annotators]
-            for rows in _rows(references, batch_size)
-        )
-    parts, pairs = [], []
-    progress = tqdm(
-        total=len(references), desc="annotator agreement", unit="image", disable=len(references) <= batch_size
-    )
-    for rows in _rows(references, batch_size):
-        texts = {
-            a: segments(rows[joint_column(a, "think")], rows[joint_column(a, "answer")]) for a in annotators
-        }
-        scored, pairs = agreement_scores(texts, metrics, full_length=full_length, idf_corpora=idf_corpora)
-        parts.append(scored)
-        progress.update(len(rows["image_id"]))
-    progress.close()
-    result = {
-        "label": AGREEMENT_LABEL,
-        "pairs": pairs,
-        "dataset": dataset,
-        "split": split,
-        "split_sha256": fingerprint,
-        **summarize(ReferenceScores.concatenate(parts), n_boot=n_boot),
-    }
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            temporary.write_text(
-                json.dumps({"key": key, "settings": settings, "agreement": result}, indent=2) + "\n",
-                encoding="utf-8",
-            )
-            temporary.replace(path)
-            log.info("annotator agreement of %s split %s written to %s", dataset, split, path)
-        except OSError as error:
-            log.warning("the annotator agreement could not be cached in %s (%s)", cache, error)
-            path = None
-    return {**result, "cache": str(path) if path is not None else None}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
