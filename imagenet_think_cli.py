@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("release.push", "upload a release folder to the Hugging Face Hub"),
     "eval": ("eval.cli", "evaluate models on a release: generate, score (the paper's metrics), report"),
     "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),
+    "preflight": (
+        "preflight.cli",
+        "check a model config or training recipe on a login node before booking GPUs (docs/generate.md)",
+    ),
     "tiny-model": ("common.tiny.builder", "build a tiny random-weight VLM locally (tests, demo)"),
 }
 # -q / -v before the command name set the level of the toolkit's loggers (default: INFO).
@@ -56,6 +60,7 @@ TOOLKIT_LOGGERS = (
     "training",
     "imagenet_think",
     "imagenet_think_demo",
+    "preflight",
 )
 
 

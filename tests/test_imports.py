@@ -140,7 +140,7 @@ STAGES = (
     ("release",),
     ("imagenet_think",),
     ("training", "eval"),
-    ("imagenet_think_cli", "imagenet_think_demo", "benchmarks", "tools", "tests"),
+    ("imagenet_think_cli", "imagenet_think_demo", "preflight", "benchmarks", "tools", "tests"),
 )
 
 
