@@ -243,31 +243,71 @@ def build_release(
         "near_duplicate_threshold": near_duplicate_threshold,
         "reference": str(reference) if reference else None,
     }
+    plan = _plan(out, common, annotators)
+    staging = staging_folder(out)
+    files = ReleaseFiles(staging)
+    counted = _write(plan, staging, files, max_shard_bytes, rows_per_group, stats_tokenizer)
+    _finish(plan, staging, files, counted, card_note)
+    if card:
+        plan.summary.edited_card = keep_edited_card(card)
+        logger.warning("%s was edited by hand: kept as %s", card, plan.summary.edited_card)
+    swap_in(staging, out)
+    return plan.summary
+
+
+@dataclass
+class _Plan:
+    """What a release will hold: its checked inputs, its annotators and configs, and the summary
+    its writing fills in."""
+
+    sources: Sources
+    annotators: tuple[str, ...]
+    configs: dict[str, ImageNetThinkConfig]  # the configs written a row batch at a time
+    rejected: ImageNetThinkConfig
+    summary: ReleaseSummary
+
+
+def _plan(out: Path, common: dict, wanted: tuple[str, ...] | None) -> _Plan:
+    """Check and index the inputs (:class:`release.rows.Sources`) and decide the configs."""
     sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind=JOINT, **common))
-    annotators = _released_annotators(annotators, sources)
+    annotators = _released_annotators(wanted, sources)
     configs = release_configs(annotators, **common)
     rejected = configs.pop(REJECTED_CONFIG)
-
     summary = ReleaseSummary(
         out=out,
         models=_models_by_annotator(sources.records.table, annotators),
         questions=_questions(sources.records.table, annotators),
-        fractions={"validation": validation_fraction, "test": test_fraction, "seed": split_seed},
+        fractions={
+            "validation": common["validation_fraction"],
+            "test": common["test_fraction"],
+            "seed": common["split_seed"],
+        },
         provenance=sources.provenance(),
         near_duplicates=sources.leakage.summary(),
     )
     for reject in sources.rejected:
         if reject.annotator in annotators:
             summary.rejected_by_reason[reject.reason] = summary.rejected_by_reason.get(reject.reason, 0) + 1
-    staging = staging_folder(out)
-    files = ReleaseFiles(staging)
+    return _Plan(sources, annotators, configs, rejected, summary)
+
+
+def _write(
+    plan: _Plan,
+    staging: Path,
+    files: ReleaseFiles,
+    max_shard_bytes: int,
+    rows_per_group: int,
+    stats_tokenizer: str | None,
+) -> ReleaseStats:
+    """Write every config's Parquet shards into ``staging``, counting the statistics as they go."""
+    sources, configs, summary = plan.sources, plan.configs, plan.summary
     for name in [*configs, REJECTED_CONFIG]:
         (staging / name).mkdir()
         summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name] = {}, {}, 0
     samples = Counter(annotator for _, annotator in sources.good)
-    counted = ReleaseStats({a: samples[a] for a in annotators}, tokenizer=stats_tokenizer)
+    counted = ReleaseStats({a: samples[a] for a in plan.annotators}, tokenizer=stats_tokenizer)
     features = {
-        name: config_features(config) for name, config in [*configs.items(), (REJECTED_CONFIG, rejected)]
+        name: config_features(config) for name, config in [*configs.items(), (REJECTED_CONFIG, plan.rejected)]
     }
 
     def writer(name: str, split: str) -> _ShardedParquetWriter:
@@ -296,7 +336,7 @@ def build_release(
             for name, split_writer in writers.items():
                 _record_split(summary, name, split, split_writer)
     rejected_writer = writer(REJECTED_CONFIG, "train")
-    for table in rejected_tables(rejected, sources):
+    for table in rejected_tables(plan.rejected, sources):
         rejected_writer.write(table)
         counted.add_rejected(table)
     _record_split(summary, REJECTED_CONFIG, "train", rejected_writer)
@@ -304,16 +344,18 @@ def build_release(
         if not summary.rows[name]:
             del summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name]
             (staging / name).rmdir()
+    return counted
 
+
+def _finish(
+    plan: _Plan, staging: Path, files: ReleaseFiles, counted: ReleaseStats, card_note: str | None
+) -> None:
+    """``stats.json``, the card and, last, the marker ``release.json`` into ``staging``."""
+    summary = plan.summary
     stats = {**counted.result(), "near_duplicates": summary.near_duplicates, "inputs": summary.provenance}
     files.write_bytes("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
-    files.write_bytes(CARD, render_card(summary, stats, annotators, demo_note=card_note).encode())
-    _write_marker(staging, summary, annotators, files.listing())
-    if card:
-        summary.edited_card = keep_edited_card(card)
-        logger.warning("%s was edited by hand: kept as %s", card, summary.edited_card)
-    swap_in(staging, out)
-    return summary
+    files.write_bytes(CARD, render_card(summary, stats, plan.annotators, demo_note=card_note).encode())
+    _write_marker(staging, summary, plan.annotators, files.listing())
 
 
 def _released_annotators(wanted: tuple[str, ...] | None, sources: Sources) -> tuple[str, ...]:
