@@ -135,7 +135,7 @@ def materialize_split(dataset: str, split: str, folder: Path, limit: int | None 
         if problem is None:
             data = image["bytes"]
             try:
-                width, height, plain = check_image(data, min_side=1)
+                checked = check_image(data, min_side=1)
             except ImageRejected as rejected:
                 problem = f"its image cannot be decoded ({rejected})"
         if problem is not None:
@@ -148,7 +148,18 @@ def materialize_split(dataset: str, split: str, folder: Path, limit: int | None 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         digest = hashlib.sha256(data).hexdigest()
-        entries.append(ManifestEntry(image_id, wnid, relative, width, height, digest, plain))
+        entries.append(
+            ManifestEntry(
+                image_id,
+                wnid,
+                relative,
+                checked.width,
+                checked.height,
+                digest,
+                checked.plain_rgb,
+                checked.phash,
+            )
+        )
     if not entries:
         raise InputError(
             f"{dataset} has no rows in {REFERENCE_CONFIG}/{split}; pass --split with a split that has"
