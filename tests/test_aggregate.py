@@ -115,15 +115,15 @@ def test_summary_names_the_backbones_of_neural_metrics():
 
 
 def test_the_report_says_how_much_of_the_text_the_backbones_read():
-    from eval.report import _backbone_note
+    from eval.tables import backbone_note
 
     summary = {
         "scores": {"full": {"sbert_cosine": {}}},
         "backbones": {"sbert": {"model": "m", "max_tokens": 256}},
     }
-    assert "sbert: m, first 256 tokens" in _backbone_note([summary])
+    assert "sbert: m, first 256 tokens" in backbone_note([summary])
     summary["scores"]["full"] = {"sbert_cosine_full": {}}
-    assert "sbert: m, whole text in windows of 256 tokens" in _backbone_note([summary])
+    assert "sbert: m, whole text in windows of 256 tokens" in backbone_note([summary])
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,8 @@ def test_coverage_is_in_every_table_and_chart_with_a_dagger_below_full(tmp_path)
 def test_the_reports_tables_and_charts_come_from_the_metric_registry(tmp_path):
     """Every table and chart of the report is one the registry defines, with its metrics in its order."""
     from eval import metrics
-    from eval.report import bar_charts, table_rows
+    from eval.charts import bar_charts
+    from eval.tables import table_rows
 
     names = ["rouge1", "rougeL", "jaccard", "overlap", "tfidf_cosine", "tf_cosine", "tfidf_cosine_corpus"]
     scores = aggregate.score_against_references(
