@@ -54,7 +54,9 @@ class ImageNetThink(datasets.ArrowBasedBuilder):
             description=__doc__.split("\n")[0],
             features=config_features(self.config),
             homepage="https://arxiv.org/abs/2510.01582",
-            license="cc-by-4.0",
+            # The images are ImageNet's (docs/release.md: the card declares it, the Hub gates on it).
+            license="images: ImageNet terms of access (https://image-net.org/download.php); texts: also "
+            "the annotator models' licences",
             citation=CITATION,
         )
 

@@ -41,7 +41,7 @@ from PIL import Image
 from common.model_refs import resolve_model
 from common.remote_code_compat import restore_moved_names
 from common.vllm_cpu import set_cpu_env_defaults
-from generation.config import VLMConfig
+from generation.config import VLMConfig, unpinned_remote_code
 from generation.images import ImageRejected, normalize, read_file
 from generation.reasoning import STYLES, parse_reasoning
 from generation.records import GenerationRecord, Reject, sampling_json, utc_now
@@ -77,6 +77,8 @@ class Annotator:
     """A vLLM engine for one model config."""
 
     def __init__(self, config: VLMConfig):
+        if warning := unpinned_remote_code(config):
+            logger.warning(warning)
         import torch
 
         if not torch.cuda.is_available():

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from common.model_refs import TINY_PREFIX
 from generation.prompts import load_question
 from generation.reasoning import STYLES
 from imagenet_think_errors import InputError, MissingInputError
@@ -153,6 +154,20 @@ def _origin(key: str, source: str | None, overrides: dict[str, str]) -> str:
         if item is not None:
             return f"--set {item}"
     return source or "the model config"
+
+
+def unpinned_remote_code(config: VLMConfig) -> str | None:
+    """The warning for a config that runs a hub model's own code (``trust_remote_code: true``) without
+    a pinned ``revision``: the code run is whatever the repository holds at load time. None otherwise
+    (code of a local folder or a tiny model is the user's own)."""
+    local = config.model.startswith(TINY_PREFIX) or Path(config.model).expanduser().exists()
+    if not config.trust_remote_code or config.revision or local:
+        return None
+    source = getattr(config, "source", None) or f"the {config.annotator} config"
+    return (
+        f"{source}: trust_remote_code is true for {config.model} and no revision is pinned, so the code that "
+        "runs is whatever that repository holds now; set revision to the commit sha whose code you reviewed"
+    )
 
 
 def validate_model_config(

@@ -14,6 +14,8 @@ exactly one record or reject per (image, annotator).
 
 Sharding defaults to SLURM array variables (``SLURM_ARRAY_TASK_ID`` /
 ``SLURM_ARRAY_TASK_COUNT``), else ``RANK`` / ``WORLD_SIZE``, else one worker.
+Workers that share a run folder without sharding (two ``generate`` processes on one ``--out``) split
+its chunks by claiming each before annotating it (:mod:`generation.claims`).
 ``--engine ray`` runs the chunks on a Ray cluster instead, one vLLM engine per GPU
 (:mod:`generation.ray_pool`). This module is the command and the local loop; the run
 protocol both loops share (chunk plan, run folder, commits, summary) is :mod:`generation.runs`.
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from generation.claims import ChunkClaims
 from generation.config import VLMConfig, load_model_config, validate_model_config
 from generation.runs import (
     Chunk,
@@ -140,10 +143,17 @@ def _run_local(config: VLMConfig, pending: list[Chunk], run_dir: Path, annotator
     prepare_commits()  # while the first chunk generates (after the engine's processes have started)
     images = tokens = 0
     start = time.perf_counter()
-    with tqdm(total=sum(len(c.tasks) for c in pending), unit="img", desc=config.annotator) as progress:
+    with (
+        ChunkClaims(run_dir) as claims,
+        tqdm(total=sum(len(c.tasks) for c in pending), unit="img", desc=config.annotator) as progress,
+    ):
         for chunk in pending:
+            if not claims.take(chunk.index):  # another worker's chunk
+                progress.update(len(chunk.tasks))
+                continue
             result = annotator.annotate(chunk.tasks)
             commit_result(run_dir, chunk, result)
+            claims.release(chunk.index)
             images, tokens = images + len(chunk.tasks), tokens + result.output_tokens
             elapsed = time.perf_counter() - start
             progress.set_postfix(tok_s=f"{tokens / elapsed:,.0f}", rejects=len(result.rejects), refresh=False)

@@ -255,7 +255,7 @@ def remove_temporary_files(folder: str | os.PathLike) -> int:
     removed, host = 0, socket.gethostname()
     for tmp in Path(folder).glob(".tmp-*"):
         pid, _, rest = tmp.name.removeprefix(".tmp-").partition("@")
-        writer_gone = pid.isdigit() and rest.startswith(f"{host}@") and not _process_alive(int(pid))
+        writer_gone = pid.isdigit() and rest.startswith(f"{host}@") and not process_alive(int(pid))
         try:
             stale = time.time() - tmp.stat().st_mtime > STALE_TEMPORARY_SECONDS
         except FileNotFoundError:  # its writer renamed it meanwhile
@@ -266,7 +266,8 @@ def remove_temporary_files(folder: str | os.PathLike) -> int:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -37,6 +37,7 @@ import os
 import re
 import socket
 import threading
+import uuid
 from collections import Counter
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -203,6 +204,7 @@ def claim_run_dir(run_dir: Path, config: VLMConfig, plan: RunPlan) -> None:
     }
     spec = {
         **pinned,
+        "run_id": uuid.uuid4().hex,  # the run's identity: a copy of the folder has the same one
         "manifest": str(plan.manifest.resolve()),
         "images": plan.images,
         "chunk_size": plan.chunk_size,

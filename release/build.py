@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import re
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,7 +32,7 @@ from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
 from generation.near_duplicates import DEFAULT_THRESHOLD, threshold_or_none
-from imagenet_think_errors import MissingInputError, RefusedError, no_room_reported
+from imagenet_think_errors import MissingInputError, RefusedError, UsageError, no_room_reported
 from release.card import card_template, render_card
 from release.folder import (
     CARD,
@@ -66,6 +67,8 @@ from release.stats import ReleaseStats
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
 DEFAULT_MAX_SHARD_BYTES = 500 * 2**20
 DEFAULT_ROWS_PER_GROUP = 100
+IMAGENET_LICENSE = "imagenet"
+LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")  # a Hub licence identifier: cc-by-4.0, mit, ...
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +84,35 @@ class ReleaseSummary:
     questions: list[str] = field(default_factory=list)
     fractions: dict[str, float] = field(default_factory=dict)  # validation, test, seed
     provenance: dict = field(default_factory=dict)  # the manifest's and each run's fingerprints (Sources)
+    license: str = IMAGENET_LICENSE  # of the images: ImageNet's terms, or a Hub licence id (--license)
     edited_card: Path | None = None  # where the previous release's hand-edited card was kept (--force)
     near_duplicates: dict = field(default_factory=dict)  # release.leakage.Leakage.summary()
+
+    def published_name(self, path: str) -> str:
+        """How the release names a local input: its path relative to the folder holding the release
+        when it lies inside it (``runs/glm``), else its own name; never an absolute local path."""
+        base, resolved = self.out.resolve().parent, Path(path).resolve()
+        return resolved.relative_to(base).as_posix() if resolved.is_relative_to(base) else resolved.name
+
+    def published_inputs(self) -> dict:
+        """``provenance`` as the release publishes it (``release.json``, ``stats.json``, the card): each
+        input by :meth:`published_name` and its fingerprints."""
+        published = {**self.provenance, "manifest": {**self.provenance["manifest"]}}
+        published["manifest"]["path"] = self.published_name(self.provenance["manifest"]["path"])
+        published["runs"] = [
+            {**run, "path": self.published_name(run["path"])} for run in self.provenance["runs"]
+        ]
+        return published
+
+    def published_near_duplicates(self) -> dict:
+        """``near_duplicates`` as the release publishes it: the reference collection by :meth:`published_name`."""
+        reference = self.near_duplicates.get("reference")
+        if not reference:
+            return self.near_duplicates
+        return {
+            **self.near_duplicates,
+            "reference": {**reference, "path": self.published_name(reference["path"])},
+        }
 
     def images_missing(self) -> dict[str, int]:
         """Run folder -> images of its manifest that no committed chunk covers (only those with gaps)."""
@@ -208,6 +238,7 @@ def build_release(
     force: bool = False,
     near_duplicate_threshold: int | None = DEFAULT_THRESHOLD,
     reference: str | Path | None = None,
+    license: str = IMAGENET_LICENSE,
 ) -> ReleaseSummary:
     """Write the release folder ``out`` (replacing the release there, whole) and return what went in.
 
@@ -218,7 +249,10 @@ def build_release(
     ``force``: rebuild over a release whose card (README.md) was edited by hand since its build,
     keeping the edited card beside ``out`` (without it, such a rebuild is refused).
     ``near_duplicate_threshold`` (bits, None: off) and ``reference``: :mod:`release.leakage`.
+    ``license``: what the card declares for the images: ``imagenet`` (ImageNet's terms of access,
+    gated on the Hub) or the Hub licence id of a user's own images (``docs/release.md``).
     """
+    check_license(license)
     card_template()  # a file of the checkout: a non-editable install fails here, before any work
     out = Path(out)
     restore_interrupted_swap(out)
@@ -243,7 +277,7 @@ def build_release(
         "near_duplicate_threshold": near_duplicate_threshold,
         "reference": str(reference) if reference else None,
     }
-    plan = _plan(out, common, annotators)
+    plan = _plan(out, common, annotators, license)
     staging = staging_folder(out)
     files = ReleaseFiles(staging)
     counted = _write(plan, staging, files, max_shard_bytes, rows_per_group, stats_tokenizer)
@@ -267,7 +301,7 @@ class _Plan:
     summary: ReleaseSummary
 
 
-def _plan(out: Path, common: dict, wanted: tuple[str, ...] | None) -> _Plan:
+def _plan(out: Path, common: dict, wanted: tuple[str, ...] | None, license: str) -> _Plan:
     """Check and index the inputs (:class:`release.rows.Sources`) and decide the configs."""
     sources = Sources(ImageNetThinkConfig(name=JOINT_CONFIG, kind=JOINT, **common))
     annotators = _released_annotators(wanted, sources)
@@ -284,6 +318,7 @@ def _plan(out: Path, common: dict, wanted: tuple[str, ...] | None) -> _Plan:
         },
         provenance=sources.provenance(),
         near_duplicates=sources.leakage.summary(),
+        license=license,
     )
     for reject in sources.rejected:
         if reject.annotator in annotators:
@@ -352,10 +387,24 @@ def _finish(
 ) -> None:
     """``stats.json``, the card and, last, the marker ``release.json`` into ``staging``."""
     summary = plan.summary
-    stats = {**counted.result(), "near_duplicates": summary.near_duplicates, "inputs": summary.provenance}
+    stats = {
+        **counted.result(),
+        "near_duplicates": summary.published_near_duplicates(),
+        "inputs": summary.published_inputs(),
+    }
     files.write_bytes("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
     files.write_bytes(CARD, render_card(summary, stats, plan.annotators, demo_note=card_note).encode())
     _write_marker(staging, summary, plan.annotators, files.listing())
+
+
+def check_license(license: str) -> None:
+    """Refuse a ``--license`` that is not ``imagenet`` or a Hub licence identifier."""
+    if license != IMAGENET_LICENSE and (license == "other" or not LICENSE_ID.match(license)):
+        raise UsageError(
+            f"--license {license!r}: give `imagenet` (the default: ImageNet's terms of access, for ImageNet "
+            "images) or the Hub licence id your own images are under, e.g. cc-by-4.0 "
+            "(https://huggingface.co/docs/hub/repositories-licenses)"
+        )
 
 
 def _released_annotators(wanted: tuple[str, ...] | None, sources: Sources) -> tuple[str, ...]:
@@ -381,8 +430,8 @@ def _write_marker(
         "format_version": FORMAT_VERSION,
         "annotators": list(annotators),
         "configs": summary.rows,
-        "inputs": summary.provenance,
-        "near_duplicates": summary.near_duplicates,
+        "inputs": summary.published_inputs(),
+        "near_duplicates": summary.published_near_duplicates(),
         "files": files,
     }
     marker["fingerprint"] = hashlib.sha256(json.dumps(marker, sort_keys=True).encode()).hexdigest()
@@ -440,6 +489,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a folder of images or a manifest (e.g. a benchmark's images): images of the release that "
         "are near-duplicates of one of them go to `rejected` (reason reference_overlap)",
     )
+    parser.add_argument(
+        "--license",
+        default=IMAGENET_LICENSE,
+        help="the images' licence the card declares: imagenet (default: ImageNet's terms of access, "
+        "non-commercial; the Hub repository is gated on them) or, for your own images, their Hub licence "
+        "id (e.g. cc-by-4.0); see docs/release.md",
+    )
     parser.add_argument("--image-root", help="override the image root recorded in the manifest")
     parser.add_argument("--validation-fraction", type=float, default=DEFAULT_FRACTIONS["validation"])
     parser.add_argument("--test-fraction", type=float, default=DEFAULT_FRACTIONS["test"])
@@ -469,6 +525,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         near_duplicate_threshold=args.near_duplicate_threshold,
         reference=args.reference,
+        license=args.license,
     )
     for name, splits in summary.rows.items():
         print(f"{name:>10}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))

@@ -11,6 +11,7 @@ from release.schema import CITATION, JOINT_CONFIG
 from release.stats import stats_markdown
 
 TEMPLATE = "dataset_card.md"  # a file of the checkout (common.checkout)
+IMAGENET_TERMS = "https://image-net.org/download.php"  # ImageNet's terms of access
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
 
 
@@ -51,6 +52,9 @@ def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: st
         stats_markdown=stats_markdown(stats),
         fractions=summary.fractions,
         demo_note=demo_note,
-        provenance=summary.provenance,
+        provenance=summary.published_inputs(),
         citation=CITATION,
+        license=summary.license,
+        imagenet_terms=IMAGENET_TERMS,
+        model_ids=sorted({model["model_id"] for models in summary.models.values() for model in models}),
     )

@@ -4,20 +4,27 @@ Exactly the files the release lists in its ``release.json`` go up (Parquet shard
 README.md card, stats.json, release.json), each verified against its recorded size and sha256
 (:func:`release.folder.verify_release`);
 Parquet files on the Hub that the release does not list (configs of an earlier,
-larger release) are deleted in the same commit, so the repository holds this
-release and nothing else. ``huggingface_hub``'s ``upload_folder`` streams the files
-in batched commits and resumes when re-run after an interruption. The repo id is
+larger release) are deleted by the upload, so the repository holds this
+release and nothing else. ``huggingface_hub``'s ``upload_folder`` (from 1.20, with ``hf_xet``)
+is its resumable large-folder upload: it commits in batches and, re-run after an interruption,
+skips what is already up (the older ``upload_large_folder`` is gone from huggingface_hub 2). A card
+that declares ImageNet's terms (``license_name: imagenet``, ``extra_gated_fields``) has the
+repository's access requests turned on. The repo id is
 validated and a token looked for before anything is uploaded, also with ``--dry-run``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import os
 from pathlib import Path
 
 from imagenet_think_errors import MissingInputError, UsageError
-from release.folder import listed_files
+from release.folder import CARD, listed_files
+
+logger = logging.getLogger(__name__)
 
 EXAMPLE = "imagenet-think push imagenet_think --repo-id my-org/ImageNet-Think --dry-run"
 
@@ -52,22 +59,47 @@ def token_source() -> str | None:
     return "the HF_TOKEN environment variable" if os.environ.get("HF_TOKEN") else "the saved login"
 
 
-def push_release(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None):
+def upload_arguments(folder: str | Path, repo_id: str, files: list[str], revision: str | None) -> dict:
+    """The arguments of ``HfApi.upload_folder`` for the release's verified ``files``: those files go up,
+    and Parquet files of the repository that the release does not list are deleted."""
+    return {
+        "repo_id": repo_id,
+        "repo_type": "dataset",
+        "folder_path": str(folder),
+        "revision": revision,
+        "allow_patterns": files,
+        "delete_patterns": ["*.parquet", "**/*.parquet"],  # not deleted: the files uploaded
+        "commit_message": "Upload ImageNet-Think release",
+    }
+
+
+def resumable() -> bool:
+    """Whether ``upload_folder`` uploads in resumable batches of commits (it does with ``hf_xet``,
+    from huggingface_hub 1.20; without it, everything goes in one commit)."""
+    return importlib.util.find_spec("hf_xet") is not None
+
+
+def gated(folder: str | Path) -> bool:
+    """Whether the release's card asks for gated access (``extra_gated_fields``: ImageNet's terms)."""
+    from huggingface_hub import RepoCard
+
+    return "extra_gated_fields" in RepoCard.load(Path(folder) / CARD).data.to_dict()
+
+
+def push_release(
+    folder: str | Path, repo_id: str, files: list[str], private: bool = False, revision: str | None = None
+):
+    """Upload the verified ``files`` of the release ``folder``; gate the repository when the card asks."""
     from huggingface_hub import HfApi
 
     api = HfApi()
     api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     if revision:  # a new branch starts from main
         api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
-    return api.upload_folder(
-        repo_id=repo_id,
-        repo_type="dataset",
-        folder_path=str(folder),
-        revision=revision,
-        allow_patterns=[path for path, _ in release_files(folder)],
-        delete_patterns=["*.parquet", "**/*.parquet"],  # not deleted: the files uploaded in this commit
-        commit_message="Upload ImageNet-Think release",
-    )
+    info = api.upload_folder(**upload_arguments(folder, repo_id, files, revision))
+    if gated(folder):
+        api.update_repo_settings(repo_id, gated="auto", repo_type="dataset")
+    return info
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,10 +115,22 @@ def run(args: argparse.Namespace) -> int:
     files = release_files(args.release)
     total = sum(size for _, size in files)
     token = token_source()
+    if not resumable():
+        logger.warning(
+            "hf_xet is not installed: the release goes up in one commit, and an interrupted push starts "
+            "over; `pip install hf_xet` makes it resumable"
+        )
     if args.dry_run:
         for path, size in files:
             print(f"{size:>14,}  {path}")
         print(f"{len(files)} files, {total / 2**20:,.1f} MiB would go to datasets/{args.repo_id} (dry run)")
+        print(
+            "upload: in resumable batches of commits (rerun the same push to resume an interrupted one)"
+            if resumable()
+            else "upload: one commit (install hf_xet for a resumable upload)"
+        )
+        if gated(args.release):
+            print("access: gated on the card's terms (the ImageNet terms of access); turned on by the push")
         print(
             f"token: found in {token}"
             if token
@@ -97,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
         raise MissingInputError(
             "no Hugging Face token found: run `hf auth login` or set HF_TOKEN, then push again"
         )
-    info = push_release(args.release, args.repo_id, private=args.private, revision=args.revision)
+    info = push_release(
+        args.release, args.repo_id, [path for path, _ in files], private=args.private, revision=args.revision
+    )
     print(
         f"uploaded {len(files)} files ({total / 2**20:,.1f} MiB) to {getattr(info, 'commit_url', args.repo_id)}"
     )

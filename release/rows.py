@@ -16,6 +16,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import posixpath
 import tempfile
@@ -64,6 +65,8 @@ from release.schema import (
 from release.splits import assign_splits
 
 MANIFEST_FILE = "manifest.parquet"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,9 @@ def find_runs(paths: tuple[Path, ...]) -> list[Path]:
                 f"{path} holds no generation run (no {RUN_FILE}): pass the --out folders of "
                 "`imagenet-think generate`"
             )
-        runs.extend(p for p in found if p not in runs)
+        # One run, one identity: a folder named twice (relative and absolute, through a link) counts once.
+        seen = {run.resolve() for run in runs}
+        runs.extend(p for p in found if p.resolve() not in seen)
     return runs
 
 
@@ -373,7 +378,35 @@ def _checked_runs(
                 "hash is still checked, and the card records it)"
             )
         runs[folder] = run
-    return runs
+    return _one_folder_per_run(runs)
+
+
+def _one_folder_per_run(runs: dict[Path, RunCheck]) -> dict[Path, RunCheck]:
+    """``runs`` with one folder per run: folders holding the same run (the same ``run_id`` in
+    ``run.json``: a copied folder) count once, the one with the most images done (the first given on
+    a tie), with a warning naming which wins."""
+    by_id: dict[str, list[Path]] = {}
+    for folder, run in runs.items():
+        by_id.setdefault(run.run.get("run_id") or str(folder), []).append(folder)
+    kept = {}
+    for run_id, folders in by_id.items():
+        winner = max(folders, key=lambda folder: (runs[folder].images_done, -folders.index(folder)))
+        for other in folders:
+            if other != winner:
+                logger.warning(
+                    "%s and %s hold the same run (run_id %s in %s; a copied folder?): using %s (%d images "
+                    "done), ignoring %s (%d)",
+                    winner,
+                    other,
+                    run_id[:12],
+                    RUN_FILE,
+                    winner,
+                    runs[winner].images_done,
+                    other,
+                    runs[other].images_done,
+                )
+        kept[winner] = runs[winner]
+    return {folder: run for folder, run in runs.items() if folder in kept}
 
 
 def _read_rows(paths: list[Path], columns: list[str]) -> Iterator[dict]:

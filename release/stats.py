@@ -72,7 +72,9 @@ def _token_counter(tokenizer: str | None):
         texts = [f"{t}\n{a}" for t, a in zip(thinks, answers, strict=True)]
         return [len(ids) for ids in loaded(texts, add_special_tokens=False)["input_ids"]]
 
-    return f"{tokenizer} over think + answer", count
+    # A local folder is named by its name only: the statistics are published with the release.
+    name = Path(tokenizer).name if Path(tokenizer).expanduser().is_dir() else tokenizer
+    return f"{name} over think + answer", count
 
 
 def _summary(values: list[int]) -> dict[str, float]:

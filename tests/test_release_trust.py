@@ -2,6 +2,7 @@
 card, write failures of the build, and what a published release names."""
 
 import hashlib
+import inspect
 import json
 import os
 import random
@@ -13,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from imagenet_think_cli import main as cli
-from imagenet_think_errors import RefusedError
+from imagenet_think_errors import RefusedError, UsageError
 from release.build import build_release
-from release.folder import MARKER
+from release.folder import MARKER, listed_files
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,3 +208,70 @@ def test_a_build_on_a_full_disk_is_one_line_and_keeps_the_previous_release(input
     assert line.startswith(f"imagenet-think build: error: cannot write {disk}/.rel.imagenet-think-staging/")
     assert ": No space left on device; free space" in line
     assert child.stdout.split() == ["status=1", "rel", "stats=ok"]  # no staging left; the release reads
+
+
+def test_published_files_name_inputs_relative_to_the_release_or_by_fingerprint(inputs, tmp_path):
+    from tests.fixtures.synthetic import write_image
+
+    write_image(tmp_path / "bench" / "one", "RGB", (64, 48), seed=12345)  # a --reference collection
+    for out, runs, manifest in (
+        (tmp_path / "imagenet_think", ["runs/glm", "runs/kimi"], "manifest.parquet"),  # inputs beside it
+        (tmp_path / "elsewhere" / "imagenet_think", ["glm", "kimi"], "manifest.parquet"),  # outside
+    ):
+        build_release(inputs["runs"], inputs["manifest"], out, reference=tmp_path / "bench")
+        assert json.loads((out / "stats.json").read_text())["near_duplicates"]["reference"]["path"] == "bench"
+        for name in ("README.md", MARKER, "stats.json"):
+            text = (out / name).read_text()
+            assert str(tmp_path) not in text and "/tmp/" not in text, name
+        for name in (MARKER, "stats.json"):
+            published = json.loads((out / name).read_text())["inputs"]
+            assert [run["path"] for run in published["runs"]] == runs
+            assert published["manifest"]["path"] == manifest and len(published["manifest"]["sha256"]) == 64
+        assert f"| `glm` | `{runs[0]}` |" in (out / "README.md").read_text()
+
+
+def _card(out: Path) -> tuple[dict, str]:
+    from huggingface_hub import RepoCard
+
+    card = RepoCard.load(out / "README.md")
+    return card.data.to_dict(), card.text
+
+
+def test_the_card_declares_imagenets_terms_and_gates_access_or_the_licence_given(
+    inputs, release, tmp_path, capsys
+):
+    from huggingface_hub import HfApi
+
+    from release.push import gated, resumable, upload_arguments
+
+    metadata, text = _card(release)
+    assert metadata["license"] == "other" and metadata["license_name"] == "imagenet"
+    assert metadata["license_link"] == "https://image-net.org/download.php"
+    assert "non-commercial research and educational" in metadata["extra_gated_prompt"]
+    assert "checkbox" in metadata["extra_gated_fields"].values()
+    assert {"Name", "Affiliation", "Country"} <= set(metadata["extra_gated_fields"])
+    assert "[ImageNet terms of access](https://image-net.org/download.php)" in text
+    assert "[`synthetic/glm`](https://huggingface.co/synthetic/glm)" in text  # the annotators' own licences
+    assert "CC BY 4.0" not in text
+    assert cli(["push", str(release), "--repo-id", "org/x", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "access: gated" in printed and "upload: in resumable batches" in printed
+    # What the push would call, checked against the installed huggingface_hub.
+    files = [path for path, _ in listed_files(release)]
+    assert sorted(files) == sorted([MARKER, *json.loads((release / MARKER).read_text())["files"]])
+    assert all(f"  {path}\n" in printed for path in files)  # the dry run lists them
+    arguments = upload_arguments(release, "org/x", files, None)
+    inspect.signature(HfApi.upload_folder).bind(HfApi(), **arguments)
+    inspect.signature(HfApi.update_repo_settings).bind(HfApi(), "org/x", gated="auto", repo_type="dataset")
+    assert arguments["allow_patterns"] == files and arguments["repo_type"] == "dataset"
+    assert resumable() and gated(release)
+    # A user's own images under another licence: the card says so, and nothing is gated.
+    own = tmp_path / "own"
+    build_release(inputs["runs"], inputs["manifest"], own, license="cc-by-4.0")
+    metadata, text = _card(own)
+    assert metadata["license"] == "cc-by-4.0" and "extra_gated_fields" not in metadata and not gated(own)
+    assert "declared its images to be under `cc-by-4.0`" in text
+    for wrong in ("other", "CC BY 4.0"):
+        with pytest.raises(UsageError, match="--license"):
+            build_release(inputs["runs"], inputs["manifest"], tmp_path / "never", license=wrong)
+    assert not (tmp_path / "never").exists()
