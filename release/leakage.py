@@ -176,7 +176,8 @@ def reference_overlaps(hashes: Hashes, reference: str, threshold: int) -> tuple[
     overlaps: dict[str, str] = {}
     for a, b, distance in _triples(pairs):
         overlaps.setdefault(
-            hashes.ids[a], f"{distance} bits from {others.ids[b]} of the reference collection {reference}"
+            hashes.ids[a],
+            f"{distance} bits from {others.ids[b]} of the reference collection {Path(reference).name}",
         )
     counts = {
         "path": str(reference),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from imagenet_think_cli import main as cli
@@ -211,9 +212,9 @@ def test_a_build_on_a_full_disk_is_one_line_and_keeps_the_previous_release(input
 
 
 def test_published_files_name_inputs_relative_to_the_release_or_by_fingerprint(inputs, tmp_path):
-    from tests.fixtures.synthetic import write_image
-
-    write_image(tmp_path / "bench" / "one", "RGB", (64, 48), seed=12345)  # a --reference collection
+    bench = tmp_path / "bench"  # a --reference collection holding one of the release's images
+    bench.mkdir()
+    shutil.copy(tmp_path / "images" / inputs["entries"][0].image_path, bench)
     for out, runs, manifest in (
         (tmp_path / "imagenet_think", ["runs/glm", "runs/kimi"], "manifest.parquet"),  # inputs beside it
         (tmp_path / "elsewhere" / "imagenet_think", ["glm", "kimi"], "manifest.parquet"),  # outside
@@ -228,6 +229,13 @@ def test_published_files_name_inputs_relative_to_the_release_or_by_fingerprint(i
             assert [run["path"] for run in published["runs"]] == runs
             assert published["manifest"]["path"] == manifest and len(published["manifest"]["sha256"]) == 64
         assert f"| `glm` | `{runs[0]}` |" in (out / "README.md").read_text()
+        details = [
+            d
+            for p in (out / "rejected").glob("*.parquet")
+            for d in pq.read_table(p)["reject_detail"].to_pylist()
+        ]
+        assert len(details) == 2 and all("of the reference collection bench" in d for d in details)
+        assert not any(str(tmp_path) in d for d in details)
 
 
 def _card(out: Path) -> tuple[dict, str]:
