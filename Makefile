@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # vLLM's CPU settings are set by the toolkit itself where no GPU is used (common/vllm_cpu.py).
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install test lint format demo clean
+.PHONY: install test check-constraints lint format demo clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ $(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
 
 test: install
 	$(BIN)/pytest tests
+
+# The GPU environments of constraints/ resolved with pip's dry run against the package index (minutes).
+check-constraints: install
+	$(BIN)/pytest tests/test_constraints.py -m registry
 
 lint: install
 	$(BIN)/ruff check .

@@ -122,13 +122,14 @@ def test_mismatches_name_each_pin_that_resolved_otherwise():
 
 
 @pytest.mark.registry
-@pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_pip_resolves_each_environment_to_its_pins():
-    """``pip install --dry-run`` against the package index, both files at once (1-3 minutes here)."""
+    """``pip install --dry-run`` against the package index, both files at once: 2-7 minutes on the
+    2-core machine (pip fetches ~240 projects' pages and metadata one at a time), so it runs on demand
+    (`make check-constraints`, `pytest -m registry`) rather than in every suite run."""
     start = time.monotonic()
     done = subprocess.run(
-        [sys.executable, str(SCRIPT)], capture_output=True, text=True, cwd=ROOT, timeout=580, check=False
+        [sys.executable, str(SCRIPT)], capture_output=True, text=True, cwd=ROOT, timeout=880, check=False
     )
     print(f"resolved {len(FILES)} environments in {time.monotonic() - start:.0f} s:\n{done.stdout}")
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
