@@ -4,7 +4,9 @@ Ray Data holds the pending chunks; ``map_batches`` sends them to an actor pool w
 :class:`~generation.annotator.Annotator` (one vLLM engine) per actor: one per GPU or
 tensor-parallel group, or ``--num-engines``. Each actor commits its chunks itself with
 :func:`generation.runs.commit_result` (the run protocol both loops share), so a Ray run
-resumes, and mixes with local runs, exactly like the local loop of :mod:`generation.generate`. On a multi-node cluster start Ray on every node (``ray start --head`` /
+resumes, and mixes with local runs, exactly like the local loop of :mod:`generation.generate`; an
+actor claims each chunk before annotating it (:mod:`generation.claims`), so a pool shares a run folder
+with other workers. On a multi-node cluster start Ray on every node (``ray start --head`` /
 ``ray start --address=HEAD:6379``) and pass ``--ray-address auto``.
 """
 
@@ -19,6 +21,7 @@ from tqdm.auto import tqdm
 
 from common.vllm_cpu import CPU_ENV_DEFAULTS
 from generation.annotator import Annotator
+from generation.claims import ChunkClaims
 from generation.config import VLMConfig
 from generation.runs import Chunk, ImageTask, commit_result, prepare_commits
 
@@ -39,13 +42,20 @@ class ChunkWorker:
         self.annotator = Annotator(VLMConfig(**json.loads(config_json)))
         prepare_commits()  # while the first chunk generates (after the engine's processes have started)
         self.run_dir = Path(run_dir)
+        # Held for the actor's life; a claim it leaves (a killed actor) goes stale.
+        self.claims = ChunkClaims(self.run_dir).__enter__()
 
     def __call__(self, batch: dict) -> dict:
         images, tokens = [], []
         for index, tasks_json in zip(batch["chunk"], batch["tasks"], strict=True):
+            if not self.claims.take(int(index)):  # another worker's chunk (generation.claims)
+                images.append(0)
+                tokens.append(0)
+                continue
             tasks = [ImageTask(**task) for task in json.loads(tasks_json)]
             result = self.annotator.annotate(tasks)
             commit_result(self.run_dir, Chunk(int(index), tasks), result)
+            self.claims.release(int(index))
             images.append(len(tasks))
             tokens.append(result.output_tokens)
         return {"chunk": batch["chunk"], "images": images, "tokens": tokens}

@@ -124,7 +124,7 @@ HOLD_A_CLAIM = """
 import sys
 from generation.claims import ChunkClaims
 claims = ChunkClaims(sys.argv[1]).__enter__()
-assert claims.take(1)
+assert claims.take(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 print("claimed", flush=True)
 sys.stdin.read()
 """
@@ -238,3 +238,33 @@ def test_unpinned_remote_code_of_a_hub_model_warns_when_its_engine_starts(tmp_pa
     with caplog.at_level("WARNING", logger="generation"), pytest.raises(Exception):  # noqa: B017 - offline
         Annotator(hub)  # the engine cannot fetch the model offline: the warning came first
     assert "trust_remote_code is true for some-org/remote-code-model and no revision is pinned" in caplog.text
+
+
+def test_a_ray_pool_leaves_a_chunk_another_worker_holds(tmp_path):
+    ray = pytest.importorskip("ray")
+    from generation.config import load_model_config
+    from generation.generate import generate
+
+    manifest, _ = write_manifest_tree(tmp_path, classes=2, per_class=3)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(  # another worker, annotating chunk 0
+        [sys.executable, "-c", HOLD_A_CLAIM, str(out), "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert holder.stdout.readline() == "claimed\n"
+        config = load_model_config(REPO / "configs" / "generation" / "tiny_glm.yaml", ["chunk_size=3"])
+        try:
+            summary = generate(config, manifest, out, engine="ray")
+        finally:
+            ray.shutdown()
+        assert sorted(check_run(out).done) == [1] and summary.images_missing == 3
+        assert [p.name for p in out.glob("claim-*")] == [claim_file(out, 0).name]  # the other worker's
+    finally:
+        holder.kill()
+        holder.wait()
