@@ -179,8 +179,9 @@ def _generation_memory(report: Report, model_config, config, gpu_gib: float, max
 
 def check_recipe(report: Report, recipe: dict, image, gpu_gib: float, gpus: int) -> None:
     """A training recipe: its model's processor and prompt as training renders it, lengths, markers, memory."""
-    from training.common import cap_image, check_prompt_renders, load_processor, user_turn
+    from training.data import user_turn
     from training.formatting import THINK_FORMATS
+    from training.model import cap_image, check_prompt_renders, load_processor
 
     model = recipe[RECIPE_KEY]
     model_config, _ = load_parts(report, model, resolve_model(model), recipe.get("model_revision"), False)

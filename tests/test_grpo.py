@@ -30,10 +30,11 @@ from generation.verdicts.quality import rejection_reason
 from imagenet_think_errors import InputError
 from release.build import build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
-from training.common import cap_image, check_prompt_renders, load_processor, user_turn
+from training.data import user_turn
 from training.formatting import format_target, to_example
 from training.grpo import PromptFormatter, build_trainer, main, parse_args, prompt_rows
 from training.merge import main as merge_main
+from training.model import cap_image, check_prompt_renders, load_processor
 from training.rewards import (
     REWARDS,
     LabelReward,

@@ -183,3 +183,26 @@ def test_the_direction_check_finds_a_planted_backward_import(tmp_path):
         ("common.planted", "imagenet_think"),
         ("generation.planted", "release.schema"),
     ]
+
+
+# Folders whose files run as scripts (``python training/sft.py``, ``accelerate launch ...``): Python
+# puts the script's folder first on sys.path, so a file there named like a top-level package hides it.
+SCRIPT_FOLDERS = ("training", "tools")
+
+
+def shadowed_packages(modules: dict[str, Path]) -> list[str]:
+    """Files of the script folders that a top-level module or package of the project shares a name with."""
+    tops = {name.split(".")[0] for name in modules}
+    return sorted(
+        name
+        for name in modules
+        if name.split(".")[0] in SCRIPT_FOLDERS and name.count(".") == 1 and name.split(".")[1] in tops
+    )
+
+
+def test_no_script_folder_hides_a_top_level_package(tmp_path):
+    modules = project_modules()
+    assert shadowed_packages(modules) == []
+    planted = tmp_path / "common.py"  # training/common.py would hide common/ from training/sft.py
+    planted.write_text("", encoding="utf-8")
+    assert shadowed_packages({**modules, "training.common": planted}) == ["training.common"]

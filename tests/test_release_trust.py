@@ -44,7 +44,7 @@ def release(inputs, tmp_path):
 
 def _readers(out: Path) -> list:
     """Every reader of a release folder, as a call that reads it."""
-    from training.common import load_split
+    from training.data import load_split
 
     return [
         lambda: cli(["stats", str(out)]),

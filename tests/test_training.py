@@ -29,7 +29,6 @@ from imagenet_think_errors import InputError
 from release.build import build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 from tests.fixtures.vllm_greedy import vllm_greedy
-from training.common import load_model, peft_config_for
 from training.formatting import (
     EACH,
     THINK_FORMATS,
@@ -43,6 +42,7 @@ from training.formatting import (
 )
 from training.merge import base_model_of
 from training.merge import main as merge_main
+from training.model import load_model, peft_config_for
 from training.sft import build_trainer, parse_args
 
 REPO = Path(__file__).resolve().parents[1]

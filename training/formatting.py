@@ -22,7 +22,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from generation.reasoning import ANSWER_CLOSE, ANSWER_OPEN, STYLES
 from imagenet_think_errors import InputError
 from release.schema import joint_annotators, joint_column
-from training.common import user_turn
+from training.data import user_turn
 
 THINK_OPEN, THINK_CLOSE = STYLES["think_tags"].open, STYLES["think_tags"].close
 # Assistant targets; each reads back with ``parse_reasoning(text, "think_tags")``.
@@ -52,7 +52,7 @@ def format_target(think: str, answer: str, think_format: str = "r1") -> str:
 
 def to_example(image, question: str, think: str, answer: str, think_format: str = "r1") -> dict:
     """One prompt-completion example: the user turn holds the image and the question (the same
-    user turn as GRPO's prompts, ``training.common.user_turn``)."""
+    user turn as GRPO's prompts, ``training.data.user_turn``)."""
     return {
         "image": image,
         "prompt": user_turn(question),

@@ -58,21 +58,10 @@ from accelerate import PartialState
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer, ModelConfig
 
+from common.model_refs import resolve_model
 from imagenet_think_errors import InputError
 from release.schema import JOINT_CONFIG, joint_annotators, joint_column
-from training.common import (
-    cap_image,
-    check_dataset_name,
-    check_prompt_renders,
-    load_model,
-    load_processor,
-    load_split,
-    parse_recipe_args,
-    peft_config_for,
-    resolve_model,
-    run_script,
-    user_turn,
-)
+from training.data import check_dataset_name, load_split, user_turn
 from training.formatting import (
     EACH,
     THINK_FORMATS,
@@ -81,6 +70,8 @@ from training.formatting import (
     format_target,
     keep_annotator,
 )
+from training.model import cap_image, check_prompt_renders, load_model, load_processor, peft_config_for
+from training.recipes import parse_recipe_args, run_script
 from training.rewards import DEFAULT_REWARDS, REWARDS, build_rewards, end_token_ids
 
 PROG = "training/grpo.py"

@@ -31,7 +31,8 @@ vision tower is frozen unless ``train_vision_tower: true``.
 What SFT shares with the GRPO recipe (``training/grpo.py``): loading the release,
 the user turn, the processor with its image budget and chat template, the model
 (``tiny:`` references included), the LoRA targets and the recipe parsing and error
-reporting are written once, in ``training/common.py``.
+reporting are written once: ``training/data.py`` (release, user turn), ``training/model.py``
+(processor, model, LoRA targets), ``training/recipes.py`` (recipes, reporting).
 
 Errors: a wrong input (a recipe that does not exist or has an unknown key, a
 ``dataset_name`` that is no folder or Hub dataset, a missing config or split,
@@ -56,18 +57,10 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 from trl import ModelConfig, SFTConfig, SFTTrainer
 
+from common.model_refs import resolve_model
 from imagenet_think_errors import InputError
 from release.schema import JOINT_CONFIG
-from training.common import (
-    check_dataset_name,
-    load_model,
-    load_processor,
-    load_split,
-    parse_recipe_args,
-    peft_config_for,
-    resolve_model,
-    run_script,
-)
+from training.data import check_dataset_name, load_split
 from training.formatting import (
     EACH,
     OVERLONG_POLICIES,
@@ -78,6 +71,8 @@ from training.formatting import (
     select_traces,
     to_example,
 )
+from training.model import load_model, load_processor, peft_config_for
+from training.recipes import parse_recipe_args, run_script
 
 PROG = "training/sft.py"
 RECIPES = "configs/sft/*.yaml"
