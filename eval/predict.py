@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from generation.config import load_model_config
-from generation.generate import generate
+from generation.generate import generate, rerun_command, resumable_on_sigterm
 from generation.images import ImageRejected, check_image
 from generation.records import MANIFEST_SCHEMA, ManifestEntry, read_manifest, to_table, write_manifest
 from generation.row_checks import check_manifest, image_id_problem, path_inside, wnid_problem
@@ -39,13 +39,13 @@ EXAMPLE = (
 )
 REFERENCE_CONFIG = JOINT_CONFIG  # both annotators' traces per image: the references
 EVAL_FILE = "eval.json"  # what the predictions were made on: dataset, split, limit, split_sha256
-EVAL_KEYS = ("dataset", "split", "limit")  # as given on the command line; a rerun must give the same
+EVAL_KEYS = ("dataset", "split", "limit")  # as given (a local folder absolute); a rerun must give the same
 RULES = """\
 rules:
-  PRED/eval.json records the dataset, split and --limit, and split_sha256: a sha256 over the
-  split's (image_id, wnid) pairs. A rerun resumes only with the same --dataset, --split and
-  --limit; `eval score` refuses the predictions against a release or split with another
-  fingerprint."""
+  PRED/eval.json records the dataset (a local folder by its absolute path), split and --limit,
+  and split_sha256: a sha256 over the split's (image_id, wnid) pairs. A rerun resumes only with
+  the same --dataset (the same folder, from any directory), --split and --limit; `eval score`
+  refuses the predictions against a release or split with another fingerprint."""
 log = logging.getLogger(__name__)
 
 
@@ -92,10 +92,23 @@ def read_eval_file(predictions: str | Path) -> dict:
     return made_on
 
 
+def dataset_reference(dataset: str) -> str:
+    """``--dataset`` as ``eval.json`` records it: a local folder by its absolute path, so that
+    ``eval score`` finds it from any directory; a Hub id as given."""
+    folder = Path(dataset).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else dataset
+
+
 def load_references(dataset: str, split: str, limit: int | None = None, streaming: bool = False):
     """The ``both`` config's split: one row per image with both annotators' think and answer."""
     try:
         rows = load_dataset(dataset, REFERENCE_CONFIG, split=split, streaming=streaming)
+    except ConnectionError as error:
+        raise MissingInputError(
+            f"release {dataset}: no such folder here, and the Hub cannot be reached "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+            "pass --dataset the release folder, or go online"
+        ) from error
     except FileNotFoundError as error:  # also datasets' DatasetNotFoundError
         raise MissingInputError(
             f"release {dataset} not found ({error}); pass --dataset a folder written by "
@@ -199,12 +212,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    command = rerun_command(args, ["imagenet-think", "eval", "generate"], skip=("eval_command",))
+    with resumable_on_sigterm(command):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    asked = {"dataset": args.dataset, "split": args.split, "limit": args.limit}
+    asked = {"dataset": dataset_reference(args.dataset), "split": args.split, "limit": args.limit}
     config = load_model_config(args.model, args.set)  # a config typo fails before any work
     out.mkdir(parents=True, exist_ok=True)
     if (out / EVAL_FILE).is_file():
         made_on = read_eval_file(out)
+        made_on = {**made_on, "dataset": dataset_reference(made_on["dataset"])}  # relative before
         if {key: made_on.get(key) for key in EVAL_KEYS} != asked:
             raise RefusedError(
                 f"{out} holds predictions for dataset {made_on['dataset']!r}, split {made_on['split']!r}, "

@@ -26,7 +26,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -192,7 +196,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@contextmanager
+def resumable_on_sigterm(command: str) -> Iterator[None]:
+    """While the body runs, SIGTERM (what SLURM sends on pre-emption) logs one line saying that the
+    run resumes with ``command``, then exits 143 (128 + SIGTERM) through :class:`SystemExit`, so that
+    cleanups run; committed chunks are kept, and a resume redoes only the others."""
+
+    def stop(signum, frame):
+        logger.warning(
+            "stopped by SIGTERM (a pre-emption?): the committed chunks are kept; resume with `%s`", command
+        )
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def rerun_command(args: argparse.Namespace, words: list[str], skip: tuple[str, ...] = ()) -> str:
+    """The command line of ``words`` (``imagenet-think generate``) with every option of ``args``
+    that was given (but those named in ``skip``), as a shell would take it."""
+    for name, value in vars(args).items():
+        if name in skip or value is None or value is False or value == []:
+            continue
+        option = "--" + name.replace("_", "-")
+        words += [option, *(map(str, value) if isinstance(value, list) else [str(value)])]
+    return shlex.join(words)
+
+
 def run(args: argparse.Namespace) -> int:
+    with resumable_on_sigterm(rerun_command(args, ["imagenet-think", "generate"])):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     config = load_model_config(args.config, args.set)
     if (args.num_shards is None) != (args.shard_index is None):
         raise UsageError("give --num-shards and --shard-index together")

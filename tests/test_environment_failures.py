@@ -1,0 +1,134 @@
+"""The user's environment, not the data: `eval score` run from another directory than its `eval
+generate`, a Hub that cannot be reached, and SIGTERM (SLURM pre-emption) during `generate`."""
+
+import json
+import os
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from generation.records import ManifestEntry, read_manifest
+from generation.runs import check_run, completed_chunks
+from imagenet_think_cli import main as cli
+from imagenet_think_errors import MissingInputError
+from release.build import build_release
+from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_GLM = REPO / "configs" / "generation" / "tiny_glm.yaml"
+EVAL_GENERATE = [
+    "eval",
+    "generate",
+    "--model",
+    str(REPO / "configs/models/tiny_baseline.yaml"),
+    "--split",
+    "test",
+]
+HUB_ID = "no-such-org/no-such-release"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A manifest of 2 classes x 4 images, glm and kimi runs of it, and their release."""
+    root = tmp_path_factory.mktemp("environment")
+    manifest, entries = write_manifest_tree(root, classes=2, per_class=4)
+    rng = random.Random(5)
+    for annotator in ("glm", "kimi"):
+        write_run(root / annotator, [make_record(e, annotator, rng) for e in entries])
+    build_release([root / "glm", root / "kimi"], manifest, root / "release", test_fraction=0.25)
+    return root
+
+
+def test_eval_score_from_another_directory_than_eval_generate(built, tmp_path, monkeypatch):
+    """`--dataset` given relative (and shaped like a Hub id, org/name) is recorded absolutely, so
+    `eval score` run elsewhere reads the same folder instead of asking the Hub."""
+    monkeypatch.chdir(built.parent)
+    relative = f"{built.name}/release"
+    predictions = tmp_path / "pred"
+    assert cli([*EVAL_GENERATE, "--dataset", relative, "--limit", "1", "--out", str(predictions)]) == 0
+    assert json.loads((predictions / "eval.json").read_text())["dataset"] == str(built / "release")
+    # A rerun from elsewhere, naming the same folder another way, resumes.
+    monkeypatch.chdir(built)
+    assert cli([*EVAL_GENERATE, "--dataset", "release", "--limit", "1", "--out", str(predictions)]) == 0
+
+    monkeypatch.chdir(tmp_path)
+    report = tmp_path / "report"
+    fast = ["--metrics", "jaccard", "--bootstrap", "10", "--no-agreement"]
+    assert cli(["eval", "score", "--predictions", str(predictions), "--out", str(report), *fast]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["images"]["expected"] == 1 and summary["dataset"] == str(built / "release")
+
+
+def test_an_unreachable_hub_is_one_line(built, tmp_path):
+    """Offline (as the tests run), a Hub id is refused in one line naming it, by `eval generate`
+    and by `eval score` of predictions whose eval.json names it."""
+    with pytest.raises(
+        MissingInputError, match=rf"^release {HUB_ID}: .*the Hub cannot be reached"
+    ) as refused:
+        cli([*EVAL_GENERATE, "--dataset", HUB_ID, "--out", str(tmp_path / "pred")])
+    assert "\n" not in str(refused.value)
+    predictions = tmp_path / "elsewhere"
+    (entry, *_) = [ManifestEntry(**row) for row in read_manifest(built / "manifest.parquet")[0].to_pylist()]
+    write_run(
+        predictions / "records",
+        [make_record(entry, "model", random.Random(1))],
+        manifest=built / "manifest.parquet",
+    )
+    (predictions / "eval.json").write_text(json.dumps({"dataset": HUB_ID, "split": "test", "limit": None}))
+    with pytest.raises(MissingInputError, match=rf"^release {HUB_ID}: .*pass --dataset the release folder"):
+        cli(["eval", "score", "--predictions", str(predictions), "--out", str(tmp_path / "report")])
+
+
+def test_sigterm_during_generate_says_how_to_resume_and_exits_143(built, tmp_path):
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "imagenet_think_cli", "generate", "--config", str(TINY_GLM),
+        "--manifest", str(built / "manifest.parquet"), "--out", str(out), "--limit", "5", "--set", "chunk_size=1",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while (
+        time.monotonic() < deadline
+        and process.poll() is None
+        and not (out.exists() and completed_chunks(out))
+    ):
+        time.sleep(0.05)
+    assert process.poll() is None, "generate ended before a chunk was committed"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if "SIGTERM" in line]
+    # (after the progress bar's last state, which ends in a carriage return)
+    resume = re.search(
+        r"stopped by SIGTERM \(a pre-emption\?\): the committed chunks are kept; resume with `(.*)`$", line
+    )
+    assert resume, line
+    words = shlex.split(resume.group(1))
+    assert words[:2] == ["imagenet-think", "generate"]
+    done = completed_chunks(out)
+    # The command it names finishes the run, redoing none of the chunks committed before SIGTERM.
+    committed = {index: os.stat(out / f"commit-c{index:07d}.json").st_mtime_ns for index in done}
+    finished = subprocess.run(
+        [sys.executable, "-m", "imagenet_think_cli", *words[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    state = check_run(out)
+    assert state.images_done == state.images_expected == 5 and not state.not_counted
+    assert all(
+        os.stat(out / f"commit-c{index:07d}.json").st_mtime_ns == when for index, when in committed.items()
+    )
