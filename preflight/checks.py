@@ -85,7 +85,8 @@ def load_parts(report: Report, model: str, path: str, revision: str | None, trus
             )
             return config, None
     tokenizer = getattr(processor, "tokenizer", processor)
-    report.add("processor", "ok", f"{type(processor).__name__} with {type(tokenizer).__name__}")
+    parts = "(tokenizer only)" if tokenizer is processor else f"with {type(tokenizer).__name__}"
+    report.add("processor", "ok", f"{type(processor).__name__} {parts}")
     _report_moved_imports(report, tokenizer)
     return config, processor
 
@@ -112,7 +113,19 @@ def _report_moved_imports(report: Report, tokenizer) -> None:
 
 
 def render_prompt(processor, messages: list[dict], image: Image.Image, processor_kwargs: dict | None = None):
-    """The prompt as the chat template renders it, its token count and its image tokens."""
+    """The prompt as the chat template renders it, its token count and its image tokens (None where the
+    model has no transformers image processor, as InternVL's original repo: vLLM brings its own, and
+    only the text is rendered and counted here)."""
+    if not hasattr(processor, "image_processor"):
+        text_only = [
+            {**m, "content": " ".join(p["text"] for p in m["content"] if p.get("type") == "text")}
+            if isinstance(m["content"], list)
+            else m
+            for m in messages
+        ]
+        ids = processor.apply_chat_template(text_only, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        return None, len(ids), None
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     batch = processor(text=[text], images=[image], return_tensors="pt", **(processor_kwargs or {}))
     ids = batch["input_ids"][0]

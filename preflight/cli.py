@@ -112,11 +112,24 @@ def check_model_config(report: Report, config, image, gpu_gib: float) -> None:
             "fix the chat template or mm_processor_kwargs",
         )
         return
+    if image_tokens is None:
+        report.add(
+            "image",
+            "warn",
+            f"{config.model} has no transformers image processor (vLLM brings its own): the image's tokens "
+            "are not in the count below",
+            "leave room for them in engine.max_model_len (the config's comment says how many)",
+        )
     output = sampling.get("max_tokens") or 16
     if config.on_truncation == "force_answer":
         output += config.force_answer_max_tokens
     needed, limit = prompt + output, engine.get("max_model_len")
-    detail = f"{prompt} prompt tokens ({image_tokens} of them the {image.width}x{image.height} image's) + {output} output"
+    counted = (
+        "text only"
+        if image_tokens is None
+        else f"{image_tokens} of them the {image.width}x{image.height} image's"
+    )
+    detail = f"{prompt} prompt tokens ({counted}) + {output} output"
     if limit is not None and needed > limit:
         report.add(
             "length",

@@ -116,6 +116,21 @@ def test_a_remote_code_tokenizer_of_transformers_4_passes_with_an_unpinned_warni
     assert "| markers | ok | ◁think▷, ◁/think▷ survive decoding" in done.stdout
 
 
+def test_a_model_without_an_image_processor_is_counted_as_text_with_a_warning(tiny_cache, tmp_path, capsys):
+    """InternVL's original repo has no transformers processor (vLLM brings its own)."""
+    import shutil
+
+    model = tmp_path / "text-only"
+    shutil.copytree(resolve_model("tiny:qwen2_vl"), model)
+    (model / "processor_config.json").unlink()
+    status, out = _preflight(
+        capsys, "--config", REPO / "configs" / "models" / "tiny_baseline.yaml", "--set", f"model={model}"
+    )
+    assert status == 0, out
+    assert "(tokenizer only)" in out and "prompt tokens (text only)" in out
+    assert "warn: image:" in out and "image's tokens are not in the count" in out
+
+
 @pytest.mark.parametrize("config", SHIPPED, ids=str)
 def test_every_shipped_config_is_checked_or_says_in_one_line_what_it_could_not_fetch(
     config, tiny_cache, capsys
