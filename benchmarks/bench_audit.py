@@ -15,6 +15,12 @@ Three parts:
 - ``hash``: the cost of hashing an image file (decode + ``phash``), the work ``audit`` and
   ``build`` do for a manifest written before the ``phash`` column; ``sample`` pays only ``phash``
   on the picture it decodes anyway.
+- ``traces``: :class:`release.trace_quality.TraceQuality` over ``--traces`` synthetic traces of
+  about ``--words`` words (sentences drawn from the ImageNet-21K glosses' vocabulary, as
+  ``bench_metrics`` draws them, with reflection markers; every answer verified, so the class check
+  runs on every think), in tables of 100 rows, and the projection to the 500,000 traces of a
+  250K-image, two-annotator release (linear: every measure but the fixed-size diversity sample is
+  per trace).
 """
 
 from __future__ import annotations
@@ -135,10 +141,76 @@ def hash_cost(repeats: int = 3) -> None:
     )
 
 
+def trace_cost(traces: int, n_words: int) -> None:
+    import pyarrow as pa
+
+    from benchmarks.bench_metrics import sentence, vocabulary
+    from common.classes import imagenet21k_classes
+    from release.trace_quality import TraceQuality
+
+    words, cdf = vocabulary()
+    rng = np.random.default_rng(0)
+    wnids = imagenet21k_classes().wnids
+    rows = []
+    for i in range(traces):
+        text = []
+        while len(text) < n_words:
+            text += sentence(rng, words, cdf).split()
+            if rng.random() < 0.05:
+                text += ["Wait,", "let", "me", "check."]
+        wnid = wnids[i % len(wnids)]
+        rows.append(
+            {
+                "image_id": f"{wnid}_{i}",
+                "wnid": wnid,
+                "think": " ".join(text),
+                "answer": " ".join(text[:20]),
+                "think_closed": True,
+                "finish_reason": "stop",
+                "forced_answer": False,
+                "label_verdict": "exact",
+            }
+        )
+    tables = [pa.Table.from_pylist(rows[i : i + 100]) for i in range(0, traces, 100)]
+    quality = TraceQuality(["glm"])
+    start, start_cpu = time.perf_counter(), time.process_time()
+    for table in tables:
+        quality.add("glm", table)
+    added_wall, added_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    start_cpu = time.process_time()
+    result = quality.result({"glm": [n_words] * traces})["glm"]
+    result_cpu = time.process_time() - start_cpu
+    held = TraceQuality(["glm"])  # again, for the memory it holds (tracemalloc slows Python down)
+    tracemalloc.start()
+    for table in tables:
+        held.add("glm", table)
+    kept = tracemalloc.get_traced_memory()[0] / 2**20
+    tracemalloc.stop()
+    per_trace = added_cpu / traces
+    sample_mib = sum(len(think) for _, think, _, _ in held._by["glm"].sample) / 2**20  # noqa: SLF001
+    per_trace_kib = (kept - sample_mib) / traces * 1024
+    print(
+        f"## trace quality: {traces:,} traces of about {n_words} words (median {result['think_words']['median']:.0f})"
+    )
+    print(
+        f"feeding: {added_wall:.1f} s wall, {added_cpu:.1f} CPU s ({per_trace * 1000:.2f} CPU ms per trace); "
+        f"results (sample of {result['sample']}: distinct-n, class check on {result['class_in_think_sample']}, "
+        f"Self-BLEU on {result['self_bleu_sample']}): {result_cpu:.1f} CPU s; memory held after feeding "
+        f"{kept:.1f} MiB: the sample's texts {sample_mib:.1f} MiB, {per_trace_kib:.2f} KiB per trace besides"
+    )
+    print(
+        f"projection to 500,000 traces (two annotators): {per_trace * 500_000 / 60:.0f} CPU min feeding + "
+        f"{2 * result_cpu / 60:.1f} CPU min results; memory {per_trace_kib * 500_000 / 2**20:.2f} GiB "
+        "(mostly the MinHash LSH indexes)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 25_000, 50_000])
-    parser.add_argument("--parts", nargs="+", default=["threshold", "search", "hash"])
+    parser.add_argument("--parts", nargs="+", default=["threshold", "search", "hash", "traces"])
+    parser.add_argument("--traces", type=int, default=2000)
+    parser.add_argument("--words", type=int, default=800)
     args = parser.parse_args()
     if "threshold" in args.parts:
         threshold_evidence()
@@ -146,6 +218,8 @@ def main() -> None:
         search_cost(args.sizes)
     if "hash" in args.parts:
         hash_cost()
+    if "traces" in args.parts:
+        trace_cost(args.traces, args.words)
 
 
 if __name__ == "__main__":

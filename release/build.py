@@ -63,6 +63,7 @@ from release.schema import (
 )
 from release.splits import DEFAULT_FRACTIONS, DEFAULT_SEED, SPLITS
 from release.stats import ReleaseStats
+from release.trace_quality import TRACE_QUALITY_CHART, trace_quality_chart
 
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
 DEFAULT_MAX_SHARD_BYTES = 500 * 2**20
@@ -393,6 +394,7 @@ def _finish(
         "inputs": summary.published_inputs(),
     }
     files.write_bytes("stats.json", (json.dumps(stats, indent=2) + "\n").encode())
+    files.write_bytes(TRACE_QUALITY_CHART, trace_quality_chart(stats["trace_quality"]))
     files.write_bytes(CARD, render_card(summary, stats, plan.annotators, demo_note=card_note).encode())
     _write_marker(staging, summary, plan.annotators, files.listing())
 

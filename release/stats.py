@@ -32,6 +32,7 @@ from release.folder import read_marker, verify_release
 from release.leakage import leakage_lines
 from release.schema import REJECTED_CONFIG, VERDICT_COLUMNS
 from release.splits import SPLITS
+from release.trace_quality import TraceQuality, trace_quality_lines
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
 VOCABULARY_BLOCK = 1000
@@ -54,8 +55,18 @@ def unique_words(thinks: list[str]) -> int:
     return len(pc.unique(pc.list_flatten(words)))
 
 
-# The columns of a per-annotator config the statistics read.
-COLUMNS = ["image_id", "wnid", "think", "answer", "num_output_tokens", *VERDICT_COLUMNS, "forced_answer"]
+# The columns of a per-annotator config the statistics read (release.trace_quality reads the last two).
+COLUMNS = [
+    "image_id",
+    "wnid",
+    "think",
+    "answer",
+    "num_output_tokens",
+    *VERDICT_COLUMNS,
+    "forced_answer",
+    "think_closed",
+    "finish_reason",
+]
 REJECTED_COLUMNS = ["annotator", "reject_reason"]  # of the rejected config
 
 
@@ -115,6 +126,7 @@ class ReleaseStats:
         self._pending: dict[str, list[str]] = {a: [] for a in samples}  # thinks of the block being filled
         self._forced = dict.fromkeys(samples, 0)  # released rows whose answer was forced
         self._rejected: dict[str, Counter] = {a: Counter() for a in samples}  # reject reasons
+        self._quality = TraceQuality(samples)  # release.trace_quality's measures
         self._blocks: list[Future[int]] = []  # unique words of each counted block, counted in threads
 
     def add(self, annotator: str, table: pa.Table) -> None:
@@ -127,6 +139,7 @@ class ReleaseStats:
             else table["num_output_tokens"].to_pylist()
         )
         self._tokens[annotator].extend(counts)
+        self._quality.add(annotator, table)
         self._verdicts[annotator].update(table["label_verdict"].to_pylist())
         if "forced_answer" in table.column_names:  # releases built before answer forcing lack it
             self._forced[annotator] += int(pc.sum(table["forced_answer"]).as_py() or 0)
@@ -189,6 +202,7 @@ class ReleaseStats:
             # rejected, by reason (not_english among them), per annotator.
             "forced_answers_by_annotator": dict(self._forced),
             "rejected_by_annotator": {a: dict(sorted(c.items())) for a, c in self._rejected.items()},
+            "trace_quality": self._quality.result(tokens),
         }
 
 
@@ -274,6 +288,7 @@ def stats_markdown(stats: dict) -> str:
         f"Verified traces (`exact` or `hyponym`, the `verified` config): {stats['verified_samples']:,}.",
     ]
     lines += _quality_lines(stats)
+    lines += trace_quality_lines(stats)
     lines += leakage_lines(stats)
     return "\n".join(lines)
 

@@ -1,0 +1,341 @@
+"""What a release's reasoning traces are like, per annotator: cheap CPU measures beyond Tables 1-2.
+
+Each measure is defined once, in ``docs/release.md`` ("Trace quality"), under the name it has in
+``stats.json`` (``trace_quality.<annotator>.<name>``) and in the card. Words are the vocabulary
+figure's: lowercase ``[a-z]+`` runs (:mod:`release.stats`). :class:`TraceQuality` is fed the same
+per-annotator tables as :class:`release.stats.ReleaseStats`, in release order, and keeps per trace
+only a few integers (lengths) plus per-measure counters, a fixed-size sample of traces (the
+measures too costly for every trace: diversity, the class named in the think) and one MinHash LSH
+index per annotator (``datasketch``, about 1.3 KiB per trace) for near-duplicate traces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import io
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+from datasketch import MinHash, MinHashLSH
+from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+from generation.verdicts.labels import CORRECT_KINDS, label_hits
+
+WORD = re.compile(r"[a-z]+")
+# Said when a trace stops to doubt or re-check itself (as counted for R1-style traces); a marker of
+# several words counts as that sequence of words.
+REFLECTION_MARKERS = (
+    "wait",
+    "hmm",
+    "alternatively",
+    "actually",
+    "let me check",
+    "let me verify",
+    "let me reconsider",
+    "double check",
+    "on second thought",
+)
+QUANTILES = {"min": 0, "median": 50, "p95": 95, "p99": 99, "max": 100}
+REPEAT_N = 4  # repetition: the share of repeated word 4-grams
+OPENING_WORDS = 5  # template collapse: the traces that open with the most common first five words
+SAMPLE = 1000  # traces per annotator (lowest sha256 of the image id) for distinct-n and the class check
+SELF_BLEU_SAMPLE = 100  # the first of them for Self-BLEU (each against the others: quadratic)
+SHINGLE_WORDS = 5  # near-duplicate traces: MinHash over word 5-grams ...
+MINHASH_PERMUTATIONS = 64
+NEAR_DUPLICATE_JACCARD = 0.8  # ... estimated Jaccard similarity at least this
+TRACE_QUALITY_CHART = "trace_quality.png"  # in the release folder, beside the card
+COLUMNS = [
+    "image_id",
+    "wnid",
+    "think",
+    "answer",
+    "think_closed",
+    "finish_reason",
+    "forced_answer",
+    "label_verdict",
+]
+
+
+def words(text: str) -> list[str]:
+    return WORD.findall(text.lower())
+
+
+def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
+    return list(zip(*(tokens[i:] for i in range(n)), strict=False))
+
+
+def reflection_count(tokens: list[str]) -> int:
+    """Occurrences of :data:`REFLECTION_MARKERS` in a trace's words."""
+    text = f" {' '.join(tokens)} "
+    return sum(text.count(f" {marker} ") for marker in REFLECTION_MARKERS)
+
+
+def repeated_share(tokens: list[str], n: int = REPEAT_N) -> float | None:
+    """The share of a trace's word n-grams that repeat an earlier one (None: fewer than n words)."""
+    grams = ngrams(tokens, n)
+    return 1 - len(set(grams)) / len(grams) if grams else None
+
+
+def answer_in_think(think: list[str], answer: list[str]) -> float | None:
+    """The share of the answer's distinct words that occur in the think (None: an answer without words)."""
+    wanted = set(answer)
+    return len(wanted & set(think)) / len(wanted) if wanted else None
+
+
+def distinct_n(texts: list[list[str]], n: int) -> float:
+    """Distinct n-grams over all n-grams of ``texts`` (0.0 without any)."""
+    grams = [gram for tokens in texts for gram in ngrams(tokens, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_bleu(texts: list[list[str]]) -> float:
+    """The mean BLEU-4 (``nltk``, smoothing method 1) of each text against all the others as references."""
+    usable = [tokens for tokens in texts if tokens]
+    if len(usable) < 2:
+        return 0.0
+    smoothing = SmoothingFunction().method1
+    return float(
+        np.mean(
+            [
+                sentence_bleu(usable[:i] + usable[i + 1 :], tokens, smoothing_function=smoothing)
+                for i, tokens in enumerate(usable)
+            ]
+        )
+    )
+
+
+_PERMUTATIONS = MinHash(num_perm=MINHASH_PERMUTATIONS)  # drawn once (seed 1), shared by every MinHash
+_SHINGLE_BASE = np.uint64(1_000_003)
+_LOW_32 = np.uint64(0xFFFFFFFF)
+
+
+def shingle_hashes(tokens: list[str]) -> np.ndarray:
+    """32-bit hashes of a trace's distinct word :data:`SHINGLE_WORDS`-grams (fewer words: of all of them):
+    each word's CRC-32, combined polynomially, in numpy (deterministic across processes)."""
+    ids = np.fromiter((zlib.crc32(word.encode()) for word in tokens), dtype=np.uint64, count=len(tokens))
+    count = max(len(ids) - SHINGLE_WORDS + 1, 1 if len(ids) else 0)
+    hashes = np.zeros(count, np.uint64)
+    for k in range(min(SHINGLE_WORDS, len(ids))):
+        hashes = (hashes * _SHINGLE_BASE + ids[k : k + count]) & _LOW_32
+    return np.unique(hashes)
+
+
+def minhash(tokens: list[str]) -> MinHash:
+    """The MinHash of a trace's word :data:`SHINGLE_WORDS`-grams (:func:`shingle_hashes`)."""
+    signature = MinHash(
+        num_perm=MINHASH_PERMUTATIONS,
+        permutations=_PERMUTATIONS.permutations,
+        scheme=_PERMUTATIONS.scheme,
+        hashfunc=int,  # the values are hashes already
+    )
+    signature.update_batch(shingle_hashes(tokens).tolist())
+    return signature
+
+
+def _band_hash(band: bytes) -> bytes:
+    """The LSH index's key for a band of a MinHash: 8 bytes instead of the band's 88 (memory)."""
+    return hashlib.blake2b(band, digest_size=8).digest()
+
+
+def quantiles(values: list[int]) -> dict[str, float]:
+    if not values:
+        return dict.fromkeys(QUANTILES, 0)
+    array = np.asarray(values)
+    return {name: float(np.percentile(array, q, method="lower")) for name, q in QUANTILES.items()}
+
+
+@dataclass
+class _Annotator:
+    think_words: list[int] = field(default_factory=list)
+    answer_words: list[int] = field(default_factory=list)
+    truncated: int = 0
+    forced: int = 0
+    unclosed: int = 0
+    words: int = 0
+    markers: int = 0
+    with_marker: int = 0
+    repeated: list[float] = field(default_factory=list)
+    openings: Counter = field(default_factory=Counter)
+    overlap: list[float] = field(default_factory=list)
+    sample: list[tuple[bytes, str, str, str]] = field(
+        default_factory=list
+    )  # heap of (-key, think, wnid, verdict)
+    index: MinHashLSH = field(
+        default_factory=lambda: MinHashLSH(NEAR_DUPLICATE_JACCARD, MINHASH_PERMUTATIONS, hashfunc=_band_hash)
+    )
+    near_duplicates: int = 0
+
+
+class TraceQuality:
+    """The trace-quality measures of each annotator's rows (columns :data:`COLUMNS`)."""
+
+    def __init__(self, annotators) -> None:
+        self._by = {annotator: _Annotator() for annotator in annotators}
+
+    def add(self, annotator: str, table: pa.Table) -> None:
+        counts = self._by[annotator]
+        columns = table.select([c for c in COLUMNS if c in table.column_names]).to_pydict()
+        n = table.num_rows
+        thinks, answers, wnids = columns["think"], columns["answer"], columns["wnid"]
+        closed = columns.get("think_closed", [True] * n)
+        finish = columns.get("finish_reason", [""] * n)
+        forced = columns.get("forced_answer", [False] * n)
+        verdicts = columns.get("label_verdict", [""] * n)
+        for i in range(n):
+            think, answer = words(thinks[i]), words(answers[i])
+            counts.think_words.append(len(think))
+            counts.answer_words.append(len(answer))
+            counts.truncated += finish[i] == "length"
+            counts.forced += bool(forced[i])
+            counts.unclosed += not closed[i]
+            markers = reflection_count(think)
+            counts.words += len(think)
+            counts.markers += markers
+            counts.with_marker += markers > 0
+            if (share := repeated_share(think)) is not None:
+                counts.repeated.append(share)
+            if len(think) >= OPENING_WORDS:
+                counts.openings[" ".join(think[:OPENING_WORDS])] += 1
+            if (share := answer_in_think(think, answer)) is not None:
+                counts.overlap.append(share)
+            self._sample(counts, columns["image_id"][i], (thinks[i], wnids[i], verdicts[i]))
+            signature = minhash(think)
+            if counts.index.query(signature):
+                counts.near_duplicates += 1
+            counts.index.insert(len(counts.think_words), signature)
+
+    @staticmethod
+    def _sample(counts: _Annotator, image_id: str, trace: tuple[str, str, str]) -> None:
+        """Keep the :data:`SAMPLE` traces whose image ids hash lowest (whatever the order they come in)."""
+        key = hashlib.sha256(image_id.encode()).digest()
+        item = (bytes(255 - b for b in key), *trace)  # a max-heap on the key
+        if len(counts.sample) < SAMPLE:
+            heapq.heappush(counts.sample, item)
+        elif item > counts.sample[0]:
+            heapq.heapreplace(counts.sample, item)
+
+    def result(self, tokens: dict[str, list[int]]) -> dict:
+        """The measures per annotator; ``tokens``: each annotator's token counts (Table 1's)."""
+        return {
+            annotator: self._result(counts, tokens.get(annotator, []))
+            for annotator, counts in self._by.items()
+        }
+
+    @staticmethod
+    def _result(counts: _Annotator, tokens: list[int]) -> dict:
+        samples = len(counts.think_words)
+        share = (lambda k: k / samples) if samples else (lambda k: 0.0)
+        opening, top = counts.openings.most_common(1)[0] if counts.openings else ("", 0)
+        sampled = sorted(counts.sample, reverse=True)  # by the key, lowest first
+        sample = [words(think) for _, think, _, _ in sampled]
+        verified = [(think, wnid) for _, think, wnid, verdict in sampled if verdict in CORRECT_KINDS]
+        named = label_hits(*zip(*verified, strict=True)) if verified else np.zeros(0, bool)
+        return {
+            "samples": samples,
+            "tokens": quantiles(tokens),
+            "think_words": quantiles(counts.think_words),
+            "answer_words": quantiles(counts.answer_words),
+            "truncated_share": share(counts.truncated),
+            "forced_share": share(counts.forced),
+            "unclosed_share": share(counts.unclosed),
+            "reflections_per_1000_words": 1000 * counts.markers / counts.words if counts.words else 0.0,
+            "reflection_share": share(counts.with_marker),
+            "repeated_4gram_share": float(np.mean(counts.repeated)) if counts.repeated else 0.0,
+            "template_share": share(top),
+            "template_opening": opening,
+            "distinct_1": distinct_n(sample, 1),
+            "distinct_2": distinct_n(sample, 2),
+            "self_bleu": self_bleu(sample[:SELF_BLEU_SAMPLE]),
+            "sample": len(sample),
+            "self_bleu_sample": len(sample[:SELF_BLEU_SAMPLE]),
+            "answer_in_think": float(np.mean(counts.overlap)) if counts.overlap else 0.0,
+            "class_in_think_share": float(np.mean(named)) if len(named) else 0.0,
+            "class_in_think_sample": len(named),
+            "near_duplicate_trace_share": share(counts.near_duplicates),
+        }
+
+
+# The card's columns: a measure (its name in stats.json and docs/release.md) and how it is shown.
+CARD_COLUMNS = {
+    "think_words": lambda q: f"{q['median']:,.0f} / {q['p95']:,.0f} / {q['max']:,.0f}",
+    "answer_words": lambda q: f"{q['median']:,.0f} / {q['p95']:,.0f} / {q['max']:,.0f}",
+    "reflections_per_1000_words": lambda v: f"{v:.1f}",
+    "reflection_share": lambda v: f"{v:.0%}",
+    "repeated_4gram_share": lambda v: f"{v:.1%}",
+    "template_share": lambda v: f"{v:.1%}",
+    "distinct_2": lambda v: f"{v:.3f}",
+    "self_bleu": lambda v: f"{v:.3f}",
+    "answer_in_think": lambda v: f"{v:.0%}",
+    "class_in_think_share": lambda v: f"{v:.0%}",
+    "near_duplicate_trace_share": lambda v: f"{v:.1%}",
+}
+
+
+def trace_quality_lines(stats: dict) -> list[str]:
+    """The card's trace-quality table (from ``stats["trace_quality"]``; none for older stats)."""
+    quality = stats.get("trace_quality")
+    if not quality:
+        return []
+    lines = [
+        "",
+        "Trace quality per annotator (each measure is defined in the toolkit's docs/release.md, "
+        f'"Trace quality", under the name it has here and in stats.json; word lengths are median / '
+        f"p95 / max; chart: `{TRACE_QUALITY_CHART}`):",
+        "",
+        "| | " + " | ".join(f"`{name}`" for name in CARD_COLUMNS) + " |",
+        "|---|" + "---:|" * len(CARD_COLUMNS),
+    ]
+    for annotator, measures in quality.items():
+        cells = [show(measures[name]) for name, show in CARD_COLUMNS.items()]
+        lines.append(f"| {annotator} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def trace_quality_chart(quality: dict) -> bytes:
+    """A PNG: think length quantiles (words) and the rate measures, one colour per annotator."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    annotators = list(quality)
+    figure, (lengths, rates) = plt.subplots(1, 2, figsize=(10, 3.6))
+    width = 0.8 / max(len(annotators), 1)
+    points = list(QUANTILES)
+    rate_names = [
+        "reflection_share",
+        "repeated_4gram_share",
+        "template_share",
+        "answer_in_think",
+        "class_in_think_share",
+        "near_duplicate_trace_share",
+        "forced_share",
+    ]
+    for index, annotator in enumerate(annotators):
+        measures = quality[annotator]
+        offsets = np.arange(len(points)) + index * width
+        lengths.bar(offsets, [measures["think_words"][p] for p in points], width=width, label=annotator)
+        offsets = np.arange(len(rate_names)) + index * width
+        rates.bar(offsets, [measures[name] for name in rate_names], width=width, label=annotator)
+    lengths.set_xticks(np.arange(len(points)) + width * (len(annotators) - 1) / 2, points)
+    lengths.set_ylabel("words")
+    lengths.set_title("think length")
+    rates.set_xticks(
+        np.arange(len(rate_names)) + width * (len(annotators) - 1) / 2,
+        [name.replace("_share", "").replace("_", " ") for name in rate_names],
+        rotation=30,
+        ha="right",
+    )
+    rates.set_ylim(0, 1)
+    rates.set_title("shares of traces (answer in think: of answer words)")
+    lengths.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
