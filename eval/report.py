@@ -9,8 +9,9 @@ model, with its two vector-space rows labelled as Table 6 labels them ("TF-IDF C
 Similarity" for TF-IDF, "Cosine Similarity" for raw term frequencies; the paper's Table 7
 swaps them). What the paper does not measure comes after: label-grounded accuracy (the answer
 names the image's class or a more specific one: verdict ``exact`` or ``hyponym`` of
-:mod:`generation.verdicts.labels`) and the label verdicts (the share of each kind and the mean label
-score with bootstrap intervals, for each model and each reference annotator; ``chart_labels.png``).
+:mod:`generation.verdicts.labels`; its table also gives the share of predictions whose think is
+closed) and the label verdicts (the share of each kind and the mean label score with bootstrap
+intervals, for each model and each reference annotator; ``chart_labels.png``).
 
 The annotator agreement (``summary["agreement"]``, :func:`eval.agreement.annotator_agreement`: the
 two references scored against each other over the split) is an extra row "annotator agreement"

@@ -19,7 +19,8 @@ first pass over the split for it. The scores do not depend on the batch size (se
 up to the last digits of float arithmetic, as batches of other shapes give).
 Writes into ``--out``:
 
-- ``per_example.parquet``: per scored image, every ``{segment}/{metric}/{s1,s2,avg,max}``
+- ``per_example.parquet``: per scored image, whether its think is closed, every
+  ``{segment}/{metric}/{s1,s2,avg,max}``
   score and, for the model's and each reference's answer (``WHO`` = model, glm, kimi), its label
   verdict against the image's class (:func:`generation.verdicts.labels.label_verdicts`):
   ``label_hit/WHO`` (``exact`` or ``hyponym``), ``label_verdict/WHO``, ``label_score/WHO`` and
@@ -28,7 +29,9 @@ Writes into ``--out``:
   and metric, the backbones used, label accuracy (the share ``exact`` or ``hyponym``: naming a
   more specific class counts) and ``label_verdicts`` (per answerer, the share of each verdict
   kind, the share correct and the mean label score, each with its bootstrap interval, from the
-  same resamples of the images), coverage and the image counts, what the predictions were made
+  same resamples of the images), coverage and the image counts, ``think_closed`` (the share of
+  the predictions whose think is closed, as ``generation.reasoning.parse_reasoning`` parsed
+  them when they were made), what the predictions were made
   on and the fingerprint of what they were scored against, and ``agreement``: the annotator
   agreement of the release split (:func:`eval.agreement.annotator_agreement`), the ceiling row of the tables;
 - the tables and charts of :mod:`eval.report`.
@@ -104,6 +107,7 @@ class PredictionRecords:
     """
 
     OPEN_FILES = 4
+    COLUMNS = ("think", "answer", "think_closed")
 
     def __init__(self, record_files: list[Path], reject_files: list[Path]) -> None:
         self.files = list(record_files)
@@ -120,25 +124,27 @@ class PredictionRecords:
     def predicted(self, image_id: str) -> bool:
         return image_id in self.where
 
-    def thinks_and_answers(self, image_ids: list[str]) -> tuple[list, list]:
-        """The think and answer of each image's record; "" for an image without one (rejected)."""
-        thinks, answers = [""] * len(image_ids), [""] * len(image_ids)
+    def thinks_and_answers(self, image_ids: list[str]) -> tuple[list, list, list]:
+        """The think and answer of each image's record, and whether its think is closed (as
+        ``generation.reasoning.parse_reasoning`` found when the record was made); "", "" and False
+        for an image without one (rejected)."""
+        thinks, answers, closed = [""] * len(image_ids), [""] * len(image_ids), [False] * len(image_ids)
         by_file: dict[int, list[tuple[int, int]]] = {}
         for k, image_id in enumerate(image_ids):
             if (place := self.where.get(image_id)) is not None:
                 by_file.setdefault(place[0], []).append((k, place[1]))
         for number, wanted in by_file.items():
             rows = self._table(number).take([row for _, row in wanted])
-            found = zip(wanted, rows["think"].to_pylist(), rows["answer"].to_pylist(), strict=True)
-            for (k, _), think, answer in found:
-                thinks[k], answers[k] = think, answer
-        return thinks, answers
+            columns = (rows[name].to_pylist() for name in self.COLUMNS)
+            for (k, _), think, answer, is_closed in zip(wanted, *columns, strict=True):
+                thinks[k], answers[k], closed[k] = think, answer, is_closed
+        return thinks, answers, closed
 
     def _table(self, number: int) -> pa.Table:
         if number in self._open:
             self._open.move_to_end(number)
         else:
-            self._open[number] = pq.read_table(self.files[number], columns=["think", "answer"])
+            self._open[number] = pq.read_table(self.files[number], columns=list(self.COLUMNS))
             if len(self._open) > self.OPEN_FILES:
                 self._open.popitem(last=False)
         return self._open[number]
@@ -176,6 +182,7 @@ class _Batch:
     image_ids: list[str]
     wnids: list[str]
     has_prediction: list[bool]
+    think_closed: list[bool]
     candidate: dict[str, list[str]]
     references: list[dict[str, list[str]]]
 
@@ -184,11 +191,12 @@ def _batches(references, records: PredictionRecords, annotators: list[str], size
     """The scored images in the split's order, ``size`` at a time."""
     for rows in batched_rows(references, size):
         image_ids = rows["image_id"]
-        thinks, answers = records.thinks_and_answers(image_ids)
+        thinks, answers, closed = records.thinks_and_answers(image_ids)
         yield _Batch(
             image_ids,
             rows["wnid"],
             [records.predicted(i) for i in image_ids],
+            closed,
             segments(thinks, answers),
             [reference_segments(rows, a) for a in annotators],
         )
@@ -256,6 +264,7 @@ def score(
         references=annotators,
         coverage=counts["predicted"] / counts["expected"],
         images=counts,
+        think_closed=scored.closed_thinks / counts["predicted"] if counts["predicted"] else 0.0,
         **_label_summaries(scored, annotators, n_boot),
     )
     if agreement and len(annotators) >= 2:
@@ -343,12 +352,14 @@ def _coverage(
 
 @dataclass
 class _Scored:
-    """What scoring a split gives: the metric scores by batch and, per answerer (the model, each
-    reference), the label verdicts' kind indices and scores by batch."""
+    """What scoring a split gives: the metric scores by batch, per answerer (the model, each
+    reference) the label verdicts' kind indices and scores by batch, and how many of the model's
+    predictions have a closed think."""
 
     parts: list[ReferenceScores]
     kinds: dict[str, list[np.ndarray]]
     label_scores: dict[str, list[np.ndarray]]
+    closed_thinks: int = 0
 
 
 def _score_split(
@@ -380,6 +391,7 @@ def _score_split(
                 batch.candidate, batch.references, metrics, full_length=full_length, idf_corpora=idf_corpora
             )
             scored.parts.append(metric_scores)
+            scored.closed_thinks += sum(batch.think_closed)
             answers = [batch.candidate["answer"], *(reference["answer"] for reference in batch.references)]
             verdicts = {
                 who: label_verdicts(a, batch.wnids) for who, a in zip(answerers, answers, strict=True)
@@ -392,6 +404,7 @@ def _score_split(
                     "image_id": batch.image_ids,
                     "wnid": batch.wnids,
                     "has_prediction": batch.has_prediction,
+                    "think_closed": batch.think_closed,
                     **metric_scores.columns(),
                     **_label_columns(verdicts),
                 }

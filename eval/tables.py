@@ -49,6 +49,12 @@ def _coverage(summary: dict) -> str:
     return f"{summary['coverage']:.1%}{counts}"
 
 
+def _think_closed(summary: dict) -> str:
+    """The share of the model's predictions whose think is closed ("–" in summaries made before)."""
+    share = summary.get("think_closed")
+    return f"{share:.3f}" if isinstance(share, int | float) else "–"
+
+
 def coverage_note(summaries: list[dict]) -> str:
     """The footnote for the models below full coverage ("" if none is)."""
     below = []
@@ -130,11 +136,11 @@ def table_rows(summaries: list[dict]) -> list[tuple[str, list[str], list[list[st
         title = f"{SEGMENT_TABLE} of {agreement['label']} ({', '.join(agreement['pairs'])})"
         tables.append((title, *_segment_table(agreement), AGREEMENT_NOTE))
     references = list(dict.fromkeys(r for s in summaries for r in s["label_accuracy"]["references"]))
-    header = ["Model", "Coverage", "Answer names the class or a more specific one"] + [
+    header = ["Model", "Coverage", "Think closed", "Answer names the class or a more specific one"] + [
         f"Reference {r}" for r in references
     ]
     rows = [
-        [display_name(s), _coverage(s), f"{s['label_accuracy']['model']:.3f}"]
+        [display_name(s), _coverage(s), _think_closed(s), f"{s['label_accuracy']['model']:.3f}"]
         + [f"{s['label_accuracy']['references'].get(r, float('nan')):.3f}" for r in references]
         for s in summaries
     ]

@@ -83,7 +83,9 @@ def train_predictions(release, tmp_path_factory):
     entries = [ManifestEntry(**row) for row in table.to_pylist()]
     rng = random.Random(11)
     records = [make_record(e, "synthetic_model", rng) for k, e in enumerate(entries) if k not in (1, 6)]
-    records[3] = make_record(entries[4], "synthetic_model", rng, think="", answer="A goose? Maybe a dog.")
+    records[3] = make_record(  # no delimiter: the parser made the whole output the answer, think open
+        entries[4], "synthetic_model", rng, think="", answer="A goose? Maybe a dog.", think_closed=False
+    )
     rejects = [
         Reject(entries[k].image_id, entries[k].image_path, "generate", "m", "prompt_too_long", "too long")
         for k in (1, 6)
@@ -124,6 +126,12 @@ def test_score_streams_in_batches_with_the_scores_of_one_pass(train_predictions,
         if row["image_id"] in records or row["image_id"] in rejected
     ]
     chosen = [records.get(row["image_id"], {"think": "", "answer": ""}) for row in rows]
+    # The share of the predictions (not the rejects) whose think is closed, as the parser found.
+    closed = [
+        records[i]["think_closed"] if i in records else False for i in per_example["image_id"].to_pylist()
+    ]
+    assert per_example["think_closed"].to_pylist() == closed and sum(closed) == 4
+    assert summary["think_closed"] == 4 / 5
     scored = score_against_references(
         segments([r["think"] for r in chosen], [r["answer"] for r in chosen]),
         [
@@ -274,6 +282,9 @@ def test_generate_score_report(release, predictions, tmp_path):
         "| TF-IDF Cosine Similarity |" in tables and "| Cosine Similarity |" in tables
     )  # Table 7 rows, not swapped
     assert "| tiny_baseline | 100.0% (3/3) |" in tables and "†" not in tables
+    closed = sum(r["think_closed"] for r in iter_rows(check_run(moved / "records").record_files)) / 3
+    assert summary["think_closed"] == closed
+    assert "| Model | Coverage | Think closed | Answer names the class or a more specific one |" in tables
     # Tables 3-6 with the agreement row, Table 7 of the model and of the agreement, accuracy, verdicts
     assert tables.count("| annotator agreement | 3 images, both references |") == 4
     assert summary["agreement"]["n_examples"] == 3 and set(summary["agreement"]["scores"]) == {
