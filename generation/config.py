@@ -31,6 +31,7 @@ import yaml
 from common.model_refs import TINY_PREFIX
 from generation.prompts import load_question
 from generation.reasoning import STYLES
+from generation.row_checks import annotator_problem
 from imagenet_think_errors import InputError, MissingInputError
 
 logger = logging.getLogger(__name__)
@@ -83,11 +84,8 @@ class VLMConfig:
                 f"parse_style {self.parse_style!r} is not one of {sorted(STYLES)}"
                 + _did_you_mean(str(self.parse_style), STYLES)
             )
-        if not isinstance(self.annotator, str) or not self.annotator.isidentifier():
-            raise InputError(
-                f"annotator {self.annotator!r} must be an identifier (letters, digits, _): "
-                "it names a dataset config"
-            )
+        if problem := annotator_problem(self.annotator):
+            raise InputError(problem)
         if not isinstance(self.chunk_size, int) or isinstance(self.chunk_size, bool) or self.chunk_size < 1:
             raise InputError(f"chunk_size must be a whole number >= 1, not {self.chunk_size!r}")
         if self.on_truncation not in ON_TRUNCATION:

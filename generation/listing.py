@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import posixpath
 import stat
 from collections import Counter
 from collections.abc import Callable, Collection
@@ -256,15 +257,21 @@ def _add_class(
             reject(folder, entry)
 
 
-def list_file(path: Path, known: Collection[str] | None) -> Listing:
+def list_file(path: Path, root: Path, known: Collection[str] | None) -> Listing:
     """Candidate paths per class of a list file, and a reject row per line of an unknown class
     or that is not valid UTF-8.
 
-    A path listed more than once counts once, in the class of its first line. What a path
-    names (a file, a FIFO, nothing) is seen when it is checked, never here.
+    Listed paths are relative to ``root`` (absolute ones under it are made relative, and
+    ``a/../b`` is ``b``); a path that leaves ``root`` is a :class:`UsageError` naming the line (and,
+    for absolute paths, the ``--image-root`` that holds them all), so the manifest's paths stay
+    inside its image root (:mod:`generation.row_checks`). A path listed more than once counts once, in the
+    class of its first line. What a path names (a file, a FIFO, nothing) is seen when it is
+    checked, never here.
     """
     listing = Listing()
     class_of: dict[str, str] = {}
+    top = os.path.abspath(root)
+    outside: list[tuple[int, str]] = []
     for number, raw in enumerate(_read_list(path).splitlines(), 1):
         raw = raw.strip()
         if not raw or raw.startswith(b"#"):
@@ -278,7 +285,20 @@ def list_file(path: Path, known: Collection[str] | None) -> Listing:
                 reject_row(PurePosixPath(image_path).stem, image_path, "undecodable_name", detail)
             )
             continue
-        class_of.setdefault(image_path, wnid)
+        inside = _under_root(image_path, top)
+        if inside is None:
+            outside.append((number, image_path))
+            continue
+        class_of.setdefault(inside, wnid)
+    if outside:
+        number, image_path = outside[0]
+        others = f" ({len(outside)} lines are not)" if len(outside) > 1 else ""
+        fix = "list each path relative to the image root, or absolute under it"
+        if all(posixpath.isabs(p) for _, p in outside):
+            fix += f", or pass --image-root {os.path.commonpath([top, *(p for _, p in outside)])}"
+        raise UsageError(
+            f"line {number} of {path}: {image_path!r} is not under the image root {root}{others}; {fix}"
+        )
     for image_path, wnid in class_of.items():
         if known is not None and wnid not in known:
             listing.rejects.append(
@@ -287,6 +307,13 @@ def list_file(path: Path, known: Collection[str] | None) -> Listing:
         else:
             listing.candidates.setdefault(wnid, []).append(image_path)
     return listing
+
+
+def _under_root(image_path: str, top: str) -> str | None:
+    """``image_path`` (relative to the absolute folder ``top``, or absolute) as a normalized path
+    relative to ``top``; None where it leaves ``top``."""
+    relative = posixpath.relpath(posixpath.normpath(posixpath.join(top, image_path)), top)
+    return None if relative == ".." or relative.startswith("../") else relative
 
 
 def _read_list(path: Path) -> bytes:

@@ -11,6 +11,7 @@ manifest, checks them here first and refuses a bad row in one line that names wh
 - ``image_path`` is relative and ``/``-separated, without empty, ``.`` or ``..`` parts, ``\\`` or
   NUL: it names a file under its image root (a link inside the root is the user's to make);
 - each ``image_id`` is in one row only (:func:`check_manifest`);
+- an ``annotator`` (a model config's, a run's) is an identifier: it names a release config folder;
 - a file written from such fields resolves inside its folder (:func:`path_inside`), links
   followed.
 """
@@ -47,6 +48,14 @@ def image_id_problem(image_id: object) -> str | None:
         if bad in image_id:
             return f"image_id {image_id!r} is not a plain file name (it holds {name})"
     return None
+
+
+def annotator_problem(annotator: object) -> str | None:
+    """Why ``annotator`` (a model config's, or a run.json's) cannot name a dataset config, a folder
+    of the release, or None."""
+    if isinstance(annotator, str) and annotator.isidentifier():
+        return None
+    return f"annotator {annotator!r} must be an identifier (letters, digits, _): it names a dataset config"
 
 
 def wnid_problem(wnid: object) -> str | None:

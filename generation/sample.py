@@ -5,8 +5,9 @@ ROOT holding more folders than files is a split, its files rejected as
 ``not_in_a_class_folder``; any other is a class folder, its folders rejected as
 ``not_a_file``; the same class in several splits is one class), or
 a list file whose lines are ``PATH`` or ``PATH CLASS`` (PATH relative to
-``--image-root``, by default the list's folder; without CLASS it is PATH's parent
-folder name; blank lines and ``#`` comments are skipped). Classes are the 10,450
+``--image-root``, by default the list's folder, or absolute under it: a PATH outside it is an
+error naming the line; without CLASS it is PATH's
+parent folder name; blank lines and ``#`` comments are skipped). Classes are the 10,450
 ImageNet-21K-P (winter21) wnids unless ``--any-classes``; other classes are
 rejected as ``unknown_class`` without reading their files (one row per folder for a
 tree, per line for a list).
@@ -293,7 +294,7 @@ def sample_images(
     root = source_root(source, image_root)
     check_image_root(root, given=image_root is not None)
     known = None if any_classes else imagenet21k_classes()
-    listing = list_tree(source, root, known, progress) if is_tree else list_file(source, known)
+    listing = list_tree(source, root, known, progress) if is_tree else list_file(source, root, known)
     if not listing.candidates:
         raise no_classes_error(source, listing, is_tree)
     sampling = Sampling(rule, listing)

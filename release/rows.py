@@ -38,7 +38,7 @@ from generation.records import (
     complete_record_columns,
     manifest_fingerprint,
 )
-from generation.row_checks import read_checked_manifest
+from generation.row_checks import annotator_problem, read_checked_manifest
 from generation.runs import RUN_FILE, RunCheck, check_run
 from generation.verdicts.labels import CORRECT_KINDS, KINDS
 from generation.verdicts.policy import LabelVerdicts, current_quality_verdicts
@@ -236,6 +236,12 @@ class Sources:
         self.manifest_path = manifest_path
         self.manifest_sha256 = manifest_fingerprint(manifest)
         self.runs = _checked_runs(run_dirs, manifest_path, self.manifest_sha256, config.allow_other_manifest)
+        for folder, run in self.runs.items():
+            if problem := annotator_problem(run.run["config"].get("annotator")):
+                raise InputError(
+                    f"{folder / RUN_FILE}: {problem}; it was not written by `imagenet-think generate` as it "
+                    "is: regenerate the run"
+                )
         self.annotators = tuple(dict.fromkeys(run.run["config"]["annotator"] for run in self.runs.values()))
         self.classes = imagenet21k_classes()
         self.records = RecordStore(

@@ -3,6 +3,7 @@
 that name no class, or repeat an image, are refused in one line before a file is written, before
 ``run.json`` and before an engine starts (generation.row_checks)."""
 
+import json
 import random
 import shutil
 from pathlib import Path
@@ -12,9 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from generation.records import ManifestEntry, read_manifest, write_manifest
+from generation.row_checks import read_checked_manifest
 from imagenet_think_cli import main as cli
-from imagenet_think_errors import InputError
+from imagenet_think_errors import InputError, UsageError
 from release.build import build_release
+from tests.fixtures.image_trees import TREE_WNIDS, write_sampling_tree
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,3 +201,50 @@ def test_build_refuses_a_bad_manifest_in_the_same_line(built, tmp_path, change, 
         )
     assert "\n" not in str(refused.value)
     assert not out.exists()
+
+
+def test_sample_refuses_a_listed_path_outside_the_image_root(tmp_path):
+    """`sample` writes only manifests that generate accepts: a list file's `../` or absolute path
+    outside the image root is refused naming the line (and, for absolute paths, the root that
+    holds them all); with that root, absolute paths under it become relative."""
+    a, b = TREE_WNIDS[:2]
+    write_sampling_tree(tmp_path / "images", 2, odd_files=False)
+    listed = tmp_path / "lists" / "list.txt"
+    listed.parent.mkdir()
+    out = tmp_path / "manifest.parquet"
+    sample = ["sample", "--source", str(listed), "--out", str(out), "--min-per-class", "1", "--workers", "1"]
+    listed.write_text(f"{a}/{a}_00000.JPEG\n../images/{a}/{a}_00001.JPEG\n")
+    with pytest.raises(
+        UsageError,
+        match=rf"^line 2 of {listed}: '\.\./images/{a}/{a}_00001\.JPEG' is not under the image root {listed.parent}; list each path relative to the image root, or absolute under it$",
+    ):
+        cli(sample)
+    listed.write_text(f"{tmp_path}/images/{a}/{a}_00000.JPEG\n{tmp_path}/images/{b}/{b}_00000.JPEG\n")
+    with pytest.raises(
+        UsageError,
+        match=rf"^line 1 of {listed}: .* \(2 lines are not\); .*, or pass --image-root {tmp_path}$",
+    ):
+        cli(sample)
+    assert not out.exists()
+    assert cli([*sample, "--image-root", str(tmp_path)]) == 0
+    table, root = read_checked_manifest(out)
+    assert root == tmp_path and sorted(table["image_path"].to_pylist()) == [
+        f"images/{a}/{a}_00000.JPEG",
+        f"images/{b}/{b}_00000.JPEG",
+    ]
+
+
+def test_build_refuses_a_run_whose_annotator_would_name_a_folder_outside_the_release(built, tmp_path):
+    """A run folder can come from elsewhere too: its annotator names a folder of the release."""
+    run = tmp_path / "runs" / "glm"
+    shutil.copytree(built / "glm", run)
+    spec = json.loads((run / "run.json").read_text())
+    spec["config"]["annotator"] = "../../../escaped"
+    (run / "run.json").write_text(json.dumps(spec))
+    out = tmp_path / "a" / "b" / "release"
+    before = files_under(tmp_path)
+    with pytest.raises(
+        InputError, match=r"run\.json: annotator '\.\./\.\./\.\./escaped' must be an identifier"
+    ):
+        cli(["build", "--shards", str(run), "--manifest", str(built / "manifest.parquet"), "--out", str(out)])
+    assert not out.exists() and not list(tmp_path.rglob("escaped")) and files_under(tmp_path) == before
