@@ -16,8 +16,8 @@ import pytest
 
 from common.model_refs import resolve_model
 from eval.aggregate import score_against_references, segments, summarize
-from eval.harness.lmms import METRIC_KEYS, TASK_DIR, TASK_FILE, metric_values
-from eval.harness.outputs import split_output
+from eval.harness.lmms import AGGREGATIONS, METRIC_KEYS, TASK_DIR, TASK_FILE, metric_values
+from eval.harness.outputs import HarnessOutput, split_output
 from eval.metrics import PAPER_METRICS
 from eval.predict import load_references
 from generation.reasoning import detect_style
@@ -97,6 +97,8 @@ def test_lmms_task_yaml_keeps_the_raw_output_and_lists_every_metric():
         assert entry["aggregation"].__name__ == entry["metric"]
         assert entry["higher_is_better"] is METRIC_KEYS[entry["metric"]]
     assert task.dataset_name == "both" and task.test_split == "test"
+    with pytest.raises(RefusedError, match="not of one split this process loaded"):
+        AGGREGATIONS["coverage"]([HarnessOutput("n01_1", "n01", "text", "a split no process_docs saw")])
 
 
 def test_lmms_task_folder_from_the_cli(release, tmp_path, capsys):  # noqa: F811
