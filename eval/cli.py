@@ -23,7 +23,9 @@ SUBCOMMANDS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="eval_command", required=True, metavar="{generate,score,report,lmms-task}")
+    commands = parser.add_subparsers(
+        dest="eval_command", required=True, metavar="{generate,score,report,lmms-task}"
+    )
     for name, (module_name, summary) in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
         sub = commands.add_parser(
