@@ -140,7 +140,15 @@ STAGES = (
     ("release",),
     ("imagenet_think",),
     ("training", "eval"),
-    ("imagenet_think_cli", "imagenet_think_demo", "preflight", "benchmarks", "tools", "tests"),
+    (
+        "imagenet_think_cli",
+        "imagenet_think_demo",
+        "imagenet_think_preview",
+        "preflight",
+        "benchmarks",
+        "tools",
+        "tests",
+    ),
 )
 
 
