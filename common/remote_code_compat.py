@@ -12,7 +12,8 @@ is still there (transformers 4), nothing else is touched, and it is idempotent.
 It is a shim rather than a pinned hub revision because the break is in transformers, not in the
 model: the shim serves every revision of every such model (a reviewed revision stays pinnable), and
 it is the same function object, so tokenization is unchanged. The annotator calls it before vLLM
-loads a remote-code model (vLLM's engine process is forked from that process and inherits it);
+loads a remote-code model, and ``pyproject.toml`` registers it as a vLLM general plugin, which vLLM
+runs in every process it starts (an engine core spawned rather than forked inherits nothing);
 ``imagenet-think preflight`` calls it and says when it was needed.
 """
 

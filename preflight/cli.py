@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
             f"config {path} not found; give a file of configs/generation, configs/models, configs/sft or configs/grpo"
         )
     image = _image(args.image)
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise InputError(f"{path} is not valid YAML: {first_line(error)}") from None
     report = Report()
     if isinstance(spec, dict) and RECIPE_KEY in spec:
         if args.set:

@@ -66,6 +66,28 @@ def test_a_tiny_annotator_passes_and_its_length_is_what_bounds_max_model_len(tin
     assert status == 0
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "no/such.yaml"], "config no/such.yaml not found"),
+        (["--config", "{broken"], "is not valid YAML"),
+        (["--config", TINY_GLM, "--image", "{broken"], "not an image"),
+        (["--config", TINY_GLM, "--gpu-memory", "0"], "--gpu-memory must be > 0"),
+        (
+            ["--config", REPO / "configs" / "sft" / "tiny.yaml", "--set", "a=1"],
+            "--set overrides model configs",
+        ),
+    ],
+)
+def test_a_users_mistake_is_one_line(args, message, tmp_path, monkeypatch):
+    from imagenet_think_errors import ImageNetThinkError
+
+    (tmp_path / "{broken").write_text("a: [unclosed\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ImageNetThinkError, match=re.escape(message)):
+        cli(["preflight", *map(str, args)])
+
+
 def test_markers_that_decoding_drops_are_an_error(tiny_cache):
     from transformers import AutoTokenizer
 

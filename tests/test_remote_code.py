@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -71,24 +73,73 @@ def test_the_shim_is_what_lets_the_tokenizer_load_and_changes_nothing_else(remot
     assert result["symbols"] == "aĠb"  # GPT-2's byte table: the space is Ġ
 
 
-@pytest.mark.slow
-def test_the_annotator_loads_remote_code_of_transformers_4_in_vllm(remote_model, tmp_path):
-    """``imagenet-think generate`` with ``trust_remote_code: true`` on that model: vLLM's engine loads
-    the legacy tokenizer (and the processor that wraps it) and the run writes its records."""
+def _vllm_plugins() -> dict[str, str]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return project["entry-points"]["vllm.general_plugins"]
+
+
+def test_the_shim_is_a_vllm_general_plugin():
+    """vLLM runs ``vllm.general_plugins`` in each process it starts: the shim is declared there."""
+    plugins = _vllm_plugins()
+    loaded = [EntryPoint(name, value, "vllm.general_plugins").load() for name, value in plugins.items()]
+    from common.remote_code_compat import restore_moved_names
+
+    assert loaded == [restore_moved_names]
+
+
+def _run_generate(remote_model, tmp_path, env=None) -> subprocess.CompletedProcess:
     manifest, _ = write_manifest_tree(tmp_path / "data", classes=1, per_class=2)
     config = yaml.safe_load(TINY_KIMI.read_text(encoding="utf-8"))
     config.update(model=str(remote_model), trust_remote_code=True)
     config_path = tmp_path / "remote_kimi.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    out = tmp_path / "run"
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "imagenet_think_cli", "generate", "--config", str(config_path)]
-        + ["--manifest", str(manifest), "--out", str(out), "--set", "sampling.max_tokens=8"],
+        + ["--manifest", str(manifest), "--out", str(tmp_path / "run"), "--set", "sampling.max_tokens=8"],
         cwd=REPO,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=800,
     )
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_spawned_vllm_engine_gets_the_shim_through_the_plugin(remote_model, tmp_path):
+    """vLLM's engine core in a *spawned* process (as on a GPU node where CUDA is initialized first)
+    inherits nothing from the annotator: the plugin entry point, registered as `pip install -e .`
+    registers it (a dist-info on the path), puts the shim there."""
+    dist = tmp_path / "plugins" / "imagenet_think_plugins-0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: imagenet-think-plugins\nVersion: 0\n")
+    entries = "".join(f"{name} = {value}\n" for name, value in _vllm_plugins().items())
+    (dist / "entry_points.txt").write_text(f"[vllm.general_plugins]\n{entries}")
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(dist.parent), str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+    }
+    done = _run_generate(remote_model, tmp_path, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (
+        len(
+            [
+                row
+                for shard in (tmp_path / "run").glob("records-c*.parquet")
+                for row in pq.read_table(shard).to_pylist()
+            ]
+        )
+        == 2
+    )
+
+
+@pytest.mark.slow
+def test_the_annotator_loads_remote_code_of_transformers_4_in_vllm(remote_model, tmp_path):
+    """``imagenet-think generate`` with ``trust_remote_code: true`` on that model: vLLM's engine loads
+    the legacy tokenizer (and the processor that wraps it) and the run writes its records."""
+    done = _run_generate(remote_model, tmp_path)
+    out = tmp_path / "run"
     assert done.returncode == 0, done.stderr[-3000:]
     records = [
         row for shard in sorted(out.glob("records-c*.parquet")) for row in pq.read_table(shard).to_pylist()
