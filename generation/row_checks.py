@@ -102,11 +102,12 @@ def _rows(rows: Sequence[int]) -> str:
     return shown + (f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else "")
 
 
-def check_manifest(table: pa.Table, source: str, fix: str) -> None:
+def check_manifest(table: pa.Table, source: str, fix: str, unique: bool = True) -> None:
     """Refuse (:class:`InputError`, one line: ``source``, the row or rows, ``fix``) a manifest
     table (``image_id``, ``wnid``, and ``image_path`` where it has one) that breaks the module's
     rules: the first bad ``image_id`` or ``image_path``, then the first unknown ``wnid`` with its
-    rows, then the first ``image_id`` in two rows. Rows count from 0, as ``table[i]``."""
+    rows, then (``unique``: a manifest, a ``both`` split) the first ``image_id`` in two rows.
+    Rows count from 0, as ``table[i]``."""
     ids = table["image_id"].to_pylist()
     paths = table["image_path"].to_pylist() if "image_path" in table.column_names else [None] * len(ids)
     for row, (image_id, image_path) in enumerate(zip(ids, paths, strict=True)):
@@ -125,7 +126,7 @@ def check_manifest(table: pa.Table, source: str, fix: str) -> None:
             f"{source}: {wnid_problem(wnid)} (row{'s' if len(rows) > 1 else ''} {_rows(rows)}){others}; {fix}"
         )
     first_row: dict[str, int] = {}
-    for row, image_id in enumerate(ids):
+    for row, image_id in enumerate(ids if unique else ()):
         if image_id in first_row:
             repeated = len(ids) - len(set(ids))
             others = f" ({repeated} rows repeat an image_id in all)" if repeated > 1 else ""

@@ -19,6 +19,7 @@ from imagenet_think_errors import InputError, UsageError
 from release.build import build_release
 from tests.fixtures.image_trees import TREE_WNIDS, write_sampling_tree
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from training.data import load_split
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_GLM = REPO / "configs" / "generation" / "tiny_glm.yaml"
@@ -248,3 +249,20 @@ def test_build_refuses_a_run_whose_annotator_would_name_a_folder_outside_the_rel
     ):
         cli(["build", "--shards", str(run), "--manifest", str(built / "manifest.parquet"), "--out", str(out)])
     assert not out.exists() and not list(tmp_path.rglob("escaped")) and files_under(tmp_path) == before
+
+
+def test_training_refuses_a_release_row_whose_class_is_unknown(built, tmp_path):
+    """The GRPO label reward judges answers against the row's wnid: a release row naming no class
+    is refused when the split loads, not after the first steps."""
+    release = shutil.copytree(built / "release", tmp_path / "release")
+    (release / "release.json").unlink()  # a publisher's release, with no marker to vouch for it
+    (shard, *_) = sorted((release / "glm").glob("train-*.parquet"))
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[1]["wnid"] = "n99999999"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    refusal = (
+        rf"^dataset_name {release}, glm train: wnid 'n99999999' is not one of .* \(row 1\); this release"
+    )
+    with pytest.raises(InputError, match=refusal):
+        load_split(str(release), "glm", "train")

@@ -9,6 +9,7 @@ from pathlib import Path
 from datasets import Dataset, load_dataset
 from datasets.exceptions import DatasetNotFoundError
 
+from generation.row_checks import check_manifest
 from imagenet_think_errors import InputError, MissingInputError
 from release.folder import MARKER, verify_release
 from training.recipes import first_line
@@ -30,14 +31,16 @@ def check_dataset_name(name: str) -> None:
 
 def load_split(name: str, config: str, split: str) -> Dataset:
     """One split of a release folder or Hub dataset; a wrong name, config or split is an :class:`InputError`.
-    A release folder (with ``release.json``) is verified first (:func:`release.folder.verify_release`)."""
+    A release folder (with ``release.json``) is verified first (:func:`release.folder.verify_release`);
+    a row whose ``image_id`` or ``wnid`` breaks :mod:`generation.row_checks` (a class the label
+    reward cannot judge) is refused before any training."""
     check_dataset_name(name)
     folder = Path(name).expanduser()
     where = f"dataset_name {name}"
     if (folder / MARKER).is_file():  # a release folder: read only as built
         verify_release(folder, configs=(config,))
     try:
-        return load_dataset(str(folder) if folder.is_dir() else name, config, split=split)
+        rows = load_dataset(str(folder) if folder.is_dir() else name, config, split=split)
     except DatasetNotFoundError as error:
         raise MissingInputError(
             f"{where}: no such folder here, and no such dataset on the Hub (a private or gated one needs "
@@ -64,6 +67,12 @@ def load_split(name: str, config: str, split: str) -> Dataset:
                 f"split {split!r} of {name}: {message} (set dataset_train_split/dataset_test_split)"
             ) from error
         raise InputError(f"{where} ({config}, {split}): {message}") from error
+    if {"image_id", "wnid"} <= set(rows.column_names):  # a release is untrusted input: its classes too
+        fix = "this release cannot be trained on as it is: rebuild it with `imagenet-think build`"
+        check_manifest(
+            rows.data.table.select(["image_id", "wnid"]), f"{where}, {config} {split}", fix, unique=False
+        )
+    return rows
 
 
 def user_turn(question: str, system_prompt: str | None = None) -> list[dict]:
