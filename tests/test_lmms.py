@@ -81,6 +81,19 @@ def test_lmms_outputs_split_by_detected_style():
     assert split_output("<answer>A goose.</answer>")[0].answer == "A goose."
 
 
+def test_lmms_glm_answers_decoded_without_special_tokens_split_alike(tiny_cache):
+    """lmms-eval's vllm backend decodes with vLLM's default skip_special_tokens: GLM-4.1V's box
+    markers (special tokens, as in the tiny GLM's tokenizer) are dropped, its think tags are not;
+    the split output is the same either way."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny:glm4v"))
+    ids = tokenizer.encode(OUTPUTS[0], add_special_tokens=False)
+    kept, skipped = (tokenizer.decode(ids, skip_special_tokens=skip) for skip in (False, True))
+    assert "<|begin_of_box|>" in kept and "<|begin_of_box|>" not in skipped and "</think>" in skipped
+    assert split_output(kept) == split_output(skipped) == split_output(OUTPUTS[0])
+
+
 def test_lmms_task_yaml_keeps_the_raw_output_and_lists_every_metric():
     """lmms-eval's own loader: no stop at blank lines, no think stripping (whatever the CLI's
     --reasoning_tags), one aggregation per metric of the task, named after it."""

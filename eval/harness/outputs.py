@@ -65,7 +65,7 @@ class HarnessPredictions:
         self.made_on = made_on
         self.config = {"annotator": model, "model": model}
         self.wnids: dict[str, str] = {}
-        self._parts: dict[str, tuple[str, str]] = {}
+        self._parts: dict[str, tuple[str, str, bool]] = {}
         self._status: dict[str, str] = {}
         for output in outputs:
             if output.image_id in self._parts:
@@ -74,7 +74,7 @@ class HarnessPredictions:
                     "(a run with repeats: keep one of them)"
                 )
             parsed, status = split_output(output.text)
-            self._parts[output.image_id] = (parsed.think, parsed.answer)
+            self._parts[output.image_id] = (parsed.think, parsed.answer, parsed.closed)
             self._status[output.image_id] = status
             self.wnids[output.image_id] = output.wnid
         if not self._parts:
@@ -89,10 +89,11 @@ class HarnessPredictions:
     def predicted(self, image_id: str) -> bool:
         return image_id in self._parts
 
-    def thinks_and_answers(self, image_ids: list[str]) -> tuple[list, list]:
-        """The think and answer of each image ("" for an image without an output)."""
-        parts = [self._parts.get(image_id, ("", "")) for image_id in image_ids]
-        return [think for think, _ in parts], [answer for _, answer in parts]
+    def thinks_and_answers(self, image_ids: list[str]) -> tuple[list, list, list]:
+        """The think and answer of each image and whether the parser found its think closed
+        ("", "" and False for an image without an output)."""
+        parts = [self._parts.get(image_id, ("", "", False)) for image_id in image_ids]
+        return tuple(list(column) for column in zip(*parts, strict=True)) if parts else ([], [], [])
 
     def think_shares(self, image_ids: Iterable[str]) -> dict[str, float]:
         """The share of each think status among the outputs of ``image_ids``."""
