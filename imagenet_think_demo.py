@@ -151,9 +151,9 @@ def generate_stage(out: Path, manifest: Path) -> list[Path]:
 
 
 def build_stage(runs: list[Path], manifest: Path, release: Path) -> dict:
-    from release.build import build_release
+    from release.build import BuildOptions, build_release
 
-    build_release(runs, manifest, release, card_note=DEMO_NOTE, **SPLITS)
+    build_release(BuildOptions(runs, manifest, release, **SPLITS), card_note=DEMO_NOTE)
     return json.loads((release / "stats.json").read_text())
 
 

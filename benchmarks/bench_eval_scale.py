@@ -138,7 +138,7 @@ def make_release(root: Path, examples: int, words: int) -> Path:
     from benchmarks.bench_metrics import document, sentence, vocabulary
     from eval.predict import EVAL_FILE, materialize_split, split_fingerprint
     from generation.records import read_manifest
-    from release.build import build_release
+    from release.build import BuildOptions, build_release
     from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
     per_class = 50
@@ -158,11 +158,13 @@ def make_release(root: Path, examples: int, words: int) -> Path:
         write_run(root / annotator, [record(e, annotator, k) for e in entries], per_shard=256)
     release = root / "release"
     build_release(
-        [root / "glm", root / "kimi"],
-        root / "manifest.parquet",
-        release,
-        validation_fraction=0,
-        test_fraction=0,
+        BuildOptions(
+            [root / "glm", root / "kimi"],
+            root / "manifest.parquet",
+            release,
+            validation_fraction=0,
+            test_fraction=0,
+        ),
     )
     predictions = root / "predictions"
     manifest = materialize_split(str(release), "train", predictions)

@@ -131,7 +131,7 @@ def run_baseline(folder: Path) -> tuple[int, float]:
 
 def build_once(folder: Path) -> dict:
     """One build in this process; returns rows written, seconds and peak memory."""
-    from release.build import build_release
+    from release.build import BuildOptions, build_release
 
     peak_anon = [0]
     done = threading.Event()
@@ -144,7 +144,9 @@ def build_once(folder: Path) -> dict:
     sampler.start()
     start = time.perf_counter()
     summary = build_release(
-        [folder / "runs" / "glm", folder / "runs" / "kimi"], folder / "manifest.parquet", folder / "out"
+        BuildOptions(
+            [folder / "runs" / "glm", folder / "runs" / "kimi"], folder / "manifest.parquet", folder / "out"
+        )
     )
     seconds = time.perf_counter() - start
     done.set()

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 from training.sft import build_trainer, parse_args
 
@@ -53,7 +53,9 @@ def synthetic_release(images: int) -> Path:
         rng = random.Random(0)
         for annotator in ("glm", "kimi"):
             write_run(out / "runs" / annotator, [make_record(e, annotator, rng) for e in entries])
-        build_release([out / "runs" / "glm", out / "runs" / "kimi"], manifest, out / "imagenet_think")
+        build_release(
+            BuildOptions([out / "runs" / "glm", out / "runs" / "kimi"], manifest, out / "imagenet_think")
+        )
     return out / "imagenet_think"
 
 

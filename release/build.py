@@ -31,6 +31,7 @@ import pyarrow as pa
 from datasets.arrow_writer import ParquetWriter
 from tqdm.auto import tqdm
 
+from common.options import add_options, option, parse_options
 from generation.near_duplicates import DEFAULT_THRESHOLD, threshold_or_none
 from imagenet_think_errors import MissingInputError, RefusedError, UsageError, no_room_reported
 from release.card import card_template, render_card
@@ -220,68 +221,122 @@ def _models_by_annotator(records: pa.Table, annotators: tuple[str, ...]) -> dict
     return models
 
 
-@discards_staging_on_failure
-def build_release(
-    shards: list[str | Path],
-    manifest: str | Path,
-    out: str | Path,
-    annotators: tuple[str, ...] | None = None,
-    image_root: str | Path | None = None,
-    validation_fraction: float = DEFAULT_FRACTIONS["validation"],
-    test_fraction: float = DEFAULT_FRACTIONS["test"],
-    split_seed: int = DEFAULT_SEED,
-    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-    rows_per_group: int = DEFAULT_ROWS_PER_GROUP,
-    stats_tokenizer: str | None = None,
-    card_note: str | None = None,
-    allow_other_manifest: bool = False,
-    forced_answers: str = "keep",
-    force: bool = False,
-    near_duplicate_threshold: int | None = DEFAULT_THRESHOLD,
-    reference: str | Path | None = None,
-    license: str = IMAGENET_LICENSE,
-) -> ReleaseSummary:
-    """Write the release folder ``out`` (replacing the release there, whole) and return what went in.
+def _megabytes(value: str) -> int:
+    return int(value) * 2**20
 
-    ``annotators``: the annotators to release, in config order (default: those of the runs).
-    ``forced_answers``: ``keep`` records whose answer was forced (``on_truncation: force_answer``)
-    in the configs, with ``forced_answer`` true, as GLM-4.1V's authors' protocol does; ``reject``
-    moves them to ``rejected`` (reason ``forced_answer``).
-    ``force``: rebuild over a release whose card (README.md) was edited by hand since its build,
-    keeping the edited card beside ``out`` (without it, such a rebuild is refused).
-    ``near_duplicate_threshold`` (bits, None: off) and ``reference``: :mod:`release.leakage`.
-    ``license``: what the card declares for the images: ``imagenet`` (ImageNet's terms of access,
-    gated on the Hub) or the Hub licence id of a user's own images (``docs/release.md``).
+
+@dataclass
+class BuildOptions:
+    """The options of ``imagenet-think build`` (and of :func:`build_release`), each declared once."""
+
+    shards: list[str | Path] = option(
+        nargs="+",
+        help="the run folders of `imagenet-think generate` (or folders holding run folders); each must "
+        "exist, hold a run made from --manifest, and have only committed chunks that verify",
+    )
+    manifest: str | Path = option(help="the image manifest the runs were generated from")
+    out: str | Path = option(
+        help="release folder: absent, empty, or a release this command wrote (it is replaced whole, "
+        "atomically); name it imagenet_think to load it by that name",
+    )
+    annotators: tuple[str, ...] | None = option(
+        None,
+        nargs="+",
+        help="annotators (config names) to release, in config order (default: those of the runs, in run order)",
+    )
+    allow_other_manifest: bool = option(
+        False,
+        help="accept runs generated from another manifest (each record's image hash is still checked "
+        "against --manifest; the card records it)",
+    )
+    forced_answer_records: str = option(
+        "keep",
+        aliases=("--forced-answers",),
+        choices=FORCED_ANSWERS,
+        help="records whose answer was forced (generate's on_truncation: force_answer): keep them in the "
+        "configs with forced_answer true (default, as GLM-4.1V's authors' benchmark does), or reject them "
+        "to `rejected` (reason forced_answer); --forced-answers is the former name",
+    )
+    force: bool = option(
+        False,
+        help="rebuild over a release whose README.md was edited by hand (the edited card is kept beside "
+        "--out, as NAME.README.edited.md); without it such a rebuild is refused",
+    )
+    near_duplicate_threshold: int | None = option(
+        DEFAULT_THRESHOLD,
+        type=threshold_or_none,
+        help="images whose perceptual hashes differ by at most this many bits (0-24) are near-duplicates, "
+        "kept in one split (default %(default)s; `none`: off); see docs/release.md",
+    )
+    reference: str | Path | None = option(
+        None,
+        help="a folder of images or a manifest (e.g. a benchmark's images): images of the release that "
+        "are near-duplicates of one of them go to `rejected` (reason reference_overlap)",
+    )
+    license: str = option(
+        IMAGENET_LICENSE,
+        help="the images' licence the card declares: imagenet (default: ImageNet's terms of access, "
+        "non-commercial; the Hub repository is gated on them) or, for your own images, their Hub licence "
+        "id (e.g. cc-by-4.0); see docs/release.md",
+    )
+    image_root: str | Path | None = option(None, help="override the image root recorded in the manifest")
+    validation_fraction: float = option(DEFAULT_FRACTIONS["validation"], type=float)
+    test_fraction: float = option(DEFAULT_FRACTIONS["test"], type=float)
+    split_seed: int = option(DEFAULT_SEED, type=int)
+    max_shard_bytes: int = option(
+        DEFAULT_MAX_SHARD_BYTES,
+        flag="--max-shard-mb",
+        type=_megabytes,
+        help="shard size, in MiB (default 500)",
+    )
+    rows_per_group: int = option(DEFAULT_ROWS_PER_GROUP, type=int)
+    stats_tokenizer: str | None = option(
+        None, help="count tokens with this tokenizer instead of the annotators' own"
+    )
+
+    def config_fields(self) -> dict:
+        """The :class:`~release.schema.ImageNetThinkConfig` fields these options set (every config's)."""
+        return {
+            "record_dirs": tuple(str(s) for s in self.shards),
+            "manifest": str(self.manifest),
+            "image_root": str(self.image_root) if self.image_root else None,
+            "validation_fraction": self.validation_fraction,
+            "test_fraction": self.test_fraction,
+            "split_seed": self.split_seed,
+            "rows_per_batch": self.rows_per_group,
+            "allow_other_manifest": self.allow_other_manifest,
+            "forced_answers": self.forced_answer_records,
+            "near_duplicate_threshold": self.near_duplicate_threshold,
+            "reference": str(self.reference) if self.reference else None,
+        }
+
+
+def build_release(options: BuildOptions, card_note: str | None = None) -> ReleaseSummary:
+    """Write the release folder ``options.out`` (replacing the release there, whole) and return what
+    went in (the options' help says what each does; ``card_note``: a note atop the card, the demo's).
     """
-    check_license(license)
+    return _build(Path(options.out), options, card_note)
+
+
+@discards_staging_on_failure
+def _build(out: Path, options: BuildOptions, card_note: str | None) -> ReleaseSummary:
+    check_license(options.license)
     card_template()  # a file of the checkout: a non-editable install fails here, before any work
-    out = Path(out)
     restore_interrupted_swap(out)
     check_writable(out)
     card = edited_card(out)
-    if card and not force:
+    if card and not options.force:
         raise RefusedError(
             f"{card} was edited since the build (its sha256 is not the one {MARKER} lists) and a rebuild "
             "replaces it: copy your edits out first, or pass "
             "--force to rebuild and keep the edited card beside the release"
         )
-    common = {
-        "record_dirs": tuple(str(s) for s in shards),
-        "manifest": str(manifest),
-        "image_root": str(image_root) if image_root else None,
-        "validation_fraction": validation_fraction,
-        "test_fraction": test_fraction,
-        "split_seed": split_seed,
-        "rows_per_batch": rows_per_group,
-        "allow_other_manifest": allow_other_manifest,
-        "forced_answers": forced_answers,
-        "near_duplicate_threshold": near_duplicate_threshold,
-        "reference": str(reference) if reference else None,
-    }
-    plan = _plan(out, common, annotators, license)
+    plan = _plan(out, options.config_fields(), options.annotators, options.license)
     staging = staging_folder(out)
     files = ReleaseFiles(staging)
-    counted = _write(plan, staging, files, max_shard_bytes, rows_per_group, stats_tokenizer)
+    counted = _write(
+        plan, staging, files, options.max_shard_bytes, options.rows_per_group, options.stats_tokenizer
+    )
     _finish(plan, staging, files, counted, card_note)
     if card:
         plan.summary.edited_card = keep_edited_card(card)
@@ -442,93 +497,11 @@ def _write_marker(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--shards",
-        nargs="+",
-        required=True,
-        help="the run folders of `imagenet-think generate` (or folders holding run folders); each must "
-        "exist, hold a run made from --manifest, and have only committed chunks that verify",
-    )
-    parser.add_argument("--manifest", required=True, help="the image manifest the runs were generated from")
-    parser.add_argument(
-        "--out",
-        required=True,
-        help="release folder: absent, empty, or a release this command wrote (it is replaced whole, "
-        "atomically); name it imagenet_think to load it by that name",
-    )
-    parser.add_argument(
-        "--annotators", nargs="+", help="annotators (config names) to release (default: those of the runs)"
-    )
-    parser.add_argument(
-        "--allow-other-manifest",
-        action="store_true",
-        help="accept runs generated from another manifest (each record's image hash is still checked "
-        "against --manifest; the card records it)",
-    )
-    parser.add_argument(
-        "--forced-answers",
-        choices=FORCED_ANSWERS,
-        default="keep",
-        help="records whose answer was forced (generate's on_truncation: force_answer): keep them in the "
-        "configs with forced_answer true (default, as GLM-4.1V's authors' benchmark does), or move them "
-        "to `rejected` (reason forced_answer)",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="rebuild over a release whose README.md was edited by hand (the edited card is kept beside "
-        "--out, as NAME.README.edited.md); without it such a rebuild is refused",
-    )
-    parser.add_argument(
-        "--near-duplicate-threshold",
-        type=threshold_or_none,
-        default=DEFAULT_THRESHOLD,
-        help="images whose perceptual hashes differ by at most this many bits (0-24) are near-duplicates, "
-        "kept in one split (default %(default)s; `none`: off); see docs/release.md",
-    )
-    parser.add_argument(
-        "--reference",
-        help="a folder of images or a manifest (e.g. a benchmark's images): images of the release that "
-        "are near-duplicates of one of them go to `rejected` (reason reference_overlap)",
-    )
-    parser.add_argument(
-        "--license",
-        default=IMAGENET_LICENSE,
-        help="the images' licence the card declares: imagenet (default: ImageNet's terms of access, "
-        "non-commercial; the Hub repository is gated on them) or, for your own images, their Hub licence "
-        "id (e.g. cc-by-4.0); see docs/release.md",
-    )
-    parser.add_argument("--image-root", help="override the image root recorded in the manifest")
-    parser.add_argument("--validation-fraction", type=float, default=DEFAULT_FRACTIONS["validation"])
-    parser.add_argument("--test-fraction", type=float, default=DEFAULT_FRACTIONS["test"])
-    parser.add_argument("--split-seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--max-shard-mb", type=int, default=DEFAULT_MAX_SHARD_BYTES // 2**20)
-    parser.add_argument("--rows-per-group", type=int, default=DEFAULT_ROWS_PER_GROUP)
-    parser.add_argument(
-        "--stats-tokenizer", help="count tokens with this tokenizer instead of the annotators' own"
-    )
+    add_options(parser, BuildOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = build_release(
-        args.shards,
-        args.manifest,
-        args.out,
-        annotators=tuple(args.annotators) if args.annotators else None,
-        image_root=args.image_root,
-        validation_fraction=args.validation_fraction,
-        test_fraction=args.test_fraction,
-        split_seed=args.split_seed,
-        max_shard_bytes=args.max_shard_mb * 2**20,
-        rows_per_group=args.rows_per_group,
-        stats_tokenizer=args.stats_tokenizer,
-        allow_other_manifest=args.allow_other_manifest,
-        forced_answers=args.forced_answers,
-        force=args.force,
-        near_duplicate_threshold=args.near_duplicate_threshold,
-        reference=args.reference,
-        license=args.license,
-    )
+    summary = build_release(parse_options(args, BuildOptions))
     for name, splits in summary.rows.items():
         print(f"{name:>10}: " + ", ".join(f"{split} {rows}" for split, rows in splits.items()))
     rejected = (

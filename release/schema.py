@@ -40,7 +40,7 @@ REJECTED = "rejected"
 JOINT_CONFIG = "both"
 VERIFIED_CONFIG = "verified"
 REJECTED_CONFIG = "rejected"
-FORCED_ANSWERS = ("keep", "reject")  # ImageNetThinkConfig.forced_answers (build --forced-answers)
+FORCED_ANSWERS = ("keep", "reject")  # ImageNetThinkConfig.forced_answers (build --forced-answer-records)
 
 CITATION = """\
 @article{chittyvenkata2025imagenetthink,

@@ -12,7 +12,7 @@ from generation.records import read_manifest, write_manifest
 from generation.sample import SamplingRule, sample_images
 from imagenet_think_errors import MissingInputError, UsageError
 from release.audit import audit
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.photos import write_planted_tree
 from tests.fixtures.synthetic import make_record, write_run
 
@@ -90,9 +90,9 @@ def test_after_the_build_no_planted_pair_spans_two_splits(planted, tmp_path):
     def spanning(splits):
         return [pair for pair in tree.planted if splits[pair[0]] != splits[pair[1]]]
 
-    build_release(runs, manifest, tmp_path / "off", near_duplicate_threshold=None, **FRACTIONS)
+    build_release(BuildOptions(runs, manifest, tmp_path / "off", near_duplicate_threshold=None, **FRACTIONS))
     assert spanning(splits_of(tmp_path / "off"))  # without the rule some pairs straddle splits
-    summary = build_release(runs, manifest, tmp_path / "on", **FRACTIONS)
+    summary = build_release(BuildOptions(runs, manifest, tmp_path / "on", **FRACTIONS))
     splits = splits_of(tmp_path / "on")
     assert spanning(splits) == []
     assert set(splits) == set(tree.image_ids)  # nobody lost
@@ -117,7 +117,7 @@ def test_after_the_build_no_planted_pair_spans_two_splits(planted, tmp_path):
 def test_the_build_rejects_images_that_overlap_the_reference(planted, tmp_path):
     tree, manifest, folder = planted
     out = tmp_path / "release"
-    summary = build_release([folder / "runs" / "glm"], manifest, out, reference=tree.reference)
+    summary = build_release(BuildOptions([folder / "runs" / "glm"], manifest, out, reference=tree.reference))
     overlapping = {image_id for image_id, _ in tree.reference_overlaps}
     released = {
         image_id

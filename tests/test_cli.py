@@ -158,3 +158,26 @@ def test_quiet_and_verbose_set_the_toolkit_log_level(tmp_path):
         with pytest.raises(MissingInputError):
             main([*([flag] if flag else []), "stats", str(tmp_path / "no-release")])
         assert all(logging.getLogger(name).level == level for name in ("generation", "release", "eval"))
+
+
+def test_build_options_are_parsed_from_their_one_declaration_and_the_former_flag_still_works():
+    import argparse
+
+    from common.options import parse_options
+    from release.build import BuildOptions, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    required = ["--shards", "runs/glm", "runs/kimi", "--manifest", "m.parquet", "--out", "release"]
+    options = parse_options(parser.parse_args(required), BuildOptions)
+    assert options == BuildOptions(["runs/glm", "runs/kimi"], "m.parquet", "release")
+    for flag in ("--forced-answer-records", "--forced-answers"):
+        chosen = parse_options(parser.parse_args([*required, flag, "reject"]), BuildOptions)
+        assert chosen.forced_answer_records == "reject"
+        assert chosen.config_fields()["forced_answers"] == "reject"
+    sized = parse_options(
+        parser.parse_args([*required, "--max-shard-mb", "3", "--allow-other-manifest"]), BuildOptions
+    )
+    assert sized.max_shard_bytes == 3 * 2**20 and sized.allow_other_manifest
+    with pytest.raises(SystemExit):
+        parser.parse_args([*required, "--forced-answers", "force_answer"])

@@ -46,7 +46,9 @@ def test_demo_pipeline(tmp_path):
     preview = (out / "preview.html").read_text()
     assert "<img" in preview and "label verdict: " in preview
     stats = json.loads((release / "stats.json").read_text())
-    assert set(stats["label_verdicts_by_annotator"]) == {"glm", "kimi"} and stats["verified_samples"] >= 0
+    assert set(stats["label_verdicts_by_annotator"]) == {"glm", "kimi"}
+    verified = json.loads((release / "release.json").read_text())["configs"].get("verified", {})
+    assert stats["verified_samples"] == sum(verified.values())  # the rows of the verified config
 
 
 def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path):
@@ -61,7 +63,7 @@ def test_the_grpo_stage_trains_the_student_and_charts_each_reward(tmp_path):
     import random
 
     from imagenet_think_demo import grpo_stage
-    from release.build import build_release
+    from release.build import BuildOptions, build_release
     from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
     manifest, entries = write_manifest_tree(tmp_path, classes=2, per_class=4)
@@ -69,7 +71,7 @@ def test_the_grpo_stage_trains_the_student_and_charts_each_reward(tmp_path):
     for annotator in ("glm", "kimi"):
         write_run(tmp_path / "runs" / annotator, [make_record(e, annotator, rng) for e in entries])
     release = tmp_path / "imagenet_think"
-    build_release([tmp_path / "runs" / "glm", tmp_path / "runs" / "kimi"], manifest, release)
+    build_release(BuildOptions([tmp_path / "runs" / "glm", tmp_path / "runs" / "kimi"], manifest, release))
     chart = grpo_stage(tmp_path, release, "tiny:qwen2_vl")
     history = json.loads((tmp_path / "student-grpo" / "trainer_state.json").read_text())["log_history"]
     logged = {

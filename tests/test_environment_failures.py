@@ -18,7 +18,7 @@ from generation.records import ManifestEntry, read_manifest
 from generation.runs import check_run, completed_chunks
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def built(tmp_path_factory):
     rng = random.Random(5)
     for annotator in ("glm", "kimi"):
         write_run(root / annotator, [make_record(e, annotator, rng) for e in entries])
-    build_release([root / "glm", root / "kimi"], manifest, root / "release", test_fraction=0.25)
+    build_release(BuildOptions([root / "glm", root / "kimi"], manifest, root / "release", test_fraction=0.25))
     return root
 
 

@@ -23,7 +23,7 @@ from generation.runs import check_run, chunk_files, commit_chunk
 from generation.verdicts.labels import KINDS, label_verdicts
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 REFERENCES = ("glm", "kimi")
@@ -34,12 +34,14 @@ FAST = ["--metrics", "jaccard", "rougeL", "--bootstrap", "20"]
 
 def build(root, out, split_seed=0):
     return build_release(
-        [root / a for a in REFERENCES],
-        root / "manifest.parquet",
-        root / out,
-        validation_fraction=0.2,
-        test_fraction=0.2,
-        split_seed=split_seed,
+        BuildOptions(
+            [root / a for a in REFERENCES],
+            root / "manifest.parquet",
+            root / out,
+            validation_fraction=0.2,
+            test_fraction=0.2,
+            split_seed=split_seed,
+        ),
     )
 
 

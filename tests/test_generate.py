@@ -48,7 +48,7 @@ from generation.verdicts.labels import label_verdicts, verifier_fingerprint
 from generation.verdicts.quality import quality_fingerprint, record_verdict
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.image_trees import write_sampling_tree
 from tests.fixtures.synthetic import make_record, write_manifest_tree
 
@@ -134,7 +134,9 @@ def test_sample_generate_build_load(sampled, tmp_path):
     assert [c["images"] for c in state.done.values()] == [8, len(good) - 8]
     out = tmp_path / "imagenet_think"
     built = build_release(
-        [tmp_path / "run"], manifest, out, annotators=("glm",), validation_fraction=0, test_fraction=0
+        BuildOptions(
+            [tmp_path / "run"], manifest, out, annotators=("glm",), validation_fraction=0, test_fraction=0
+        )
     )
     assert "both" not in built.rows  # one annotator: no joint config
     loaded = {name: load_dataset(str(out), name, split="train").num_rows for name in built.rows}
@@ -565,7 +567,9 @@ def test_a_chunk_whose_verdicts_fail_is_committed_without_them(tmp_path, monkeyp
     stored = list(iter_rows(check_run(run).record_files))
     assert len(stored) == 3 and {(r["quality_checker"], r["label_verifier"]) for r in stored} == {("", "")}
     monkeypatch.undo()
-    built = build_release([run], manifest, tmp_path / "out", validation_fraction=0, test_fraction=0)
+    built = build_release(
+        BuildOptions([run], manifest, tmp_path / "out", validation_fraction=0, test_fraction=0)
+    )
     assert built.rows["glm"] == {"train": 3}
     labels = load_dataset(str(tmp_path / "out"), "glm", split="train")["label_verdict"]
     assert len(labels) == 3 and "" not in labels  # judged by the build

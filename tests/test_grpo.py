@@ -28,7 +28,7 @@ from generation.reasoning import parse_reasoning
 from generation.verdicts.labels import label_verdicts
 from generation.verdicts.quality import rejection_reason
 from imagenet_think_errors import InputError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 from training.data import user_turn
 from training.formatting import format_target, to_example
@@ -227,7 +227,7 @@ def release(tmp_path_factory) -> Path:
     write_run(root / "runs" / "glm", glm)
     write_run(root / "runs" / "kimi", [make_record(e, "kimi", rng) for e in entries])
     out, runs = root / "imagenet_think", [root / "runs" / "glm", root / "runs" / "kimi"]
-    build_release(runs, manifest, out, validation_fraction=0.2, test_fraction=0.2)
+    build_release(BuildOptions(runs, manifest, out, validation_fraction=0.2, test_fraction=0.2))
     return out
 
 

@@ -16,7 +16,7 @@ from generation.runs import check_run, chunk_files
 from generation.verdicts.language import WINDOW_CHARS, language_verdict, plainly_english, windows
 from generation.verdicts.quality import record_verdict
 from imagenet_think_cli import main as cli
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from release.stats import compute_stats
 from tests.fixtures.language_sample import CHINESE, ENGLISH, KEEP, OTHER, SAMPLE
 from tests.fixtures.synthetic import make_record, synthetic_text, write_manifest_tree, write_run
@@ -209,7 +209,12 @@ def test_a_release_keeps_forced_answers_and_rejects_traces_that_are_not_english(
 def test_forced_answers_reject_moves_them_to_rejected(inputs, tmp_path):
     root, ids = inputs["root"], [e.image_id for e in inputs["entries"]]
     built = build_release(
-        [root / "glm", root / "kimi"], inputs["manifest"], tmp_path / "out", forced_answers="reject"
+        BuildOptions(
+            [root / "glm", root / "kimi"],
+            inputs["manifest"],
+            tmp_path / "out",
+            forced_answer_records="reject",
+        )
     )
     assert built.rejected_by_reason["forced_answer"] == 2
     rejected = load_dataset(str(tmp_path / "out"), "rejected", split="train")

@@ -16,7 +16,7 @@ from generation.runs import check_run, chunk_files
 from generation.verdicts.quality import is_repetition_loop, rejection_reason
 from imagenet_think import ImageNetThink
 from imagenet_think_cli import main as cli
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from release.splits import assign_splits
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
@@ -211,7 +211,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         ImageNetThink(config_name="glm", data_dir=str(tmp_path), cache_dir=str(tmp_path)).sources  # noqa: B018
     manifest, entries = write_manifest_tree(tmp_path, 1, 2)
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        build_release([tmp_path / "nothing"], manifest, tmp_path / "out")
+        build_release(BuildOptions([tmp_path / "nothing"], manifest, tmp_path / "out"))
 
 
 def test_vocabulary_is_the_mean_over_blocks_of_1000_samples_of_one_annotator(tmp_path):
@@ -231,7 +231,7 @@ def test_vocabulary_is_the_mean_over_blocks_of_1000_samples_of_one_annotator(tmp
             records.append(make_record(entry, annotator, rng, think=think))
         write_run(tmp_path / annotator, records, per_shard=300)
     out = tmp_path / "out"
-    build_release([tmp_path / "glm", tmp_path / "kimi"], manifest, out)
+    build_release(BuildOptions([tmp_path / "glm", tmp_path / "kimi"], manifest, out))
     blocks = []
     for annotator in ("glm", "kimi"):  # release order: train, validation, test
         thinks = [
@@ -271,7 +271,9 @@ def test_counted_vocabulary_blocks_do_not_depend_on_the_order_tables_come_in(tmp
             records.append(make_record(entry, annotator, rng, think=think, **bad))
         write_run(tmp_path / annotator, records, per_shard=9)
     out = tmp_path / "out"
-    build_release([tmp_path / "glm", tmp_path / "kimi"], manifest, out, rows_per_group=4)  # interleaved
+    build_release(
+        BuildOptions([tmp_path / "glm", tmp_path / "kimi"], manifest, out, rows_per_group=4)
+    )  # interleaved
     thinks = {
         annotator: [
             think
@@ -299,7 +301,7 @@ def test_a_single_annotator_release_loads_and_its_card_names_only_its_configs(tm
     rng = random.Random(2)
     write_run(tmp_path / "glm", [make_record(entry, "glm", rng) for entry in entries])
     out = tmp_path / "imagenet_think"
-    built = build_release([tmp_path / "glm"], manifest, out, annotators=("glm",))
+    built = build_release(BuildOptions([tmp_path / "glm"], manifest, out, annotators=("glm",)))
     assert set(built.rows) == {"glm"}  # no joint config, nothing rejected
     card = (out / "README.md").read_text()
     assert '"both"' not in card and "`rejected`" not in card
@@ -336,7 +338,7 @@ def test_label_verdicts_and_the_verified_config(tmp_path):
         records = [make_record(e, annotator, rng, answer=a) for e, a in zip(entries, texts, strict=True)]
         write_run(tmp_path / annotator, records, manifest=manifest)
     out = tmp_path / "imagenet_think"
-    built = build_release([tmp_path / "glm", tmp_path / "kimi"], manifest, out)
+    built = build_release(BuildOptions([tmp_path / "glm", tmp_path / "kimi"], manifest, out))
     order = [e.image_id for e in entries]
     for annotator in ("glm", "kimi"):
         rows = sorted(
@@ -420,7 +422,7 @@ def test_verdicts_judged_at_commit_are_taken_under_the_same_rules_and_judged_ane
 
     _rewrite_records(tmp_path / "glm", change)
     out = tmp_path / "imagenet_think"
-    build_release([tmp_path / "glm"], manifest, out, validation_fraction=0, test_fraction=0)
+    build_release(BuildOptions([tmp_path / "glm"], manifest, out, validation_fraction=0, test_fraction=0))
     glm = {row["image_id"]: row for row in load_dataset(str(out), "glm", split="train")}
     assert glm[ids[0]]["label_verdict"] == "none"
     assert glm[ids[1]]["label_verdict"] == glm[ids[2]]["label_verdict"] == "exact"

@@ -15,7 +15,7 @@ from datasets import load_dataset
 
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError, RefusedError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from release.folder import MARKER
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
@@ -65,12 +65,14 @@ def test_a_run_from_another_manifest_with_the_same_image_ids_is_refused(inputs, 
     assert [e.sha256 for e in other_entries] != [e.sha256 for e in inputs["entries"]]  # ... other pictures
     out = tmp_path / "out"
     with pytest.raises(RefusedError, match="another manifest") as refused:
-        build_release(inputs["runs"], other_manifest, out)
+        build_release(BuildOptions(inputs["runs"], other_manifest, out))
     assert str(inputs["runs"][0]) in str(refused.value) and "--allow-other-manifest" in str(refused.value)
     # Allowed on purpose, every record is still checked against the image it claims.
     with pytest.raises(RefusedError, match="another picture") as refused:
-        build_release(inputs["runs"], other_manifest, out, allow_other_manifest=True)
-    assert inputs["entries"][0].image_id in str(refused.value) or "records-" in str(refused.value)
+        build_release(BuildOptions(inputs["runs"], other_manifest, out, allow_other_manifest=True))
+    first = inputs["entries"][0].image_id  # the first record read: the first run's first chunk
+    assert f"{inputs['runs'][0]} holds text generated for another picture" in str(refused.value)
+    assert f"record {first} in records-c0000000.parquet" in str(refused.value)
     assert not out.exists()
 
 
@@ -79,20 +81,20 @@ def test_runs_from_two_manifests_are_refused(inputs, tmp_path):
     other_manifest, other_entries = write_manifest_tree(other, classes=3, per_class=5, seed=99)
     mixed = [inputs["runs"][0], *_runs(other, other_manifest, other_entries, annotators=("kimi",))]
     with pytest.raises(RefusedError, match="another manifest") as refused:
-        build_release(mixed, inputs["manifest"], tmp_path / "out")
+        build_release(BuildOptions(mixed, inputs["manifest"], tmp_path / "out"))
     assert str(mixed[1]) in str(refused.value)
 
 
 def test_a_misspelled_or_empty_run_folder_is_refused(inputs, tmp_path):
     glm, kimi = inputs["runs"]
     with pytest.raises(MissingInputError, match=f"did you mean {kimi}"):
-        build_release([glm, kimi.parent / "kimii"], inputs["manifest"], tmp_path / "out")
+        build_release(BuildOptions([glm, kimi.parent / "kimii"], inputs["manifest"], tmp_path / "out"))
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(MissingInputError, match="holds no generation run"):
-        build_release([glm, empty], inputs["manifest"], tmp_path / "out")
+        build_release(BuildOptions([glm, empty], inputs["manifest"], tmp_path / "out"))
     with pytest.raises(MissingInputError, match="no --shards run holds"):
-        build_release([glm], inputs["manifest"], tmp_path / "out", annotators=("glm", "kimi"))
+        build_release(BuildOptions([glm], inputs["manifest"], tmp_path / "out", annotators=("glm", "kimi")))
     assert not (tmp_path / "out").exists()
 
 
@@ -102,12 +104,12 @@ def test_a_replaced_or_damaged_shard_is_refused_naming_the_file(inputs, tmp_path
     original = first.read_bytes()
     first.write_bytes(second.read_bytes())  # another chunk's file copied over it
     with pytest.raises(RefusedError, match=first.name):
-        build_release(inputs["runs"], inputs["manifest"], tmp_path / "out")
+        build_release(BuildOptions(inputs["runs"], inputs["manifest"], tmp_path / "out"))
     damaged = bytearray(original)
     damaged[len(damaged) // 2] ^= 0xFF
     first.write_bytes(bytes(damaged))
     with pytest.raises(RefusedError, match=first.name):
-        build_release(inputs["runs"], inputs["manifest"], tmp_path / "out")
+        build_release(BuildOptions(inputs["runs"], inputs["manifest"], tmp_path / "out"))
 
 
 def test_missing_images_are_reported(inputs, tmp_path, capsys):
@@ -139,13 +141,15 @@ def test_out_must_be_empty_absent_or_ours_and_a_rebuild_replaces_it_whole(inputs
     (notes / "README.md").write_text("my notes")
     (notes / "data.csv").write_text("1,2")
     with pytest.raises(RefusedError, match="not a release"):
-        build_release(inputs["runs"], inputs["manifest"], notes)
+        build_release(BuildOptions(inputs["runs"], inputs["manifest"], notes))
     assert (notes / "README.md").read_text() == "my notes" and (notes / "data.csv").is_file()
 
     out = tmp_path / "imagenet_think"
-    build_release(inputs["runs"], inputs["manifest"], out)
+    build_release(BuildOptions(inputs["runs"], inputs["manifest"], out))
     assert {"glm", "kimi", "both"} <= set(json.loads((out / MARKER).read_text())["configs"])
-    build_release(inputs["runs"][:1], inputs["manifest"], out)  # fewer annotators: no stale config survives
+    build_release(
+        BuildOptions(inputs["runs"][:1], inputs["manifest"], out)
+    )  # fewer annotators: no stale config survives
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["glm"]
     assert cli(["push", str(out), "--repo-id", "org/imagenet-think", "--dry-run"]) == 0
     listed = capsys.readouterr().out
@@ -153,7 +157,7 @@ def test_out_must_be_empty_absent_or_ours_and_a_rebuild_replaces_it_whole(inputs
 
     (out / "mine.txt").write_text("a file the user put there")
     with pytest.raises(RefusedError, match="mine.txt"):
-        build_release(inputs["runs"], inputs["manifest"], out)
+        build_release(BuildOptions(inputs["runs"], inputs["manifest"], out))
     assert (out / "mine.txt").is_file()
     assert not any(p.name.startswith(".imagenet_think.") for p in tmp_path.iterdir())
 
@@ -165,7 +169,7 @@ def test_stats_and_push_refuse_what_is_not_a_release(inputs, tmp_path, capsys):
         with pytest.raises(MissingInputError, match="not a release"):
             cli(args)
     out = tmp_path / "imagenet_think"
-    build_release(inputs["runs"], inputs["manifest"], out)
+    build_release(BuildOptions(inputs["runs"], inputs["manifest"], out))
     with pytest.raises(ValueError, match="no config kimii"):
         cli(["stats", str(out), "--annotators", "kimii"])
     with pytest.raises(ValueError, match="not a valid dataset repository id"):
@@ -195,7 +199,7 @@ KILL_POINTS = [
 ]
 CHILD = """
 import os, signal, sys
-from release.build import build_release
+from release.build import BuildOptions, build_release
 target, count = sys.argv[1], int(sys.argv[2])
 seen = 0
 def hook(frame, event, arg):
@@ -205,13 +209,13 @@ def hook(frame, event, arg):
         if seen == count:
             os.kill(os.getpid(), signal.SIGKILL)
 sys.setprofile(hook)
-build_release(sys.argv[3:-2], sys.argv[-2], sys.argv[-1], max_shard_bytes=2000, rows_per_group=2)
+build_release(BuildOptions(sys.argv[3:-2], sys.argv[-2], sys.argv[-1], max_shard_bytes=2000, rows_per_group=2))
 """
 
 
 def test_a_build_killed_at_any_moment_leaves_the_previous_release(inputs, tmp_path):
     out = tmp_path / "imagenet_think"
-    build_release(inputs["runs"][:1], inputs["manifest"], out)  # the good release: glm only
+    build_release(BuildOptions(inputs["runs"][:1], inputs["manifest"], out))  # the good release: glm only
     before, marker = _ids(out), (out / MARKER).read_bytes()
     for target, count in KILL_POINTS:
         child = subprocess.run(
@@ -235,7 +239,7 @@ def test_a_build_killed_at_any_moment_leaves_the_previous_release(inputs, tmp_pa
         assert (tmp_path / ".imagenet_think.imagenet-think-staging").is_dir(), (
             target
         )  # left for the next build
-    build_release(inputs["runs"], inputs["manifest"], out)
+    build_release(BuildOptions(inputs["runs"], inputs["manifest"], out))
     assert not (tmp_path / ".imagenet_think.imagenet-think-staging").exists()
     after = _ids(out)
     assert set(after) == {"glm", "kimi", "both"} and after["glm"] == before["glm"]

@@ -16,7 +16,7 @@ import pytest
 
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import RefusedError, UsageError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from release.folder import MARKER, listed_files
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
@@ -38,7 +38,9 @@ def inputs(tmp_path):
 @pytest.fixture
 def release(inputs, tmp_path):
     out = tmp_path / "imagenet_think"
-    build_release(inputs["runs"], inputs["manifest"], out, max_shard_bytes=2000, rows_per_group=2)
+    build_release(
+        BuildOptions(inputs["runs"], inputs["manifest"], out, max_shard_bytes=2000, rows_per_group=2)
+    )
     return out
 
 
@@ -107,7 +109,7 @@ def test_a_release_without_checksums_is_refused_by_readers_and_rebuilt(inputs, r
     (release / MARKER).write_text(json.dumps(marker))
     with pytest.raises(RefusedError, match="lists no checksums"):
         cli(["stats", str(release)])
-    build_release(inputs["runs"], inputs["manifest"], release)  # a rebuild replaces it
+    build_release(BuildOptions(inputs["runs"], inputs["manifest"], release))  # a rebuild replaces it
     assert cli(["stats", str(release)]) == 0
 
 
@@ -158,7 +160,7 @@ def _error_lines(stderr: str) -> list[str]:
 
 def test_a_build_past_a_file_size_limit_is_one_line_and_leaves_no_staging(inputs, tmp_path):
     out = tmp_path / "imagenet_think"
-    build_release(inputs["runs"][:1], inputs["manifest"], out)
+    build_release(BuildOptions(inputs["runs"][:1], inputs["manifest"], out))
     marker = (out / MARKER).read_bytes()
     args = ["build", "--shards", *map(str, inputs["runs"]), "--manifest", str(inputs["manifest"])]
     child = _cli_with_file_limit(200_000, *args, "--out", str(out))  # room for the record cache, not a shard
@@ -189,7 +191,7 @@ def _can_mount_tmpfs() -> bool:
 )
 def test_a_build_on_a_full_disk_is_one_line_and_keeps_the_previous_release(inputs, tmp_path):
     first = tmp_path / "first"
-    build_release(inputs["runs"][:1], inputs["manifest"], first)  # glm only: about 0.45 MB
+    build_release(BuildOptions(inputs["runs"][:1], inputs["manifest"], first))  # glm only: about 0.45 MB
     disk = tmp_path / "disk"
     disk.mkdir()
     args = ["build", "--shards", *map(str, inputs["runs"]), "--manifest", str(inputs["manifest"])]
@@ -219,7 +221,7 @@ def test_published_files_name_inputs_relative_to_the_release_or_by_fingerprint(i
         (tmp_path / "imagenet_think", ["runs/glm", "runs/kimi"], "manifest.parquet"),  # inputs beside it
         (tmp_path / "elsewhere" / "imagenet_think", ["glm", "kimi"], "manifest.parquet"),  # outside
     ):
-        build_release(inputs["runs"], inputs["manifest"], out, reference=tmp_path / "bench")
+        build_release(BuildOptions(inputs["runs"], inputs["manifest"], out, reference=tmp_path / "bench"))
         assert json.loads((out / "stats.json").read_text())["near_duplicates"]["reference"]["path"] == "bench"
         for name in ("README.md", MARKER, "stats.json"):
             text = (out / name).read_text()
@@ -275,11 +277,11 @@ def test_the_card_declares_imagenets_terms_and_gates_access_or_the_licence_given
     assert resumable() and gated(release)
     # A user's own images under another licence: the card says so, and nothing is gated.
     own = tmp_path / "own"
-    build_release(inputs["runs"], inputs["manifest"], own, license="cc-by-4.0")
+    build_release(BuildOptions(inputs["runs"], inputs["manifest"], own, license="cc-by-4.0"))
     metadata, text = _card(own)
     assert metadata["license"] == "cc-by-4.0" and "extra_gated_fields" not in metadata and not gated(own)
     assert "declared its images to be under `cc-by-4.0`" in text
     for wrong in ("other", "CC BY 4.0"):
         with pytest.raises(UsageError, match="--license"):
-            build_release(inputs["runs"], inputs["manifest"], tmp_path / "never", license=wrong)
+            build_release(BuildOptions(inputs["runs"], inputs["manifest"], tmp_path / "never", license=wrong))
     assert not (tmp_path / "never").exists()

@@ -18,7 +18,7 @@ import pytest
 from generation.claims import CLAIM_STALE_SECONDS, ChunkClaims, claim_file
 from generation.config import VLMConfig, unpinned_remote_code
 from generation.runs import check_run, chunk_files
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +92,7 @@ def test_a_run_folder_given_relative_and_absolute_counts_once(tmp_path, monkeypa
     manifest, entries, (glm, kimi) = _two_runs(tmp_path)
     monkeypatch.chdir(tmp_path)
     summary = build_release(
-        [Path("runs/glm"), glm, kimi, Path("runs/../runs/kimi")], manifest, tmp_path / "out"
+        BuildOptions([Path("runs/glm"), glm, kimi, Path("runs/../runs/kimi")], manifest, tmp_path / "out")
     )
     assert summary.rejected_by_reason == {} and "rejected" not in summary.rows
     assert [run["annotator"] for run in summary.provenance["runs"]] == ["glm", "kimi"]
@@ -105,7 +105,7 @@ def test_a_copied_run_folder_counts_once_and_the_warning_names_which_wins(tmp_pa
     shutil.copytree(glm, copy)  # the same run, copied before its last chunk was committed
     chunk_files(glm, 2)[2].unlink()
     with caplog.at_level("WARNING", logger="release"):
-        summary = build_release([glm, copy, kimi], manifest, tmp_path / "out")
+        summary = build_release(BuildOptions([glm, copy, kimi], manifest, tmp_path / "out"))
     assert summary.rejected_by_reason == {} and "rejected" not in summary.rows
     assert sum(summary.rows["glm"].values()) == 15  # the copy's 15 images, not the original's 10
     [warning] = [r.getMessage() for r in caplog.records if "hold the same run" in r.getMessage()]
@@ -116,7 +116,7 @@ def test_a_copied_run_folder_counts_once_and_the_warning_names_which_wins(tmp_pa
     write_run(
         other, [make_record(e, "glm", random.Random(1)) for e in entries], per_shard=5, manifest=manifest
     )
-    summary = build_release([copy, other], manifest, tmp_path / "out")
+    summary = build_release(BuildOptions([copy, other], manifest, tmp_path / "out"))
     assert summary.rejected_by_reason == {"duplicate_record": 15}
 
 

@@ -7,7 +7,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from release.trace_quality import (
     TraceQuality,
     answer_in_think,
@@ -169,7 +169,7 @@ def test_a_built_release_reports_them_in_stats_the_card_and_a_chart(tmp_path):
     records = [make_record(e, "glm", rng, think=t) for e, t in zip(entries, thinks, strict=True)]
     write_run(tmp_path / "glm", records)
     out = tmp_path / "imagenet_think"
-    build_release([tmp_path / "glm"], manifest, out, validation_fraction=0, test_fraction=0)
+    build_release(BuildOptions([tmp_path / "glm"], manifest, out, validation_fraction=0, test_fraction=0))
     stats = json.loads((out / "stats.json").read_text())
     glm = stats["trace_quality"]["glm"]
     assert glm["samples"] == len(entries)

@@ -26,7 +26,7 @@ from common.classes import imagenet21k_classes
 from common.model_refs import resolve_model
 from generation.reasoning import parse_reasoning
 from imagenet_think_errors import InputError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 from tests.fixtures.vllm_greedy import vllm_greedy
 from training.formatting import (
@@ -81,7 +81,7 @@ def release(tmp_path_factory) -> Path:
     write_run(root / "runs" / "kimi", [make_record(e, "kimi", rng, answer="Some words.") for e in entries])
     out = root / "imagenet_think"
     runs = [root / "runs" / "glm", root / "runs" / "kimi"]
-    build_release(runs, manifest, out, validation_fraction=0.2, test_fraction=0.2)
+    build_release(BuildOptions(runs, manifest, out, validation_fraction=0.2, test_fraction=0.2))
     return out
 
 

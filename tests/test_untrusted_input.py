@@ -16,7 +16,7 @@ from generation.records import ManifestEntry, read_manifest, write_manifest
 from generation.row_checks import read_checked_manifest
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, UsageError
-from release.build import build_release
+from release.build import BuildOptions, build_release
 from tests.fixtures.image_trees import TREE_WNIDS, write_sampling_tree
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 from training.data import load_split
@@ -34,7 +34,7 @@ def built(tmp_path_factory):
     rng = random.Random(3)
     for annotator in ("glm", "kimi"):
         write_run(root / annotator, [make_record(e, annotator, rng) for e in entries])
-    build_release([root / "glm", root / "kimi"], manifest, root / "release", test_fraction=0.25)
+    build_release(BuildOptions([root / "glm", root / "kimi"], manifest, root / "release", test_fraction=0.25))
     return root
 
 
