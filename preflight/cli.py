@@ -271,6 +271,7 @@ def _training_memory(report, model_config, recipe, gpu_gib, gpus, sequence, loss
         loss_tokens=loss_tokens,
         checkpointing=bool(recipe.get("gradient_checkpointing")),
         lora=lora,
+        logit_bytes=memory.GRPO_LOGIT_BYTES if grpo else memory.SFT_LOGIT_BYTES,
         gpus=gpus,
         vllm_gib=gpu_gib * recipe.get("vllm_gpu_memory_utilization", 0.3) if colocated else 0.0,
     )

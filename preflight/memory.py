@@ -22,7 +22,10 @@ VISION_NAMES = ("visual", "vision")  # module names of vision towers (LoRA adapt
 ADAM_STATE_BYTES = 16  # per trainable parameter: fp32 master weight, gradient, Adam's two moments
 ACTIVATION_BYTES = 34  # per token x hidden unit x layer, bf16, no checkpointing (Korthikanti et al. 2022)
 CHECKPOINT_BYTES = 2  # per token x hidden unit x layer: the layer input kept by gradient checkpointing
-LOGIT_BYTES = 6  # per token x vocabulary entry: bf16 logits and the fp32 copy the loss computes on
+# Per token x vocabulary entry of a micro-batch's logits: SFT's loss (transformers) upcasts the bf16 logits
+# to fp32; TRL's GRPO takes log-probabilities a row at a time, so bf16 logits and their gradient.
+SFT_LOGIT_BYTES = 6
+GRPO_LOGIT_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ def training_plan(
     loss_tokens: int,
     checkpointing: bool,
     lora: int | None,
+    logit_bytes: int = SFT_LOGIT_BYTES,
     gpus: int = 1,
     vllm_gib: float = 0.0,
 ) -> TrainingPlan:
@@ -164,7 +168,7 @@ def training_plan(
         "weights": shape.parameters * dtype / shards / GIB,
         "trainable states": trainable * ADAM_STATE_BYTES / shards / GIB,
         "activations": activations / GIB,
-        "logits": micro_batch * loss_tokens * shape.vocab * LOGIT_BYTES / GIB,
+        "logits": micro_batch * loss_tokens * shape.vocab * logit_bytes / GIB,
     }
     if vllm_gib:
         parts["vLLM (colocated)"] = vllm_gib

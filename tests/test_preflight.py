@@ -186,6 +186,7 @@ def test_the_memory_plan_of_the_3b_recipes_matches_their_comments():
             loss_tokens=2048,
             checkpointing=True,
             lora=lora,
+            logit_bytes=memory.GRPO_LOGIT_BYTES,
             vllm_gib=gpu * vllm,
         ).total_gib
 
