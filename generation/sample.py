@@ -77,6 +77,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from common.classes import imagenet21k_classes
+from common.options import add_options, option, parse_options
 from generation.images import (
     MAX_PIXELS,
     MIN_SIDE,
@@ -271,29 +272,25 @@ class SampleResult:
         )
 
 
-def sample_images(
-    source: str | os.PathLike,
-    *,
-    image_root: str | os.PathLike | None = None,
-    any_classes: bool = False,
-    rule: SamplingRule = SamplingRule(),
-    min_side: int = MIN_SIDE,
-    max_pixels: int = MAX_PIXELS,
-    workers: int | None = None,
-    progress: bool = True,
-) -> SampleResult:
+def sample_images(options: SampleOptions, progress: bool = True) -> SampleResult:
     """Sample and check images of a tree or list file by the rule in this module's docstring.
 
     Manifest paths are relative to ``image_root``: by default the tree itself, or a list file's folder.
     Raises :class:`UsageError` for limits that make no sense, :class:`MissingInputError` for a
     source that does not exist or holds no class, and :class:`InputError` when no image is kept.
     """
-    check_limits(min_side=min_side, max_pixels=max_pixels, workers=workers)
-    source = Path(source)
+    rule, image_root, min_side, max_pixels = (
+        options.rule(),
+        options.image_root,
+        options.min_side,
+        options.max_pixels,
+    )
+    check_limits(min_side=min_side, max_pixels=max_pixels, workers=options.workers)
+    source = Path(options.source)
     is_tree = source_is_tree(source)
     root = source_root(source, image_root)
     check_image_root(root, given=image_root is not None)
-    known = None if any_classes else imagenet21k_classes()
+    known = None if options.any_classes else imagenet21k_classes()
     listing = list_tree(source, root, known, progress) if is_tree else list_file(source, root, known)
     if not listing.candidates:
         raise no_classes_error(source, listing, is_tree)
@@ -308,7 +305,7 @@ def sample_images(
             f"(to {rule.min_per_class * len(sampling.states):,} at least)"
         )
     check = partial(check_batch, root=str(root), min_side=min_side, max_pixels=max_pixels)
-    with batch_mapper(check, workers or os.cpu_count() or 1) as map_batches:
+    with batch_mapper(check, options.workers or os.cpu_count() or 1) as map_batches:
         sampling.fill(map_batches, progress)
     if not sampling.states:
         raise sampling.nothing_kept(source)
@@ -538,55 +535,51 @@ def count_or_none(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"a whole number or `none`, not {text!r}") from None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--source",
-        required=True,
-        help=f"an image tree {TREE_LAYOUT}, or a list file of {LIST_LAYOUT}; it must exist",
+@dataclass
+class SampleOptions:
+    """The options of ``imagenet-think sample`` (and of :func:`sample_images`), each declared once."""
+
+    source: str | os.PathLike = option(
+        help=f"an image tree {TREE_LAYOUT}, or a list file of {LIST_LAYOUT}; it must exist"
     )
-    parser.add_argument(
-        "--out",
+    out: str | os.PathLike | None = option(
+        None,
         required=True,
         help="the manifest (.parquet); rejects go next to it as <stem>.rejects.parquet, a reason for each "
         "file, folder or class kept out. Nothing is written when no image is kept (an error)",
+    )  # the command's; sample_images writes nothing
+    image_root: str | os.PathLike | None = option(
+        None, help="what a list file's paths are relative to (default: its folder)"
     )
-    parser.add_argument("--image-root", help="what a list file's paths are relative to (default: its folder)")
-    parser.add_argument("--any-classes", action="store_true", help="keep classes that are not winter21 wnids")
-    parser.add_argument(
-        "--min-per-class",
-        type=int,
-        default=PAPER_MIN_PER_CLASS,
+    any_classes: bool = option(False, help="keep classes that are not winter21 wnids")
+    min_per_class: int = option(
+        PAPER_MIN_PER_CLASS,
         help="drop classes that cannot reach this many good images (at least 1; default %(default)s); "
         "their files are rejects (class_too_small); if no class reaches it, that is an error",
     )
-    parser.add_argument(
-        "--max-per-class",
+    max_per_class: int | None = option(
+        PAPER_MAX_PER_CLASS,
         type=count_or_none,
-        default=PAPER_MAX_PER_CLASS,
         help="at least --min-per-class, or `none` for no maximum (default %(default)s)",
     )
-    parser.add_argument(
-        "--budget",
+    budget: int | None = option(
+        PAPER_BUDGET,
         type=count_or_none,
-        default=PAPER_BUDGET,
         help="images in all, positive, or `none` for no budget (default %(default)s); one too small to give "
         "every class --min-per-class images is an error",
     )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the per-class shuffles (default %(default)s)"
-    )
-    parser.add_argument(
-        "--min-side", type=int, default=MIN_SIDE, help="shorter side kept, px (default %(default)s)"
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=MAX_PIXELS,
-        help="larger images are rejected undecoded (default %(default)s)",
-    )
-    parser.add_argument(
-        "--workers", type=int, default=os.cpu_count(), help="processes (default: %(default)s, the cores)"
-    )
+    seed: int = option(0, help="seed of the per-class shuffles (default %(default)s)")
+    min_side: int = option(MIN_SIDE, help="shorter side kept, px (default %(default)s)")
+    max_pixels: int = option(MAX_PIXELS, help="larger images are rejected undecoded (default %(default)s)")
+    workers: int | None = option(None, help="processes (default: the cores)")
+
+    def rule(self) -> SamplingRule:
+        """The sampling rule these options set (its limits checked)."""
+        return SamplingRule(self.min_per_class, self.max_per_class, self.budget, self.seed)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, SampleOptions)
 
 
 def check_out(out: Path) -> None:
@@ -599,20 +592,13 @@ def check_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rule = SamplingRule(args.min_per_class, args.max_per_class, args.budget, args.seed)
-    out = Path(args.out)
+    options = parse_options(args, SampleOptions)
+    options.rule()  # limits that contradict each other fail before anything is read
+    out = Path(options.out)
     check_out(out)
-    result = sample_images(
-        args.source,
-        image_root=args.image_root,
-        any_classes=args.any_classes,
-        rule=rule,
-        min_side=args.min_side,
-        max_pixels=args.max_pixels,
-        workers=args.workers,
-    )
+    result = sample_images(options)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(result.entries, out, source_root(args.source, args.image_root))
+    write_manifest(result.entries, out, source_root(options.source, options.image_root))
     write_parquet_atomic(to_table(result.rejects, REJECT_SCHEMA), rejects_path(out))
     print(f"{result.summary()}\nwrote {out} and {rejects_path(out)}")
     return 0

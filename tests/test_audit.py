@@ -3,13 +3,14 @@ photos with planted copies: a photo resized and re-encoded into another class fo
 
 import json
 import random
+from dataclasses import asdict
 
 import pyarrow.parquet as pq
 import pytest
 
 import imagenet_think_cli
 from generation.records import read_manifest, write_manifest
-from generation.sample import SamplingRule, sample_images
+from generation.sample import SampleOptions, SamplingRule, sample_images
 from imagenet_think_errors import MissingInputError, UsageError
 from release.audit import audit
 from release.build import BuildOptions, build_release
@@ -24,7 +25,7 @@ FRACTIONS = {"validation_fraction": 0.2, "test_fraction": 0.2}  # many pairs cou
 def planted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("audit")
     tree = write_planted_tree(folder / "tree", planted=12, reference_copies=6, reference_others=5)
-    result = sample_images(tree.root, rule=RULE, min_side=128, workers=1, progress=False)
+    result = sample_images(SampleOptions(tree.root, min_side=128, workers=1, **asdict(RULE)), progress=False)
     manifest = folder / "manifest.parquet"
     write_manifest(result.entries, manifest, tree.root)
     rng = random.Random(0)
@@ -65,7 +66,8 @@ def test_reference_overlaps_are_found_in_a_folder_and_in_a_manifest(planted, tmp
     assert report["reference"]["images_overlapping"] == len(tree.reference_overlaps)
     (tree.reference / "notes.txt").write_text("not an image")
     reference = sample_images(
-        tree.reference, rule=RULE, min_side=128, workers=1, progress=False, any_classes=True
+        SampleOptions(tree.reference, min_side=128, workers=1, any_classes=True, **asdict(RULE)),
+        progress=False,
     )
     reference_manifest = folder / "reference.parquet"
     write_manifest(reference.entries, reference_manifest, tree.reference)

@@ -3,6 +3,7 @@ real photos with planted resized and re-encoded copies."""
 
 import io
 import itertools
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -20,7 +21,7 @@ from generation.near_duplicates import (
     phash,
 )
 from generation.records import read_manifest, write_manifest
-from generation.sample import SamplingRule, sample_images
+from generation.sample import SampleOptions, SamplingRule, sample_images
 from imagenet_think_errors import UsageError
 from tests.fixtures.photos import distinct_pictures, jpeg, resized_copy, write_planted_tree
 
@@ -34,7 +35,9 @@ def planted(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def manifest(planted, tmp_path_factory):
-    result = sample_images(planted.root, rule=PLANTED_RULE, min_side=128, workers=1, progress=False)
+    result = sample_images(
+        SampleOptions(planted.root, min_side=128, workers=1, **asdict(PLANTED_RULE)), progress=False
+    )
     path = tmp_path_factory.mktemp("manifest") / "manifest.parquet"
     write_manifest(result.entries, path, planted.root)
     return path

@@ -4,6 +4,7 @@ and its integrity: odd entries are rejects, dropped classes are recorded, an emp
 import argparse
 import os
 from collections import Counter
+from dataclasses import asdict
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -12,7 +13,7 @@ import pytest
 import imagenet_think_cli
 from generation.images import ImageRejected, check_image, load_rgb
 from generation.records import read_manifest
-from generation.sample import SamplingRule, add_arguments, rejects_path, run, sample_images
+from generation.sample import SampleOptions, SamplingRule, add_arguments, rejects_path, run, sample_images
 from imagenet_think_errors import InputError, MissingInputError, UsageError
 from tests.fixtures.image_trees import (
     BLUE,
@@ -29,7 +30,7 @@ A, B, C = TREE_WNIDS
 
 
 def sample(source, rule=CHECK_ALL, **options):
-    return sample_images(source, rule=rule, workers=1, progress=False, **options)
+    return sample_images(SampleOptions(source, workers=1, **asdict(rule), **options), progress=False)
 
 
 def reasons_by_path(result):
@@ -145,7 +146,7 @@ def test_same_seed_same_sample_whatever_the_workers(tmp_path):
     rule = SamplingRule(min_per_class=1, max_per_class=3, budget=None, seed=5)
     one = sample(tree.root, rule)
     assert one == sample(tree.root, rule)
-    two = sample_images(tree.root, rule=rule, workers=2, progress=False)
+    two = sample_images(SampleOptions(tree.root, workers=2, **asdict(rule)), progress=False)
     assert (two.entries, two.rejects) == (one.entries, one.rejects)
     other_seed = sample(tree.root, SamplingRule(min_per_class=1, max_per_class=3, budget=None, seed=6))
     assert other_seed.entries != one.entries
@@ -287,7 +288,11 @@ def test_an_rgb_png_with_a_transparent_colour_is_not_stored_as_is(tmp_path):
     image = Image.new("RGB", (300, 300), (0, 0, 0))
     image.paste(RED, (150, 0, 300, 300))
     image.save(path, transparency=(0, 0, 0))
-    assert check_image(path.read_bytes())[:3] == (300, 300, False)  # annotators see white where the bytes hold black
+    assert check_image(path.read_bytes())[:3] == (
+        300,
+        300,
+        False,
+    )  # annotators see white where the bytes hold black
     assert load_rgb(path).getpixel((0, 0)) == (255, 255, 255)
 
 
