@@ -108,6 +108,29 @@ def test_diversity_distinct_n_and_self_bleu():
     assert result["sample"] == result["self_bleu_sample"] == 2
 
 
+def test_self_bleu_is_nltks_sentence_bleu_of_each_text_against_the_others():
+    import numpy as np
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    smoothing = SmoothingFunction().method1
+    rng = random.Random(0)
+    for _ in range(40):  # small vocabularies: repeated n-grams, ties between texts, texts under 4 words
+        vocabulary = "abcdefghijkl"[: rng.randint(2, 12)]
+        texts = [
+            [rng.choice(vocabulary) for _ in range(rng.randint(0, 30))] for _ in range(rng.randint(2, 7))
+        ]
+        usable = [text for text in texts if text]
+        if len(usable) < 2:
+            continue
+        expected = np.mean(
+            [
+                sentence_bleu(usable[:i] + usable[i + 1 :], text, smoothing_function=smoothing)
+                for i, text in enumerate(usable)
+            ]
+        )
+        assert self_bleu(texts) == pytest.approx(expected, abs=1e-12)
+
+
 def test_consistency_answer_words_in_the_think_and_the_class_named_there():
     assert answer_in_think(words("the bird is a goldfinch"), words("A goldfinch.")) == 1.0
     assert answer_in_think(words("the bird is a goldfinch"), words("a robin")) == 0.5
