@@ -101,18 +101,18 @@ def child_score(predictions: str, out: str) -> dict:
     """Two runs of ``eval score``: the first model of a release split (the annotator agreement
     computed and cached beside the report) and a further one (the agreement read from the cache)."""
     from eval import lexical
-    from eval.score import score
+    from eval.score import ScoreOptions, score
     from generation.verdicts.labels import label_verdicts
 
     warm = Path(out).parent / "warm-up" / "report"  # imports, the verdicts' automaton, caches
-    score(predictions, warm, metrics=SCORE_METRICS, n_boot=10, batch_size=64, agreement=False)
+    score(ScoreOptions(predictions, warm, metrics=SCORE_METRICS, n_boot=10, batch_size=64, agreement=False))
     label_verdicts(["a finch"], ["n01530575"])
     runs = {}
     for run, folder in (("first", "report"), ("further", "report-2")):
         lexical.set_token_cache(lexical.DEFAULT_TOKEN_CACHE)  # empty: every text is tokenized
         with PeakMemory() as memory:
             start, cpu = time.perf_counter(), time.process_time()
-            summary = score(predictions, Path(out).parent / folder, metrics=SCORE_METRICS)
+            summary = score(ScoreOptions(predictions, Path(out).parent / folder, metrics=SCORE_METRICS))
             seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         examples = summary["n_examples"]
         runs[run] = {

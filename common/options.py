@@ -2,10 +2,10 @@
 
 ``option(default, help=...)`` declares a field; :func:`add_options` turns the fields into
 ``argparse`` arguments (``--field-name`` or the field's ``flag``, plus any ``aliases``; a field
-without a default is required; a ``bool`` defaulting to False is a switch) and :func:`parse_options` reads them back
-into the dataclass, which the library function takes. The flags are the dataclass's field
-names, as :class:`transformers.HfArgumentParser` (the training recipes' parser) derives them,
-without importing transformers, so that ``--help`` stays instant.
+without a default is required; a ``bool`` is a switch, whose flag turns a True default off) and
+:func:`parse_options` reads them back into the dataclass, which the library function takes. The
+flags derive from the field names as :class:`transformers.HfArgumentParser` (the training
+recipes' parser) derives them, without importing transformers, so that ``--help`` stays instant.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
             kwargs["required"] = True
         else:
             kwargs["default"] = spec.default if spec.default is not MISSING else spec.default_factory()
-        if spec.type == "bool" and kwargs.get("default") is False:
-            kwargs["action"] = "store_true"
+        if spec.type == "bool" and "default" in kwargs:  # a switch: --flag sets True, --no-flag False
+            kwargs["action"] = "store_false" if kwargs["default"] else "store_true"
         elif "type" not in kwargs and "nargs" not in kwargs:
             base = spec.type.removesuffix(" | None")
             if base in _TYPES:

@@ -56,6 +56,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from common.options import add_options, option, parse_options
 from eval.aggregate import (
     ReferenceScores,
     batched_rows,
@@ -221,21 +222,54 @@ def _batches(references, records: PredictionRecords, annotators: list[str], size
         )
 
 
-def score(
-    predictions: str | Path | HarnessPredictions,
-    out: str | Path,
-    dataset: str | None = None,
-    split: str | None = None,
-    metrics: tuple[str, ...] = PAPER_METRICS,
-    full_length: bool = False,
-    n_boot: int = 1000,
-    model_name: str | None = None,
-    allow_other_release: bool = False,
-    batch_size: int = BATCH_EXAMPLES,
-    agreement: bool = True,
-    agreement_cache: str | Path | None = None,
-    references=None,
-) -> dict:
+@dataclass
+class ScoreOptions:
+    """The options of ``imagenet-think eval score`` (and of :func:`score`), each declared once."""
+
+    predictions: str | Path | HarnessPredictions = option(
+        help="a folder written by `eval generate` (it may be unfinished), lmms-eval's --log_samples file "
+        "of the imagenet_think task or a VLMEvalKit prediction file (docs/eval.md)",
+    )
+    out: str | Path = option(help="the report folder")
+    dataset: str | None = option(
+        None,
+        help="the release, a folder or Hub id (default: the one the predictions were made on); "
+        "its split must have the fingerprint recorded in PRED/eval.json",
+    )
+    split: str | None = option(None, help="the split (default: the one the predictions were made on)")
+    allow_other_release: bool = option(
+        False,
+        help="score predictions made on another release or split anyway, over the images both "
+        "share (recorded in summary.json)",
+    )
+    metrics: tuple[str, ...] = option(PAPER_METRICS, nargs="+", help="metric names (eval.metrics.METRICS)")
+    full_length: bool = option(False, help="semantic metrics over whole texts, in windows")
+    n_boot: int = option(1000, flag="--bootstrap", metavar="N", help="bootstrap resamples for the intervals")
+    model_name: str | None = option(
+        None,
+        flag="--name",
+        metavar="NAME",
+        help="the model's name in tables (default: the config's annotator name)",
+    )
+    agreement_cache: str | Path | None = option(
+        None,
+        metavar="DIR",
+        help=f"where the annotator agreement of the release split is kept (default: {AGREEMENT_FOLDER} "
+        "beside --out, shared by the reports of one folder)",
+    )
+    agreement: bool = option(
+        True, flag="--no-agreement", help="leave out the annotator agreement (ceiling) row"
+    )
+    batch_size: int = option(
+        BATCH_EXAMPLES,
+        help=f"images read and scored at a time; bounds memory, not the scores (default {BATCH_EXAMPLES})",
+    )
+
+    def __post_init__(self) -> None:
+        self.metrics = tuple(self.metrics)
+
+
+def score(options: ScoreOptions, references=None) -> dict:
     """Score ``predictions`` (an ``eval generate`` folder, a harness's prediction file or its
     :class:`~eval.harness.outputs.HarnessPredictions`) into ``out``; returns the summary.
 
@@ -249,6 +283,14 @@ def score(
     ``references``: the ``both`` split already loaded (as lmms-eval's task has it), instead of
     loading ``dataset``/``split``, which then only name it.
     """
+    predictions, out, dataset, split = options.predictions, options.out, options.dataset, options.split
+    metrics, full_length, n_boot, batch_size = (
+        options.metrics,
+        options.full_length,
+        options.n_boot,
+        options.batch_size,
+    )
+    allow_other_release, model_name = options.allow_other_release, options.model_name
     _check_options(metrics, batch_size)
     out = Path(out)
     made_on, records, config, predictions = open_predictions(predictions, dataset, split, allow_other_release)
@@ -293,8 +335,12 @@ def score(
     )
     if isinstance(records, HarnessPredictions):
         summary["outputs"] = records.think_shares(split_rows.select(keep)["image_id"])
-    if agreement and len(annotators) >= 2:
-        cache = Path(agreement_cache) if agreement_cache else out.resolve().parent / AGREEMENT_FOLDER
+    if options.agreement and len(annotators) >= 2:
+        cache = (
+            Path(options.agreement_cache)
+            if options.agreement_cache
+            else out.resolve().parent / AGREEMENT_FOLDER
+        )
         summary["agreement"] = annotator_agreement(
             split_rows,
             annotators,
@@ -505,65 +551,11 @@ def _label_summary(kinds: dict[str, np.ndarray], scores: dict[str, np.ndarray], 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--predictions",
-        required=True,
-        help="a folder written by `eval generate` (it may be unfinished), lmms-eval's --log_samples file "
-        "of the imagenet_think task or a VLMEvalKit prediction file (docs/eval.md)",
-    )
-    parser.add_argument("--out", required=True, help="the report folder")
-    parser.add_argument(
-        "--dataset",
-        help="the release, a folder or Hub id (default: the one the predictions were made on); "
-        "its split must have the fingerprint recorded in PRED/eval.json",
-    )
-    parser.add_argument("--split", help="the split (default: the one the predictions were made on)")
-    parser.add_argument(
-        "--allow-other-release",
-        action="store_true",
-        help="score predictions made on another release or split anyway, over the images both "
-        "share (recorded in summary.json)",
-    )
-    parser.add_argument(
-        "--metrics", nargs="+", default=list(PAPER_METRICS), help="metric names (eval.metrics.METRICS)"
-    )
-    parser.add_argument(
-        "--full-length", action="store_true", help="semantic metrics over whole texts, in windows"
-    )
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
-    parser.add_argument("--name", help="the model's name in tables (default: the config's annotator name)")
-    parser.add_argument(
-        "--agreement-cache",
-        metavar="DIR",
-        help=f"where the annotator agreement of the release split is kept (default: {AGREEMENT_FOLDER} "
-        "beside --out, shared by the reports of one folder)",
-    )
-    parser.add_argument(
-        "--no-agreement", action="store_true", help="leave out the annotator agreement (ceiling) row"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=BATCH_EXAMPLES,
-        help=f"images read and scored at a time; bounds memory, not the scores (default {BATCH_EXAMPLES})",
-    )
+    add_options(parser, ScoreOptions)
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = score(
-        args.predictions,
-        args.out,
-        dataset=args.dataset,
-        split=args.split,
-        metrics=tuple(args.metrics),
-        full_length=args.full_length,
-        n_boot=args.bootstrap,
-        model_name=args.name,
-        allow_other_release=args.allow_other_release,
-        batch_size=args.batch_size,
-        agreement=not args.no_agreement,
-        agreement_cache=args.agreement_cache,
-    )
+    summary = score(parse_options(args, ScoreOptions))
     print((Path(args.out) / "tables.md").read_text())
     images = summary["images"]
     print(

@@ -27,7 +27,7 @@ from eval.aggregate import SEGMENTS
 from eval.harness.outputs import HarnessOutput, HarnessPredictions
 from eval.metrics import PAPER_METRICS
 from eval.predict import split_fingerprint
-from eval.score import score
+from eval.score import ScoreOptions, score
 from imagenet_think_errors import RefusedError, UsageError
 from release.folder import read_marker
 from release.schema import joint_annotators, joint_column
@@ -134,7 +134,7 @@ def score_run(items: list[HarnessOutput], args=None) -> dict[str, float]:
         model=_model_name(args),
     )
     with tempfile.TemporaryDirectory(prefix="imagenet-think-lmms-") as out:
-        summary = score(predictions, out, references=split, agreement=False)
+        summary = score(ScoreOptions(predictions, out, agreement=False), references=split)
     _last_run = (digest, metric_values(summary))
     return _last_run[1]
 
