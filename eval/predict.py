@@ -40,12 +40,7 @@ EXAMPLE = (
 REFERENCE_CONFIG = JOINT_CONFIG  # both annotators' traces per image: the references
 EVAL_FILE = "eval.json"  # what the predictions were made on: dataset, split, limit, split_sha256
 EVAL_KEYS = ("dataset", "split", "limit")  # as given (a local folder absolute); a rerun must give the same
-RULES = """\
-rules:
-  PRED/eval.json records the dataset (a local folder by its absolute path), split and --limit,
-  and split_sha256: a sha256 over the split's (image_id, wnid) pairs. A rerun resumes only with
-  the same --dataset (the same folder, from any directory), --split and --limit; `eval score`
-  refuses the predictions against a release or split with another fingerprint."""
+RULES = "rules (what eval.json records and when a rerun resumes): docs/eval.md"
 log = logging.getLogger(__name__)
 
 

@@ -42,12 +42,7 @@ from generation.verdicts.labels import KINDS
 from imagenet_think_errors import InputError, MissingInputError, UsageError
 
 EXAMPLE = "imagenet-think eval report reports/openvlthinker reports/internvl35 --out reports/all"
-RULES = """\
-rules:
-  Each REPORT is a folder written by `eval score` or its summary.json. Every table and
-  chart gives each model's coverage (predicted / expected images); a model below 100% is
-  marked with a dagger and a footnote. Two summaries with the same model name are told
-  apart by their folders: `model (folder)`. The same summary given twice is an error."""
+RULES = "rules (coverage marks and model labels): docs/eval.md"
 
 
 def _fail(path: Path, problem: str) -> InputError:

@@ -82,20 +82,7 @@ EXAMPLE = (
     "imagenet-think eval score --predictions predictions/openvlthinker --dataset imagenet_think "
     "--out reports/openvlthinker"
 )
-RULES = """\
-rules:
-  The predictions are scored only against the release split they were made on: the
-  fingerprint of the split's (image_id, wnid) rows recorded in PRED/eval.json must equal
-  the one of --dataset/--split; otherwise scoring is refused unless --allow-other-release
-  (then only the images both share are scored, and the summary records it).
-  Rejected images score 0; images not generated yet (an unfinished run) are left out.
-  Coverage = predicted / expected images is in summary.json and every table and chart;
-  models below 100% are marked with a dagger.
-  Answers are judged against the image's class in WordNet (exact, hyponym, hypernym,
-  other_class, none); label accuracy counts exact and hyponym (a more specific class).
-  The annotator agreement (the references scored against each other: the ceiling row) is
-  computed once per release split and settings and kept in --agreement-cache (default:
-  .annotator_agreement beside --out); --no-agreement leaves it out."""
+RULES = "rules (which split predictions are scored against, coverage, label verdicts, the agreement cache): docs/eval.md"
 log = logging.getLogger(__name__)
 BATCH_EXAMPLES = 512  # images read and scored at a time (--batch-size)
 

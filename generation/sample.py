@@ -1,62 +1,10 @@
 """``imagenet-think sample``: a class-balanced, checked sample of ImageNet-21K-P (or any ImageFolder tree).
 
-Sources: a tree ``ROOT/<class>/<file>`` or ``ROOT/<split>/<class>/<file>`` (a folder of
-ROOT holding more folders than files is a split, its files rejected as
-``not_in_a_class_folder``; any other is a class folder, its folders rejected as
-``not_a_file``; the same class in several splits is one class), or
-a list file whose lines are ``PATH`` or ``PATH CLASS`` (PATH relative to
-``--image-root``, by default the list's folder, or absolute under it: a PATH outside it is an
-error naming the line; without CLASS it is PATH's
-parent folder name; blank lines and ``#`` comments are skipped). Classes are the 10,450
-ImageNet-21K-P (winter21) wnids unless ``--any-classes``; other classes are
-rejected as ``unknown_class`` without reading their files (one row per folder for a
-tree, per line for a list).
-
-The rule, deterministic for a seed whatever the number of workers:
-
-1. Each class's candidates (its files, hidden ones aside) are sorted by path, then
-   shuffled by a per-class RNG seeded with sha256(f"{seed}:{wnid}"): a class's order
-   depends on neither the other classes nor the listing order. Classes with fewer
-   candidates than ``min_per_class`` are dropped unchecked.
-2. Quotas: capacity = good images kept + candidates not yet checked, capped at
-   ``max_per_class``; if the capacities add up to more than ``budget``, the budget is
-   water-filled: every class gets min(capacity, L) for the largest level L that fits,
-   and what is left goes one image each to the classes with capacity above L, in order
-   of sha256(f"{seed}:{wnid}"). A budget too small to give every class
-   ``min_per_class`` is an error. The defaults are the paper's (Table 2): 22 to 31
-   per class, 250,000 images in all.
-3. Each class checks its candidates in order until it holds its quota of good images
-   (:func:`generation.images.check_image`: decodes fully, shorter side >= ``min_side``,
-   at most ``max_pixels``), classes in parallel. Only what is needed is read.
-4. Exact duplicates (same sha256 of the file bytes, across all classes): the smallest
-   path stays, the others are rejected as ``duplicate``. A class that can no longer
-   reach ``min_per_class`` is dropped.
-5. Steps 2-4 repeat until every class holds its quota, so classes refill what
-   duplicates took and share the budget dropped classes left.
-
-Nothing is silently lost:
-
-- A dropped class (steps 1 and 4) is in the rejects as ``class_too_small``: one row per
-  file of it that has no other reject row (its good images and its unchecked
-  candidates), or, when every file of it was rejected for its own reason (or it has
-  none), one row for the class (empty ``image_id``, ``image_path`` its folder). The
-  summary names the dropped classes.
-- Every odd entry is one reject row, and the rest is kept: a name that is not valid
-  UTF-8 (``undecodable_name``), a symlink loop (``symlink_loop``), a dangling symlink
-  (``broken_link``), a FIFO, socket or device (``special_file``: never opened, so it
-  cannot block the run), a folder where an image was expected (``not_a_file``), a
-  file directly in a tree's root (``not_in_a_class_folder``), an unreadable file or
-  folder (``unreadable``), a listed path that does not exist (``missing_file``).
-- A result with no image is an error (:class:`~imagenet_think_errors.InputError`)
-  that says why (no class folders, no class reaching ``min_per_class``, every file
-  rejected) and how to fix it; nothing is written then. Limits that contradict each
-  other are a :class:`~imagenet_think_errors.UsageError` before any file is read.
-
-Writes the manifest (:func:`generation.records.write_manifest`, sorted by wnid and
-image_id; width and height are after EXIF rotation; ``phash`` is the perceptual hash of the
-picture decoded for the checks, :mod:`generation.near_duplicates`; image_id is the file stem, or
-the path with ``/`` written ``__`` where sampled files share a stem) and ``<stem>.rejects.parquet``
-next to it, then prints a summary. A bad file is a reject row, never an error.
+Owns the sampling rule (per-class seeded order, water-filled quotas, checks until each class
+holds its quota, exact duplicates, refills) and the manifest it writes; the listing of the
+source and its odd entries are :mod:`generation.listing`, the image checks
+:mod:`generation.images`. The rule, the sources it reads and what becomes a reject are written
+once, in ``docs/sample.md``.
 """
 
 from __future__ import annotations
@@ -111,16 +59,7 @@ from imagenet_think_errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
 
-HELP_RULES = """\
-rules:
-  A tree is ROOT/<wnid>/<image> or ROOT/<split>/<wnid>/<image>; a list file has lines
-  `PATH` or `PATH CLASS`. --max-per-class is at least --min-per-class (>= 1), --budget
-  is positive; `none` lifts either. A class that cannot reach --min-per-class good
-  images is dropped and its files are listed in the rejects as class_too_small.
-  Each bad file and each odd entry (a non-UTF-8 name, a symlink loop or dangling
-  symlink, a FIFO/socket/device (never opened), a folder where an image belongs, an
-  unreadable file) is one reject row with its reason; the rest is kept. Keeping no
-  image at all is an error that says why; nothing is written then."""
+HELP_RULES = "rules: the sampling rule, the sources and every reject reason are in docs/sample.md"
 
 EXAMPLE = (
     "imagenet-think sample --source /data/imagenet21k_resized/imagenet21k_train --out runs/manifest.parquet"
