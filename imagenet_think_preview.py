@@ -31,7 +31,7 @@ def write_preview(out: Path, report: Path, note: str) -> Path:
     cards = []
     for row in rows.select(range(min(4, len(rows)))):
         blocks = "".join(
-            f"<h4>{a} <small>label verdict: {row[joint_column(a, 'label_verdict')]} "
+            f"<h4>{a} <small>label verdict: {html.escape(str(row[joint_column(a, 'label_verdict')]))} "
             f"({row[joint_column(a, 'label_score')]:.2f})</small></h4>"
             f"<p class=t><b>think</b> {html.escape(row[joint_column(a, 'think')])}</p>"
             f"<p><b>answer</b> {html.escape(row[joint_column(a, 'answer')])}</p>"
@@ -39,7 +39,7 @@ def write_preview(out: Path, report: Path, note: str) -> Path:
         )
         cards.append(
             f"<div class=card><img src='data:image/jpeg;base64,{_thumbnail(row['image'])}'>"
-            f"<h3>{html.escape(row['class_name'])} <small>{row['wnid']}</small></h3>{blocks}</div>"
+            f"<h3>{html.escape(row['class_name'])} <small>{html.escape(row['wnid'])}</small></h3>{blocks}</div>"
         )
     charts = "".join(
         f"<img class=chart src='{p.relative_to(out)}'>" for p in sorted(report.glob("chart_*.png"))
