@@ -43,6 +43,7 @@ import numpy as np
 from PIL import Image
 
 from common.classes import imagenet21k_classes
+from generation.images import file_phash
 from generation.records import ManifestEntry, iter_rows, write_manifest
 from tests.fixtures.synthetic import make_record, synthetic_text, write_run
 
@@ -59,6 +60,7 @@ def write_inputs(folder: Path, images: int, seed: int = 0, verdicts: bool = True
         path = folder / f"source-{i}.JPEG"
         Image.fromarray(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(path, quality=90)
         sources.append(path)
+    hashes = [file_phash(path) for path in sources]  # as sample stores them (copies: near-duplicates)
     wnids = imagenet21k_classes().wnids
     entries = []
     for i in range(images):
@@ -66,7 +68,8 @@ def write_inputs(folder: Path, images: int, seed: int = 0, verdicts: bool = True
         relative = f"{wnid}/{wnid}_{i}.JPEG"
         (folder / "images" / wnid).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(sources[i % DISTINCT_IMAGES], folder / "images" / relative)
-        entries.append(ManifestEntry(f"{wnid}_{i}", wnid, relative, 160, 120, str(i), True))
+        phash = hashes[i % DISTINCT_IMAGES]
+        entries.append(ManifestEntry(f"{wnid}_{i}", wnid, relative, 160, 120, str(i), True, phash))
     manifest = write_manifest(entries, folder / "manifest.parquet", folder / "images")
     text_rng = random.Random(seed)
     for annotator in ("glm", "kimi"):
