@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import re
 import socket
 import subprocess
@@ -28,8 +27,7 @@ from generation.reasoning import parse_reasoning
 from generation.verdicts.labels import label_verdicts
 from generation.verdicts.quality import rejection_reason
 from imagenet_think_errors import InputError
-from release.build import BuildOptions, build_release
-from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from tests.fixtures.small_release import labelled_release
 from training.data import user_turn
 from training.formatting import format_target, to_example
 from training.grpo import PromptFormatter, build_trainer, main, parse_args, prompt_rows
@@ -220,15 +218,7 @@ def test_build_rewards_names_and_errors():
 def release(tmp_path_factory) -> Path:
     """A release of 12 images of two classes (8 in train) with glm and kimi records; glm's answers name
     the class (all verified), kimi's are random words."""
-    root = tmp_path_factory.mktemp("release")
-    manifest, entries = write_manifest_tree(root, classes=2, per_class=6)
-    rng, classes = random.Random(0), imagenet21k_classes()
-    glm = [make_record(e, "glm", rng, answer=f"It is a {classes.name(e.wnid)}.") for e in entries]
-    write_run(root / "runs" / "glm", glm)
-    write_run(root / "runs" / "kimi", [make_record(e, "kimi", rng) for e in entries])
-    out, runs = root / "imagenet_think", [root / "runs" / "glm", root / "runs" / "kimi"]
-    build_release(BuildOptions(runs, manifest, out, validation_fraction=0.2, test_fraction=0.2))
-    return out
+    return labelled_release(tmp_path_factory.mktemp("release"))
 
 
 def test_prompt_rows_one_per_image_with_the_annotators_references(release):

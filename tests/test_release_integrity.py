@@ -2,7 +2,6 @@
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -17,32 +16,15 @@ from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError, RefusedError
 from release.build import BuildOptions, build_release
 from release.folder import MARKER
-from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from tests.fixtures.small_release import small_inputs, write_runs
+from tests.fixtures.synthetic import write_manifest_tree
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _runs(root: Path, manifest: Path, entries, annotators=("glm", "kimi"), seed=0, per_shard=5):
-    rng = random.Random(seed)
-    folders = []
-    for annotator in annotators:
-        folder = root / "runs" / annotator
-        write_run(
-            folder, [make_record(e, annotator, rng) for e in entries], per_shard=per_shard, manifest=manifest
-        )
-        folders.append(folder)
-    return folders
-
-
 @pytest.fixture
 def inputs(tmp_path):
-    manifest, entries = write_manifest_tree(tmp_path, classes=3, per_class=5)
-    return {
-        "root": tmp_path,
-        "manifest": manifest,
-        "entries": entries,
-        "runs": _runs(tmp_path, manifest, entries),
-    }
+    return small_inputs(tmp_path)
 
 
 def _ids(out: Path) -> dict[str, list[str]]:
@@ -79,7 +61,7 @@ def test_a_run_from_another_manifest_with_the_same_image_ids_is_refused(inputs, 
 def test_runs_from_two_manifests_are_refused(inputs, tmp_path):
     other = tmp_path / "other"
     other_manifest, other_entries = write_manifest_tree(other, classes=3, per_class=5, seed=99)
-    mixed = [inputs["runs"][0], *_runs(other, other_manifest, other_entries, annotators=("kimi",))]
+    mixed = [inputs["runs"][0], *write_runs(other, other_manifest, other_entries, annotators=("kimi",))]
     with pytest.raises(RefusedError, match="another manifest") as refused:
         build_release(BuildOptions(mixed, inputs["manifest"], tmp_path / "out"))
     assert str(mixed[1]) in str(refused.value)

@@ -5,7 +5,6 @@ import hashlib
 import inspect
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -18,21 +17,14 @@ from imagenet_think_cli import main as cli
 from imagenet_think_errors import RefusedError, UsageError
 from release.build import BuildOptions, build_release
 from release.folder import MARKER, listed_files
-from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from tests.fixtures.small_release import small_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def inputs(tmp_path):
-    manifest, entries = write_manifest_tree(tmp_path, classes=3, per_class=5)
-    rng = random.Random(0)
-    runs = []
-    for annotator in ("glm", "kimi"):
-        folder = tmp_path / "runs" / annotator
-        write_run(folder, [make_record(e, annotator, rng) for e in entries], per_shard=5, manifest=manifest)
-        runs.append(folder)
-    return {"root": tmp_path, "manifest": manifest, "entries": entries, "runs": runs}
+    return small_inputs(tmp_path)
 
 
 @pytest.fixture

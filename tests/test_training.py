@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import re
 import socket
 import subprocess
@@ -22,12 +21,10 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 from trl import ModelConfig
 
-from common.classes import imagenet21k_classes
 from common.model_refs import resolve_model
 from generation.reasoning import parse_reasoning
 from imagenet_think_errors import InputError
-from release.build import BuildOptions, build_release
-from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from tests.fixtures.small_release import labelled_release
 from tests.fixtures.vllm_greedy import vllm_greedy
 from training.formatting import (
     EACH,
@@ -72,17 +69,7 @@ def processor(tiny_cache):
 def release(tmp_path_factory) -> Path:
     """A release of 12 images (8 in train) with glm and kimi records; glm's answers name the class
     (all verified), kimi's are random words (none verified)."""
-    root = tmp_path_factory.mktemp("release")
-    manifest, entries = write_manifest_tree(root, classes=2, per_class=6)
-    rng = random.Random(0)
-    classes = imagenet21k_classes()
-    glm = [make_record(e, "glm", rng, answer=f"It is a {classes.name(e.wnid)}.") for e in entries]
-    write_run(root / "runs" / "glm", glm)
-    write_run(root / "runs" / "kimi", [make_record(e, "kimi", rng, answer="Some words.") for e in entries])
-    out = root / "imagenet_think"
-    runs = [root / "runs" / "glm", root / "runs" / "kimi"]
-    build_release(BuildOptions(runs, manifest, out, validation_fraction=0.2, test_fraction=0.2))
-    return out
+    return labelled_release(tmp_path_factory.mktemp("release"), kimi_answer="Some words.")
 
 
 def _rows(images: list[Image.Image], thinks: list[str]) -> Dataset:
