@@ -20,7 +20,6 @@ import numpy as np
 
 from eval import metrics as metric_suite
 from eval.lexical import DocumentFrequencies
-from generation.reasoning import parse_reasoning
 from release.schema import joint_column
 
 SEGMENTS = ("full", "think", "answer")
@@ -40,12 +39,6 @@ def segments(thinks: Sequence[str], answers: Sequence[str]) -> dict[str, list[st
         for think, answer in zip(thinks, answers, strict=True)
     ]
     return {"full": full, "think": list(thinks), "answer": list(answers)}
-
-
-def parse_segments(outputs: Sequence[str], style: str) -> dict[str, list[str]]:
-    """The three segments of raw model outputs, split by :func:`generation.reasoning.parse_reasoning`."""
-    parsed = [parse_reasoning(output, style) for output in outputs]
-    return segments([p.think for p in parsed], [p.answer for p in parsed])
 
 
 def reference_segments(rows: Mapping[str, Sequence[str]], annotator: str) -> dict[str, list[str]]:

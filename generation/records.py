@@ -277,11 +277,6 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def shard_files(folder: str | os.PathLike, pattern: str = RECORD_GLOB) -> list[Path]:
-    """Completed shards in ``folder``, in name order."""
-    return sorted(Path(folder).glob(pattern))
-
-
 def iter_rows(paths: Iterable[str | os.PathLike], columns: list[str] | None = None) -> Iterator[dict]:
     """Rows of Parquet files as dicts, one row group at a time (bounded memory)."""
     for path in paths:

@@ -47,12 +47,6 @@ def test_segments_join_think_and_answer_without_delimiters():
         "think": ["I see a bird.", ""],
         "answer": ["A brambling.", "A cat."],
     }
-    parsed = aggregate.parse_segments(["<think>Orange breast.</think><answer>A brambling.</answer>"], "glm")
-    assert parsed == {
-        "full": ["Orange breast.\n\nA brambling."],
-        "think": ["Orange breast."],
-        "answer": ["A brambling."],
-    }
 
 
 def test_per_example_columns_make_a_table():

@@ -6,7 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
-from generation.records import RECORD_GLOB, iter_rows, shard_files
+from generation.records import iter_rows
+from generation.runs import check_run
 from imagenet_think_demo import PHOTOS, run_demo
 from imagenet_think_errors import RefusedError
 
@@ -25,7 +26,7 @@ def test_demo_pipeline(tmp_path):
     ]
     images = 2 * len(REDUCED)
     for annotator in ("glm", "kimi"):
-        records = list(iter_rows(shard_files(out / "runs" / annotator, RECORD_GLOB)))
+        records = list(iter_rows(check_run(out / "runs" / annotator).record_files))
         assert len(records) == images
         complete = [r for r in records if r["think_closed"] and r["answer"] and r["finish_reason"] == "stop"]
         assert len(complete) >= 0.9 * images  # structured outputs keep the stand-ins in format

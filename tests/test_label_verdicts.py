@@ -65,7 +65,7 @@ def test_the_table_is_small_loads_fast_and_carries_wordnets_licence():
     nouns = wordnet.read_table(path)
     assert time.perf_counter() - start < 1.0
     assert any("sha256" in line and "82115 noun synsets" in line for line in nouns.header)
-    licence = wordnet.license_text()
+    licence = wordnet.data_path(wordnet.LICENSE_FILE).read_text(encoding="utf-8")
     assert "WordNet 3.0 Copyright 2006 by Princeton University" in licence
     assert "THIS SOFTWARE AND DATABASE IS PROVIDED" in licence
 

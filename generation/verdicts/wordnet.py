@@ -157,8 +157,3 @@ def read_table(path) -> WordNetNouns:
 def wordnet_nouns() -> WordNetNouns:
     """The shipped table, read once per process."""
     return read_table(data_path(TABLE_FILE))
-
-
-def license_text() -> str:
-    """WordNet 3.0's licence, shipped beside the table."""
-    return data_path(LICENSE_FILE).read_text(encoding="utf-8")
