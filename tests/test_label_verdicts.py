@@ -3,7 +3,6 @@
 import gzip
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -58,12 +57,10 @@ def test_the_table_covers_every_class_with_its_lemmas():
     assert nouns.synset_lemmas("n08937251") == ("Nice",) and nouns.instance_parents[instance]
 
 
-def test_the_table_is_small_loads_fast_and_carries_wordnets_licence():
+def test_the_table_is_small_and_carries_wordnets_licence():
     path = wordnet.data_path(wordnet.TABLE_FILE)
     assert path.stat().st_size < 3_000_000
-    start = time.perf_counter()
-    nouns = wordnet.read_table(path)
-    assert time.perf_counter() - start < 1.0
+    nouns = wordnet.read_table(path)  # its load time is bench_label_verdicts' (benchmarks/RESULTS.md)
     assert any("sha256" in line and "82115 noun synsets" in line for line in nouns.header)
     licence = wordnet.data_path(wordnet.LICENSE_FILE).read_text(encoding="utf-8")
     assert "WordNet 3.0 Copyright 2006 by Princeton University" in licence
