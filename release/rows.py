@@ -302,7 +302,7 @@ class Sources:
                     "manifest_sha256": run.run.get("manifest_sha256", ""),
                     "images_expected": run.images_expected,
                     "images_done": run.images_done,
-                    "images_missing": run.images_expected - run.images_done,
+                    "images_missing": run.images_missing,
                 }
                 for folder, run in self.runs.items()
             ],
