@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
 	$(BIN)/python -c "import torchvision, transformers, vllm, trl, datasets; print('environment ok: torch', __import__('torch').__version__)"
 	touch $@
 
+# One pytest worker per core (tests/conftest.py gives each worker its share of the cores); each test
+# file runs in one worker, so a file's module fixtures (engines, releases) are built once.
+TEST_WORKERS ?= 2
+
 test: install
-	$(BIN)/pytest tests
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder tests
 
 # The GPU environments of constraints/ resolved with pip's dry run against the package index (minutes).
 check-constraints: install

@@ -1,4 +1,9 @@
-"""Settings every test needs on a CPU machine with no hub access."""
+"""Settings every test needs on a CPU machine with no hub access, and the order of the test files.
+
+``make test`` runs the files in parallel (pytest-xdist, ``--dist loadfile``: one file's tests in one
+worker, in the order below); each worker then gets its share of the cores for torch and the
+processes it starts, so that two workers never fight over the same ones.
+"""
 
 import os
 import tempfile
@@ -7,6 +12,19 @@ import pytest
 
 from common.model_refs import resolve_model
 from common.vllm_cpu import set_cpu_env_defaults
+
+# The files whose tests take the most CPU time, most first (measured on the 2-core machine): a worker
+# that starts them early leaves the short files to fill in at the end. Others follow in their order.
+LONGEST_FIRST = (
+    "test_generate.py",
+    "test_demo.py",
+    "test_training.py",
+    "test_grpo.py",
+    "test_eval.py",
+    "test_force_answer.py",
+    "test_tiny_models.py",
+    "test_remote_code.py",
+)
 
 set_cpu_env_defaults()  # vLLM's CPU engine, tokenizers: for every test, whatever the machine
 for key, value in {
@@ -17,6 +35,19 @@ for key, value in {
     "HF_DATASETS_CACHE": tempfile.mkdtemp(prefix="hf-datasets-cache-"),
 }.items():
     os.environ.setdefault(key, value)
+
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    # A parallel run: this worker's share of the cores, for torch here and in the processes it starts.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // workers)))
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(items):
+    """Run :data:`LONGEST_FIRST` first (a stable sort: each file's tests keep their order)."""
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(scope="module")
