@@ -50,11 +50,19 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    """A fresh tiny-model cache for the requesting module, holding tiny Qwen2-VL (processes it
-    launches inherit it)."""
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A fresh tiny-model cache for the session, tiny Qwen2-VL built into it once."""
+    root = tmp_path_factory.mktemp("tiny-models")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("IMAGENET_THINK_CACHE", str(tmp_path_factory.mktemp("tiny-models")))
+        patch.setenv("IMAGENET_THINK_CACHE", str(root))
         resolve_model("tiny:qwen2_vl")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tiny_models):
+    """The session's tiny-model cache for the requesting module (processes it launches inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IMAGENET_THINK_CACHE", str(tiny_models))
         yield
