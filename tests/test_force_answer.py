@@ -1,16 +1,19 @@
 """Answer forcing (``on_truncation: force_answer``) on the real vLLM CPU engine with the tiny models:
 truncated generations get their think closed with the style's delimiter and an answer from a second,
-batched pass over the same image; a chunk is committed only with both passes, so a run killed between
-them resumes exactly; the config keys are checked like every other."""
+batched pass over the same image; a chunk is committed only with both passes, so a run SIGKILLed
+between them or at any moment resumes exactly (the suite's kill-and-resume test); the config keys are
+checked like every other."""
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from generation.annotator import Annotator
@@ -146,7 +149,28 @@ def _kill_between_passes(command: list[str], passes_before_kill: int) -> tuple[i
     return process.returncode, "".join(lines)
 
 
-def test_a_run_killed_between_the_passes_resumes_exactly(manifest, tmp_path, engines):
+def _kill_after_a_commit(command: list[str], run: Path, rng: random.Random) -> None:
+    """Run ``command`` and SIGKILL it at a random moment after it commits a chunk: inside the next
+    chunk's first or second pass, or while it writes it."""
+    before = len(completed_chunks(run))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None and len(completed_chunks(run)) <= before:
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 1.5))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_a_run_killed_between_the_passes_and_at_random_moments_resumes_exactly(tmp_path, engines):
+    """The kill-and-resume test: `imagenet-think generate` with answer forcing is SIGKILLed as a
+    chunk's second pass starts, then twice more at random moments; the resume writes exactly what an
+    uninterrupted run writes, each image once, no temporary file or torn shard left."""
+    manifest, _ = write_manifest_tree(tmp_path, classes=3, per_class=4)  # 12 images, 6 chunks
+    run = tmp_path / "run"
     overrides = [*FORCING, "chunk_size=2"]
     command = [
         sys.executable,
@@ -158,25 +182,33 @@ def test_a_run_killed_between_the_passes_resumes_exactly(manifest, tmp_path, eng
         "--manifest",
         str(manifest),
         "--out",
-        str(tmp_path / "run"),
+        str(run),
         "--set",
         *overrides,
     ]
     status, printed = _kill_between_passes(command, passes_before_kill=2)
     assert status == -signal.SIGKILL, printed[-2000:]
     # Chunk 0 is committed; chunk 1 had its first pass done, its second running: nothing of it is written.
-    assert completed_chunks(tmp_path / "run") == {0}
-    assert not any(path.exists() for path in chunk_files(tmp_path / "run", 1))
+    assert completed_chunks(run) == {0}
+    assert not any(path.exists() for path in chunk_files(run, 1))
+    rng = random.Random(1234)
+    for _ in range(2):
+        _kill_after_a_commit(command, run, rng)
     config = load_model_config(CONFIGS / "tiny_glm.yaml", overrides)  # the command's config
     annotator = _annotator(engines, "tiny_glm")
-    generate(config, manifest, tmp_path / "run", annotator=annotator)  # the resume
-    state = check_run(tmp_path / "run")
-    assert sorted(state.done) == [0, 1, 2] and not state.not_counted and state.images_done == 6
+    generate(config, manifest, run, annotator=annotator)  # the resume
+    state = check_run(run)
+    assert sorted(state.done) == list(range(6)) and not state.not_counted and state.images_done == 12
+    ids = [r["image_id"] for r in _records(run)] + [r["image_id"] for r in iter_rows(state.reject_files)]
+    assert sorted(ids) == sorted(read_manifest(manifest)[0]["image_id"].to_pylist())  # each image once
+    assert not list(run.glob(".tmp-*"))
+    for shard in run.glob("*.parquet"):
+        pq.read_table(shard)  # no torn shard
     # Exactly what an uninterrupted run writes (greedy decoding: the same texts and counts).
     generate(config, manifest, tmp_path / "reference", annotator=annotator)
     rows = lambda run: sorted(tuple(r[f] for f in RECORD_FIELDS) for r in _records(run))  # noqa: E731
-    assert rows(tmp_path / "run") == rows(tmp_path / "reference")
-    assert all(record["forced_answer"] for record in _records(tmp_path / "run"))
+    assert rows(run) == rows(tmp_path / "reference")
+    assert all(record["forced_answer"] for record in _records(run))
 
 
 FORCE_MISTAKES = [
