@@ -28,6 +28,19 @@ from tests.test_eval import REFERENCES, release  # noqa: F401  (the tiny release
 REPO = Path(__file__).resolve().parents[1]
 lmms_eval = pytest.importorskip("lmms_eval")  # the `lmms` extra (make install has it)
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _pil_left_as_found():
+    """Importing ``lmms_eval.api.task`` sets PIL's ``ImageFile.LOAD_TRUNCATED_IMAGES`` for the whole
+    process; put back after this module, so that tests run after it in the same process still see
+    truncated images refused (the sampler's ``truncated_file``)."""
+    from PIL import ImageFile
+
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    yield
+    ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
 # One output per test image (3), each in another style, with blank lines inside think and answer.
 OUTPUTS = [
     "<think>Feathers and a long neck.\n\nIt stands in water.</think>\n<answer><|begin_of_box|>A goose."
