@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import io
+import itertools
 import math
 import re
 import zlib
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-from datasketch import MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from generation.verdicts.labels import CORRECT_KINDS, label_hits
 
@@ -150,29 +151,105 @@ def _top_two(counters: list[Counter]) -> tuple[dict, dict, Counter]:
 _PERMUTATIONS = MinHash(num_perm=MINHASH_PERMUTATIONS)  # drawn once (seed 1), shared by every MinHash
 _SHINGLE_BASE = np.uint64(1_000_003)
 _LOW_32 = np.uint64(0xFFFFFFFF)
+_SHINGLE_CHUNK = 1 << 16  # shingles permuted at once (64 permutations: 16 MiB of uint32)
+
+
+@dataclass
+class _Words:
+    """A table's traces as words: the words per trace, and the same flattened to ids (``ids[offsets[i]:
+    offsets[i + 1]]`` is trace i; equal ids are equal words) with each id's word (``vocabulary``)."""
+
+    tokens: list[list[str]]
+    ids: np.ndarray
+    offsets: np.ndarray
+    vocabulary: list[str]
+
+    @classmethod
+    def of(cls, texts: list[str]) -> _Words:
+        tokens = [words(text) for text in texts]
+        offsets = np.zeros(len(tokens) + 1, np.int64)
+        np.cumsum([len(t) for t in tokens], out=offsets[1:])
+        encoded = pa.array(list(itertools.chain.from_iterable(tokens)), pa.string()).dictionary_encode()
+        ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.uint64)
+        return cls(tokens, ids, offsets, encoded.dictionary.to_pylist())
+
+    def repeated_shares(self, n: int = REPEAT_N) -> list[float | None]:
+        """:func:`repeated_share` of every trace, counting n-grams as integer codes where they fit 64 bits."""
+        size = len(self.vocabulary)
+        if size**n >= 2**64:
+            return [repeated_share(tokens, n) for tokens in self.tokens]
+        codes = np.zeros(max(len(self.ids) - n + 1, 0), np.uint64)
+        for k in range(n):
+            codes = codes * np.uint64(size) + self.ids[k : k + len(codes)]
+        shares = []
+        for start, end in itertools.pairwise(self.offsets.tolist()):
+            grams = codes[start : end - n + 1] if end - start >= n else codes[:0]
+            shares.append(1 - len(np.unique(grams)) / len(grams) if len(grams) else None)
+        return shares
+
+    def signatures(self) -> np.ndarray:
+        """Each trace's MinHash values, one row per trace: what ``datasketch.MinHash.update_batch`` gives
+        a trace's :func:`shingle_hashes` under :data:`_PERMUTATIONS` (its "affine32" scheme), computed
+        for the whole table at once (``tests/test_trace_quality_batch.py`` checks them against it)."""
+        hashes, starts = self._shingle_hashes()
+        ends = np.append(starts[1:], len(hashes))
+        mixed = _fmix32(hashes.astype(np.uint32))
+        a, b = _PERMUTATIONS.permutations
+        signatures = np.repeat(_PERMUTATIONS.hashvalues[None, :], len(starts), axis=0)  # no shingle: empty
+        filled = np.flatnonzero(ends > starts)
+        splits = np.searchsorted(ends[filled], np.arange(_SHINGLE_CHUNK, len(mixed), _SHINGLE_CHUNK))
+        for traces in np.split(filled, splits):
+            if len(traces):
+                low, high = starts[traces[0]], ends[traces[-1]]
+                permuted = np.multiply.outer(a, mixed[low:high])  # uint32: wraps, as the scheme means
+                permuted += b[:, None]  # one row per permutation: reduceat runs along contiguous memory
+                signatures[traces] = np.minimum.reduceat(permuted, starts[traces] - low, axis=1).T
+        return signatures
+
+    def _shingle_hashes(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`shingle_hashes` of every trace, concatenated (repeats kept: a MinHash is a minimum), and
+        where each trace starts in them."""
+        word_hashes = np.fromiter(
+            (zlib.crc32(word.encode()) for word in self.vocabulary), np.uint64, len(self.vocabulary)
+        )[self.ids.astype(np.intp)]
+        count = max(len(word_hashes) - SHINGLE_WORDS + 1, 0)
+        full = np.zeros(count, np.uint64)
+        for k in range(SHINGLE_WORDS):
+            full = (full * _SHINGLE_BASE + word_hashes[k : k + count]) & _LOW_32
+        parts, starts, at = [], [], 0
+        for start, end in itertools.pairwise(self.offsets.tolist()):
+            starts.append(at)
+            if end - start >= SHINGLE_WORDS:
+                parts.append(full[start : end - SHINGLE_WORDS + 1])
+            elif end > start:
+                parts.append(_shingle_hashes(word_hashes[start:end]))
+            at += len(parts[-1]) if end > start else 0
+        hashes = np.concatenate(parts) if parts else np.zeros(0, np.uint64)
+        return hashes, np.asarray(starts, np.int64)
+
+
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finalizer, as datasketch's "affine32" scheme mixes a value before permuting."""
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
+
+
+def _shingle_hashes(word_hashes: np.ndarray) -> np.ndarray:
+    count = max(len(word_hashes) - SHINGLE_WORDS + 1, 1 if len(word_hashes) else 0)
+    hashes = np.zeros(count, np.uint64)
+    for k in range(min(SHINGLE_WORDS, len(word_hashes))):
+        hashes = (hashes * _SHINGLE_BASE + word_hashes[k : k + count]) & _LOW_32
+    return hashes
 
 
 def shingle_hashes(tokens: list[str]) -> np.ndarray:
     """32-bit hashes of a trace's distinct word :data:`SHINGLE_WORDS`-grams (fewer words: of all of them):
     each word's CRC-32, combined polynomially, in numpy (deterministic across processes)."""
     ids = np.fromiter((zlib.crc32(word.encode()) for word in tokens), dtype=np.uint64, count=len(tokens))
-    count = max(len(ids) - SHINGLE_WORDS + 1, 1 if len(ids) else 0)
-    hashes = np.zeros(count, np.uint64)
-    for k in range(min(SHINGLE_WORDS, len(ids))):
-        hashes = (hashes * _SHINGLE_BASE + ids[k : k + count]) & _LOW_32
-    return np.unique(hashes)
-
-
-def minhash(tokens: list[str]) -> MinHash:
-    """The MinHash of a trace's word :data:`SHINGLE_WORDS`-grams (:func:`shingle_hashes`)."""
-    signature = MinHash(
-        num_perm=MINHASH_PERMUTATIONS,
-        permutations=_PERMUTATIONS.permutations,
-        scheme=_PERMUTATIONS.scheme,
-        hashfunc=int,  # the values are hashes already
-    )
-    signature.update_batch(shingle_hashes(tokens).tolist())
-    return signature
+    return np.unique(_shingle_hashes(ids))
 
 
 def _band_hash(band: bytes) -> bytes:
@@ -224,8 +301,11 @@ class TraceQuality:
         finish = columns.get("finish_reason", [""] * n)
         forced = columns.get("forced_answer", [False] * n)
         verdicts = columns.get("label_verdict", [""] * n)
+        think_words, answer_words = _Words.of(thinks), [words(answer) for answer in answers]
+        repeated = think_words.repeated_shares()
+        signatures = think_words.signatures()
         for i in range(n):
-            think, answer = words(thinks[i]), words(answers[i])
+            think, answer = think_words.tokens[i], answer_words[i]
             counts.think_words.append(len(think))
             counts.answer_words.append(len(answer))
             counts.truncated += finish[i] == "length"
@@ -235,14 +315,16 @@ class TraceQuality:
             counts.words += len(think)
             counts.markers += markers
             counts.with_marker += markers > 0
-            if (share := repeated_share(think)) is not None:
-                counts.repeated.append(share)
+            if repeated[i] is not None:
+                counts.repeated.append(repeated[i])
             if len(think) >= OPENING_WORDS:
                 counts.openings[" ".join(think[:OPENING_WORDS])] += 1
             if (share := answer_in_think(think, answer)) is not None:
                 counts.overlap.append(share)
             self._sample(counts, columns["image_id"][i], (thinks[i], wnids[i], verdicts[i]))
-            signature = minhash(think)
+            signature = LeanMinHash(
+                seed=_PERMUTATIONS.seed, hashvalues=signatures[i], scheme=_PERMUTATIONS.scheme
+            )
             if counts.index.query(signature):
                 counts.near_duplicates += 1
             counts.index.insert(len(counts.think_words), signature)
