@@ -15,8 +15,10 @@ import hashlib
 import heapq
 import io
 import itertools
+import logging
 import math
 import re
+import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +27,10 @@ import numpy as np
 import pyarrow as pa
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
+from common.classes import imagenet21k_classes
 from generation.verdicts.labels import CORRECT_KINDS, label_hits
+
+logger = logging.getLogger(__name__)
 
 WORD = re.compile(r"[a-z]+")
 # Said when a trace stops to doubt or re-check itself (as counted for R1-style traces); a marker of
@@ -286,11 +291,20 @@ class _Annotator:
     near_duplicates: int = 0
 
 
+def _prepare_class_check() -> None:
+    """Build the label verifier's automaton (the class check's, a second or two) while the traces come."""
+    try:
+        label_hits(["warm-up"], [imagenet21k_classes().wnids[0]])
+    except Exception:
+        logger.debug("preparing the class check failed; the report will say why", exc_info=True)
+
+
 class TraceQuality:
     """The trace-quality measures of each annotator's rows (columns :data:`COLUMNS`)."""
 
     def __init__(self, annotators) -> None:
         self._by = {annotator: _Annotator() for annotator in annotators}
+        threading.Thread(target=_prepare_class_check, name="prepare-class-check", daemon=True).start()
 
     def add(self, annotator: str, table: pa.Table) -> None:
         counts = self._by[annotator]
