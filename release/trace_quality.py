@@ -183,14 +183,19 @@ class _Words:
         size = len(self.vocabulary)
         if size**n >= 2**64:
             return [repeated_share(tokens, n) for tokens in self.tokens]
-        codes = np.zeros(max(len(self.ids) - n + 1, 0), np.uint64)
-        for k in range(n):
+        codes = self.ids[: max(len(self.ids) - n + 1, 0)]
+        for k in range(1, n):
             codes = codes * np.uint64(size) + self.ids[k : k + len(codes)]
-        shares = []
-        for start, end in itertools.pairwise(self.offsets.tolist()):
-            grams = codes[start : end - n + 1] if end - start >= n else codes[:0]
-            shares.append(1 - len(np.unique(grams)) / len(grams) if len(grams) else None)
-        return shares
+        lengths = np.maximum(np.diff(self.offsets) - n + 1, 0)  # each trace's n-grams
+        trace = np.repeat(np.arange(len(lengths)), lengths)
+        starts = np.repeat(self.offsets[:-1], lengths)
+        grams = codes[starts + np.arange(len(trace)) - np.repeat(np.cumsum(lengths) - lengths, lengths)]
+        order = np.lexsort((grams, trace))  # by trace, then by code
+        grams, trace = grams[order], trace[order]
+        first = np.ones(len(grams), bool)  # the first of its code in its trace
+        first[1:] = (grams[1:] != grams[:-1]) | (trace[1:] != trace[:-1])
+        distinct = np.bincount(trace[first], minlength=len(lengths)).tolist()
+        return [1 - d / g if g else None for d, g in zip(distinct, lengths.tolist(), strict=True)]
 
     def signatures(self) -> np.ndarray:
         """Each trace's MinHash values, one row per trace: what ``datasketch.MinHash.update_batch`` gives
@@ -218,8 +223,8 @@ class _Words:
             (zlib.crc32(word.encode()) for word in self.vocabulary), np.uint64, len(self.vocabulary)
         )[self.ids.astype(np.intp)]
         count = max(len(word_hashes) - SHINGLE_WORDS + 1, 0)
-        full = np.zeros(count, np.uint64)
-        for k in range(SHINGLE_WORDS):
+        full = word_hashes[:count]  # CRC-32s: below 2**32 already
+        for k in range(1, SHINGLE_WORDS):
             full = (full * _SHINGLE_BASE + word_hashes[k : k + count]) & _LOW_32
         parts, starts, at = [], [], 0
         for start, end in itertools.pairwise(self.offsets.tolist()):
