@@ -41,6 +41,7 @@ from training.merge import base_model_of
 from training.merge import main as merge_main
 from training.model import load_model, peft_config_for
 from training.sft import build_trainer, parse_args
+from training.sft import main as sft_main
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RECIPE = REPO / "configs" / "sft" / "tiny.yaml"
@@ -140,13 +141,18 @@ def _one_error_line(result: subprocess.CompletedProcess, prog: str, *names: str)
     assert len(errors) == 1 and all(name in errors[0] for name in names), result.stderr[-3000:]
 
 
-def test_sft_names_a_recipe_typo_and_a_missing_dataset_without_a_traceback(tmp_path):
+def test_sft_names_a_recipe_typo_and_a_missing_dataset_without_a_traceback(tmp_path, capsys, monkeypatch):
     recipe = tmp_path / "typo.yaml"
     recipe.write_text(TINY_RECIPE.read_text(encoding="utf-8").replace("learning_rate:", "lerning_rate:"))
     typo = _sft("--config", str(recipe))
     _one_error_line(typo, "training/sft.py", str(recipe), "'lerning_rate'", "did you mean 'learning_rate'")
+    # The script's entry again, in this process (the run above shows the script itself starts).
     missing = tmp_path / "no-such-release"
-    result = _sft("--config", str(TINY_RECIPE), "--dataset_name", str(missing), "--output_dir", str(tmp_path))
+    monkeypatch.delenv("IMAGENET_THINK_DEBUG", raising=False)
+    status = sft_main(
+        ["--config", str(TINY_RECIPE), "--dataset_name", str(missing), "--output_dir", str(tmp_path)]
+    )
+    result = subprocess.CompletedProcess([], status, "", capsys.readouterr().err)
     _one_error_line(result, "training/sft.py", f"dataset_name {missing}: no such folder")
     debug = _sft("--config", str(recipe), debug=True)
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
