@@ -179,7 +179,8 @@ class _Words:
         return cls(tokens, ids, offsets, encoded.dictionary.to_pylist())
 
     def repeated_shares(self, n: int = REPEAT_N) -> list[float | None]:
-        """:func:`repeated_share` of every trace, counting n-grams as integer codes where they fit 64 bits."""
+        """:func:`repeated_share` of every trace, counting n-grams as integer codes where they fit 64 bits:
+        the codes of a group of traces, each offset by its trace, are sorted at once."""
         size = len(self.vocabulary)
         if size**n >= 2**64:
             return [repeated_share(tokens, n) for tokens in self.tokens]
@@ -190,12 +191,15 @@ class _Words:
         trace = np.repeat(np.arange(len(lengths)), lengths)
         starts = np.repeat(self.offsets[:-1], lengths)
         grams = codes[starts + np.arange(len(trace)) - np.repeat(np.cumsum(lengths) - lengths, lengths)]
-        order = np.lexsort((grams, trace))  # by trace, then by code
-        grams, trace = grams[order], trace[order]
-        first = np.ones(len(grams), bool)  # the first of its code in its trace
-        first[1:] = (grams[1:] != grams[:-1]) | (trace[1:] != trace[:-1])
-        distinct = np.bincount(trace[first], minlength=len(lengths)).tolist()
-        return [1 - d / g if g else None for d, g in zip(distinct, lengths.tolist(), strict=True)]
+        group = (2**64 - 1) // size**n  # traces whose offset codes fit 64 bits together
+        distinct = np.zeros(len(lengths), np.int64)
+        for first in range(0, len(lengths), group):
+            low, high = np.searchsorted(trace, [first, first + group])
+            keys = np.sort((trace[low:high] - first).astype(np.uint64) * np.uint64(size**n) + grams[low:high])
+            firsts = np.ones(len(keys), bool)  # the first of its code in its trace
+            firsts[1:] = keys[1:] != keys[:-1]
+            distinct += np.bincount(trace[low:high][firsts], minlength=len(lengths))  # traces: sorted too
+        return [1 - d / g if g else None for d, g in zip(distinct.tolist(), lengths.tolist(), strict=True)]
 
     def signatures(self) -> np.ndarray:
         """Each trace's MinHash values, one row per trace: what ``datasketch.MinHash.update_batch`` gives

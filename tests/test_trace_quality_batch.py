@@ -70,3 +70,12 @@ def test_table_repeated_shares_with_small_and_huge_vocabularies():
     texts = [huge + " " + huge[:5000], "a b c d a b c d"]
     assert len(_Words.of(texts).vocabulary) >= 2**16
     assert _Words.of(texts).repeated_shares() == [repeated_share(words(t)) for t in texts]
+
+
+def test_table_repeated_shares_when_traces_share_64_bits_in_groups():
+    vocabulary = [_letters(i) for i in range(40_000)]  # 40,000**4: 7 traces' codes fit 64 bits together
+    rng = random.Random(3)
+    texts = [" ".join(rng.choices(vocabulary[:50], k=30) + vocabulary[i::20][:3000]) for i in range(20)]
+    table = _Words.of(texts)
+    assert 2**64 // len(table.vocabulary) ** 4 < len(texts) and len(table.vocabulary) < 2**16
+    assert table.repeated_shares() == [repeated_share(words(t)) for t in texts]
