@@ -14,6 +14,7 @@ from imagenet_think_demo import LEXICAL, PHOTOS, closing_note, run_demo
 from imagenet_think_errors import RefusedError
 
 
+@pytest.mark.timeout(1800)  # the whole demo with GRPO: about 5 minutes on a quiet 2-core machine
 def test_demo_pipeline(tmp_path):
     # No capsys here: vLLM, imported for the first time in this test, would bind its logging to
     # capsys's per-test stream and write to it, closed, in later tests.
