@@ -31,6 +31,7 @@ from generation.images import ImageRejected, check_image
 from generation.records import MANIFEST_SCHEMA, ManifestEntry, read_manifest, to_table, write_manifest
 from generation.row_checks import check_manifest, image_id_problem, path_inside, wnid_problem
 from imagenet_think_errors import InputError, MissingInputError, RefusedError
+from release.folder import MARKER, verify_release
 from release.schema import JOINT_CONFIG
 
 EXAMPLE = (
@@ -95,7 +96,13 @@ def dataset_reference(dataset: str) -> str:
 
 
 def load_references(dataset: str, split: str, limit: int | None = None, streaming: bool = False):
-    """The ``both`` config's split: one row per image with both annotators' think and answer."""
+    """The ``both`` config's split: one row per image with both annotators' think and answer.
+
+    A release folder (with ``release.json``) is verified first, as every reader of a release is
+    (:func:`release.folder.verify_release`)."""
+    folder = Path(dataset).expanduser()
+    if (folder / MARKER).is_file():
+        verify_release(folder, configs=(REFERENCE_CONFIG,))
     try:
         rows = load_dataset(dataset, REFERENCE_CONFIG, split=split, streaming=streaming)
     except ConnectionError as error:

@@ -94,6 +94,19 @@ def test_every_reader_refuses_a_shard_missing_truncated_changed_or_a_stray_copy(
     assert str(shard) in printed.stderr and "Traceback" not in printed.stderr
 
 
+def test_evaluation_reads_the_references_as_built(release):
+    from eval.predict import load_references
+
+    assert len(load_references(str(release), "train")) > 0
+    shard = sorted((release / "both").glob("train-*.parquet"))[0]
+    flipped = bytearray(shard.read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    shard.write_bytes(bytes(flipped))
+    with pytest.raises(RefusedError, match="was changed since the build") as refused:
+        load_references(str(release), "train")
+    assert str(shard) in str(refused.value)
+
+
 def test_a_release_without_checksums_is_refused_by_readers_and_rebuilt(inputs, release):
     marker = json.loads((release / MARKER).read_text())  # as release.json was before checksums
     marker["files"] = {name: entry["bytes"] for name, entry in marker["files"].items()}
