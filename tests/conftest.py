@@ -16,9 +16,9 @@ from common.vllm_cpu import set_cpu_env_defaults
 # The files whose tests take the most CPU time, most first (measured on the 2-core machine): a worker
 # that starts them early leaves the short files to fill in at the end. Others follow in their order.
 LONGEST_FIRST = (
+    "test_demo.py",  # the whole demo with GRPO: several minutes on one worker
     "test_training.py",
     "test_grpo.py",
-    "test_demo.py",
     "test_lmms.py",
     "test_force_answer.py",
     "test_remote_code.py",
