@@ -18,8 +18,8 @@ from generation.records import ManifestEntry, read_manifest
 from generation.runs import check_run, completed_chunks
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError
-from release.build import BuildOptions, build_release
-from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from tests.fixtures.small_release import two_annotator_release
+from tests.fixtures.synthetic import make_record, write_run
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_GLM = REPO / "configs" / "generation" / "tiny_glm.yaml"
@@ -37,13 +37,7 @@ HUB_ID = "no-such-org/no-such-release"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A manifest of 2 classes x 4 images, glm and kimi runs of it, and their release."""
-    root = tmp_path_factory.mktemp("environment")
-    manifest, entries = write_manifest_tree(root, classes=2, per_class=4)
-    rng = random.Random(5)
-    for annotator in ("glm", "kimi"):
-        write_run(root / annotator, [make_record(e, annotator, rng) for e in entries])
-    build_release(BuildOptions([root / "glm", root / "kimi"], manifest, root / "release", test_fraction=0.25))
-    return root
+    return two_annotator_release(tmp_path_factory.mktemp("environment"), classes=2, seed=5)
 
 
 def test_eval_score_from_another_directory_than_eval_generate(built, tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ that name no class, or repeat an image, are refused in one line before a file is
 ``run.json`` and before an engine starts (generation.row_checks)."""
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -16,9 +15,8 @@ from generation.records import ManifestEntry, read_manifest, write_manifest
 from generation.row_checks import read_checked_manifest
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, UsageError
-from release.build import BuildOptions, build_release
 from tests.fixtures.image_trees import TREE_WNIDS, write_sampling_tree
-from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+from tests.fixtures.small_release import two_annotator_release
 from training.data import load_split
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,13 +27,7 @@ EVAL_GENERATE = ["eval", "generate", "--model", "configs/models/tiny_baseline.ya
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A manifest of 3 classes x 4 images, glm and kimi runs of it, and their release."""
-    root = tmp_path_factory.mktemp("untrusted")
-    manifest, entries = write_manifest_tree(root, classes=3, per_class=4)
-    rng = random.Random(3)
-    for annotator in ("glm", "kimi"):
-        write_run(root / annotator, [make_record(e, annotator, rng) for e in entries])
-    build_release(BuildOptions([root / "glm", root / "kimi"], manifest, root / "release", test_fraction=0.25))
-    return root
+    return two_annotator_release(tmp_path_factory.mktemp("untrusted"), classes=3, seed=3)
 
 
 def files_under(folder: Path) -> set[Path]:
