@@ -1,8 +1,8 @@
 """Files the toolkit reads from its checkout at run time, with a clear error where there is none.
 
-The prompts (``configs/prompts/imagenet_think.yaml``) and the dataset card template
-(``dataset_card.md``) are documented, editable files of the checkout, read where they stand, so
-an edit takes effect at once: the toolkit is installed from its checkout with ``pip install -e``.
+The prompts (``configs/prompts/imagenet_think.yaml``), the dataset card template
+(``dataset_card.md``) and the rules it includes (``docs/release.md``) are editable files of the
+checkout, read where they stand, so an edit takes effect at once: the toolkit is installed from its checkout with ``pip install -e``.
 A non-editable install (``pip install .``, ``pip install git+...``) carries the code only;
 :func:`checkout_file` says so at the first use of such a file (a command fails before it writes
 anything) instead of a ``FileNotFoundError`` under site-packages.

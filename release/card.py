@@ -1,16 +1,25 @@
-"""Render a release's README.md (the dataset card) from the ``dataset_card.md`` template."""
+"""Render a release's README.md (the dataset card) from the ``dataset_card.md`` template.
+
+The card is a standalone page on the Hub, where the toolkit's docs cannot be reached: the template
+states this release's facts and includes the rules it was built by, each a ``## `` section of
+``docs/release.md`` (the one place they are written), picked by heading when the card is rendered.
+"""
 
 from __future__ import annotations
 
+import functools
+import re
 from pathlib import Path
 
 import jinja2
 
 from common.checkout import checkout_file
+from imagenet_think_errors import MissingInputError
 from release.schema import CITATION, JOINT_CONFIG
 from release.stats import stats_markdown
 
 TEMPLATE = "dataset_card.md"  # a file of the checkout (common.checkout)
+RULES = "docs/release.md"  # the page whose sections the template includes (docs_section)
 IMAGENET_TERMS = "https://image-net.org/download.php"  # ImageNet's terms of access
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
 
@@ -20,8 +29,40 @@ def size_category(images: int) -> str:
 
 
 def card_template() -> Path:
-    """The checkout's dataset card template (:func:`common.checkout.checkout_file`)."""
+    """The checkout's dataset card template (:func:`common.checkout.checkout_file`), after checking
+    that the rules page it includes is there too (the build calls this before any work)."""
+    checkout_file(RULES)
     return checkout_file(TEMPLATE)
+
+
+def doc_sections(page: str) -> dict[str, str]:
+    """A Markdown page's ``## `` sections by heading: each its heading line and the text up to the
+    next ``## `` heading (lines of fenced code blocks are never headings)."""
+    sections: dict[str, list[str]] = {}
+    current, fenced = None, False
+    for line in page.splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and line.startswith("## "):
+            current = line[3:].strip()
+            sections[current] = []
+        if current is not None:
+            sections[current].append(line)
+    return {heading: "\n".join(lines).strip() + "\n" for heading, lines in sections.items()}
+
+
+def docs_section(sections: dict[str, str], heading: str) -> str:
+    """The section ``heading`` of :data:`RULES`, its headings one level down (the card puts it under
+    its own ``## `` heading); :class:`MissingInputError` where the page has no such section."""
+    if heading not in sections:
+        raise MissingInputError(
+            f"{RULES} has no section '## {heading}', which {TEMPLATE} includes; restore the heading "
+            f"(`git checkout -- {RULES}`) or name one of its sections in {TEMPLATE}: {', '.join(sections)}"
+        )
+    fenced, lines = False, []
+    for line in sections[heading].splitlines():
+        fenced ^= line.startswith("```")
+        lines.append("#" + line if not fenced and re.match(r"#+ ", line) else line)
+    return "\n".join(lines) + "\n"
 
 
 def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: str | None = None) -> str:
@@ -57,4 +98,7 @@ def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: st
         license=summary.license,
         imagenet_terms=IMAGENET_TERMS,
         model_ids=sorted({model["model_id"] for models in summary.models.values() for model in models}),
+        docs_section=functools.partial(
+            docs_section, doc_sections(checkout_file(RULES).read_text(encoding="utf-8"))
+        ),
     )

@@ -224,7 +224,7 @@ def test_forced_answers_reject_moves_them_to_rejected(inputs, tmp_path):
     )
     glm = load_dataset(str(tmp_path / "out"), "glm")
     assert not any(any(split["forced_answer"]) for split in glm.values())
-    assert "--forced-answers reject" in (tmp_path / "out" / "README.md").read_text()
+    assert "built with `--forced-answer-records reject`" in (tmp_path / "out" / "README.md").read_text()
     assert (
         json.loads((tmp_path / "out" / "stats.json").read_text())["forced_answers_by_annotator"]["glm"] == 0
     )

@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 from collections import Counter
 
 import datasets
@@ -10,13 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 from datasets import load_dataset
 
+from common.checkout import checkout_file
 from common.classes import NUM_CLASSES, imagenet21k_classes
 from generation.records import RECORD_SCHEMA, Reject, file_sha256, iter_rows, to_table, write_parquet_atomic
 from generation.runs import check_run, chunk_files
 from generation.verdicts.quality import is_repetition_loop, rejection_reason
 from imagenet_think import ImageNetThink
 from imagenet_think_cli import main as cli
+from imagenet_think_errors import MissingInputError
 from release.build import BuildOptions, build_release
+from release.card import RULES, TEMPLATE, doc_sections, docs_section
 from release.splits import assign_splits
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
@@ -151,6 +155,37 @@ def test_release_files_and_card(release):
     assert "n01" not in header  # no class names in the YAML
     assert "Total images" in card and "synthetic/glm" in card
     assert json.loads((out / "stats.json").read_text())["images"] == len(release["entries"])
+
+
+def test_the_card_includes_the_rules_of_docs_release_whole_and_states_this_releases_facts(release):
+    """The rules are written once, in docs/release.md; the card (read on the Hub, where the docs are
+    not) includes its rule sections word for word and adds only this release's facts."""
+    card = (release["out"] / "README.md").read_text(encoding="utf-8")
+    sections = doc_sections(checkout_file(RULES).read_text(encoding="utf-8"))
+    included = re.findall(r'docs_section\("([^"]+)"\)', checkout_file(TEMPLATE).read_text(encoding="utf-8"))
+    headings = list(sections)  # every section from the first included to the last, in the page's order
+    assert included[0] == "Configs and columns" and included[-1] == "What the statistics count"
+    assert included == headings[headings.index(included[0]) : headings.index(included[-1]) + 1]
+    for heading in included:
+        body = re.sub(r"^(#+ )", r"#\1", sections[heading].split("\n", 1)[1].strip(), flags=re.MULTILINE)
+        assert f"### {heading}\n\n{body}\n" in card, heading
+        assert not re.search(r"\]\((?!https?://)", body), f"'{heading}' links to a page the Hub does not have"
+        assert not re.search(r"\w\.py\b", body), f"'{heading}' names a file of the toolkit"
+    assert re.search(r"a share of 0.2 to `test` and 0.2 to\s+`validation`, seed 0\.", card)
+    assert "Forced answers are\nkept in the configs above" in card
+    assert "| `repetition_loop` | 1 |" in card and "| `prompt_too_long` | 1 |" in card
+
+
+def test_a_rule_section_missing_from_docs_release_is_refused_naming_it():
+    page = checkout_file(RULES).read_text(encoding="utf-8")
+    renamed = doc_sections(page.replace("\n## Splits\n", "\n## How images are split\n"))
+    with pytest.raises(
+        MissingInputError, match=r"docs/release.md has no section '## Splits', which dataset_card"
+    ):
+        docs_section(renamed, "Splits")
+    fenced = doc_sections("# Page\n\n## Rule\n\ntext\n```bash\n## a shell comment\n```\n## Next\n")
+    assert list(fenced) == ["Rule", "Next"]
+    assert docs_section(fenced, "Rule") == "### Rule\n\ntext\n```bash\n## a shell comment\n```\n"
 
 
 def test_builder_instantiated_directly(release, tmp_path):
@@ -304,7 +339,11 @@ def test_a_single_annotator_release_loads_and_its_card_names_only_its_configs(tm
     built = build_release(BuildOptions([tmp_path / "glm"], manifest, out, annotators=("glm",)))
     assert set(built.rows) == {"glm"}  # no joint config, nothing rejected
     card = (out / "README.md").read_text()
-    assert '"both"' not in card and "`rejected`" not in card
+    header, body = card.split("\n---\n", 1)
+    assert re.findall(r"config_name: (\w+)", header) == ["glm", "glm"]  # dataset_info, configs
+    rows_table = body.split("## Configs and rows\n\n")[1].split("\n\n")[0]
+    assert re.findall(r"^\| `(\w+)` \|", rows_table, re.MULTILINE) == ["glm"]
+    assert '"both"' not in body  # nor in the code that loads it
     assert "- config_name: glm\n  default: true" in card
     assert load_dataset(str(out), split="train").num_rows == built.rows["glm"]["train"]  # the default config
 
