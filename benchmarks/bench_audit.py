@@ -1,26 +1,14 @@
-"""The near-duplicate audit's evidence and cost, with a projection to the 250K-image release.
+"""The near-duplicate audit's evidence and cost, and the trace-quality report's cost, at 250K images.
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_audit --sizes 10000 25000 50000
 
-Three parts:
-
-- ``threshold``: Hamming distances between the perceptual hashes of the suite's real photos
-  (tests/fixtures/photos.py: 21 photos and their corner quarters, 105 distinct pictures, 5,460
-  pairs) and of copies of them (resized, re-encoded, brightened, cropped, mirrored): the
-  evidence the default threshold (``generation.near_duplicates.DEFAULT_THRESHOLD``) rests on.
-- ``search``: :func:`generation.near_duplicates.near_pairs` over ``--sizes`` hashes (random 64-bit
-  values with 1% planted copies a few bits away; the search does the same work whatever the
-  values), its peak memory (tracemalloc), and the projection to 250,000 hashes: the work is
-  quadratic, so ``t(250K) = t(n) * (250K / n)**2`` from the largest size.
-- ``hash``: the cost of hashing an image file (decode + ``phash``), the work ``audit`` and
-  ``build`` do for a manifest written before the ``phash`` column; ``sample`` pays only ``phash``
-  on the picture it decodes anyway.
-- ``traces``: :class:`release.trace_quality.TraceQuality` over ``--traces`` synthetic traces of
-  about ``--words`` words (sentences drawn from the ImageNet-21K glosses' vocabulary, as
-  ``bench_metrics`` draws them, with reflection markers; every answer verified, so the class check
-  runs on every think), in tables of 100 rows, and the projection to the 500,000 traces of a
-  250K-image, two-annotator release (linear: every measure but the fixed-size diversity sample is
-  per trace).
+Parts (``--parts``): ``threshold``, the Hamming distances between the suite's real photos
+(``tests/fixtures/photos.py``) and copies of them, the evidence for the default threshold (its
+table is in docs/release.md); ``search``, :func:`generation.near_duplicates.near_pairs` over
+``--sizes`` random hashes with 1% planted copies, its peak memory, and the quadratic projection to
+250,000; ``hash``, decoding and hashing an image file (what a manifest without ``phash`` costs);
+``traces``, :class:`release.trace_quality.TraceQuality` over ``--traces`` synthetic traces in tables
+of 100, projected linearly to 500,000 traces. Figures: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

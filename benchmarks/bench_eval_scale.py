@@ -2,24 +2,13 @@
 
     .venv/bin/python -m benchmarks.bench_eval_scale --pairs 2000 8000 --examples 500 2000 --words 1500
 
-Two parts, each measured at every size given, in a fresh process per measurement:
-
-- the lexical metric suite (``eval.metrics.similarities`` with its seven lexical and vector
-  metrics, ``tfidf_cosine_corpus`` included) on ``--pairs`` synthetic pairs of about ``--words``
-  words (``benchmarks.bench_metrics.make_pairs``: two references and one candidate per example),
-  in chunks of the default size and, for comparison, in one chunk (``chunk_size`` = all pairs:
-  how the suite scored before it was chunked);
-- ``imagenet-think eval score`` (the paper's six lexical metrics; the neural ones are left out on
-  a CPU), twice: as the first model of the release split (the annotator agreement is computed and
-  cached) and as a further one (it is read), on a synthetic release of ``--examples`` images (``tests.fixtures.synthetic``: real
-  images, glm and kimi records, ``build_release``, everything in split ``train``) and a synthetic
-  predictions folder for it (a real run folder with chunk commits, as ``eval generate`` writes).
-
-Memory is the peak anonymous resident memory (``RssAnon``, sampled every 5 ms: the page cache
-and memory-mapped files do not count) above what the process held once its inputs were made
-(the texts, for the suite; the imports and a warm-up, for ``eval score``, whose inputs are on
-disk). Each size prints seconds, pairs/s and that peak; the last lines give the ratios between
-the largest and the smallest size, and the projection to 500K pairs (250K images).
+Each size runs in a fresh process: the lexical suite (``eval.metrics.similarities``) on
+``--pairs`` synthetic pairs, chunked and in one chunk; and ``eval score`` (lexical metrics) on a
+synthetic release of ``--examples`` images and a predictions folder for it, as the first model of
+the split (the agreement ceiling computed) and as a further one (read from its cache). Memory is
+the peak anonymous resident memory (``RssAnon``, sampled every 5 ms) above what the process held
+once its inputs were made. It prints the ratios between the largest and smallest size (target:
+flat memory, linear time) and the projection to 500K pairs; figures in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

@@ -2,28 +2,14 @@
 
     .venv/bin/python -m benchmarks.bench_generation --images 64 --max-tokens 64   # from the repo root
 
-The same images and question go through, in this process:
-
-1. ``imagenet-think generate`` (image loading, parsing, records, atomic shards);
-2. a bare ``LLM.chat`` loop over the same prepared conversations, chunk by chunk, on the
-   same engine: the toolkit's overhead is 1 - (1) / (2) throughput (target: under 10%);
-3. transformers ``generate`` in batches of ``--hf-batch`` (vLLM should be well ahead).
-
-Every request generates exactly ``--max-tokens`` tokens (``ignore_eos``), so output tokens/s
-compare. Defaults use the tiny local GLM-4.1V on the CPU; pass ``--config`` with a real model
-config on a GPU machine.
-
-Then answer forcing (``on_truncation: force_answer``), on one engine, ``keep`` against
-``force_answer`` in turns (best of ``--repeats`` each):
-
-4. no request truncated: every request stops at the first space or common letter after half of
-   ``--max-tokens`` (``min_tokens`` + ``stop``), so no second pass runs: the cost of the check
-   alone (target: within noise of ``keep``; the line says how many were truncated all the same);
-5. every request truncated with its think open (``ignore_eos``; a random model never closes it):
-   the second pass of ``--force-tokens`` tokens for each, as seconds per forced request, and the
-   overhead it means for a run in which 1% or 5% of the requests are truncated.
-
-``--force-answer-only`` runs 4 and 5 alone.
+The same images and question go through ``imagenet-think generate``, a bare ``LLM.chat`` loop on
+the same engine (the toolkit's overhead, target under 10%) and transformers ``generate``; every
+request generates exactly ``--max-tokens`` tokens (``ignore_eos``) so that tokens/s compare.
+Then answer forcing, ``keep`` against ``force_answer`` in turns: with no request truncated (the
+cost of the check alone, target within noise) and with every request truncated (seconds per
+forced request of ``--force-tokens``, and the overhead at 1% and 5% truncated);
+``--force-answer-only`` runs these alone. Defaults use the tiny GLM-4.1V on the CPU; pass
+``--config`` with a real model config on a GPU. Figures: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

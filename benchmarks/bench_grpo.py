@@ -1,21 +1,13 @@
 """GRPO throughput of a recipe: optimizer steps/s and completions/s over N steps (generation included).
 
-    # from the repo root: the tiny recipe on the CPU (transformers generation), on a synthetic release
     .venv/bin/python -m benchmarks.bench_grpo --config configs/grpo/tiny.yaml --synthetic 64 --max_steps 12
-    # two CPU processes (gloo)
-    OMP_NUM_THREADS=1 accelerate launch --config_file configs/accelerate/multi_gpu.yaml --num_processes 2 \\
-        --mixed_precision no -m benchmarks.bench_grpo --config configs/grpo/tiny.yaml --synthetic 64 \\
-        --max_steps 12 --ddp_backend gloo
-    # a GPU recipe with vLLM colocated, under its launcher (-m: run as a module)
-    accelerate launch --config_file configs/accelerate/single_gpu.yaml -m benchmarks.bench_grpo \\
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml -m benchmarks.bench_grpo \
         --config configs/grpo/qwen2_5_vl_3b_lora.yaml --dataset_name org/imagenet-think --max_steps 20
 
-Every argument but ``--warmup`` and ``--synthetic`` goes to ``training/grpo.py`` (recipe,
-overrides). The run builds the trainer exactly as the script does, trains ``max_steps`` steps
-without saving or reporting, and times the steps after the first ``--warmup`` ones. A step is one
-optimizer step; its completions (``per_device_train_batch_size x gradient_accumulation_steps``
-per process) are generated, scored by every reward and trained on within it. Completions and
-completion tokens are counted over all processes.
+Every argument but ``--warmup`` and ``--synthetic`` goes to ``training/grpo.py``. The trainer is
+built exactly as the recipe builds it, trains ``max_steps`` steps without saving or reporting, and
+the steps after the first ``--warmup`` are timed; a step generates, scores and trains on its
+completions, counted over all processes. Figures: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

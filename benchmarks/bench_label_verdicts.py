@@ -2,26 +2,13 @@
 
     .venv/bin/python -m benchmarks.bench_label_verdicts --answers 5000 --words 200   # from the repo root
 
-Answers have about ``--words`` words drawn deterministically from the vocabulary of the
-ImageNet-21K class glosses and lemmas (as in ``bench_metrics.py``: a dense text, about one word in
-two is some WordNet lemma), each with a random label class and one inserted phrase that names the
-label, a descendant, an ancestor, another class or nothing (a fifth each), in varied surface forms
-(capitalised, plural, hyphenated).
-
-Rows, in answers per second on one core (one process, one thread):
-
-- ``label_verdicts``: the verdicts (all kinds, scores), automaton built beforehand (its build time
-  and the table's load time are printed apart);
-- baseline ``names_class`` (regex): the former matcher as it was (``OLD MATCHER`` below, a copy of
-  the label matcher before the verdicts), one compiled regular expression per class, asked
-  only whether each answer names its own class (what ``label_hits`` cost before);
-- baseline verdict (regex): the former matcher brought to the same verdict, one regular expression
-  per synset (label, its descendants, its ancestors, every other class), on ``--regex-answers``
-  answers; its compile time is left out.
-
-The ratio of the first row to each baseline is printed, and how often the former matcher and the
-automaton agree on whether an answer names its label (they differ only where the new rules apply:
-a mention inside a longer one, single letters).
+Answers of about ``--words`` words drawn from the ImageNet-21K glosses' vocabulary each name their
+label, a descendant, an ancestor, another class or nothing (a fifth each), in varied surface forms.
+Rows, in answers/s on one core: ``label_verdicts`` (automaton built beforehand; its build and the
+table's load are timed apart); the former matcher (``OLD MATCHER`` below, one regex per class)
+asked only whether an answer names its class; and the former matcher brought to the same verdict
+(one regex per synset) on ``--regex-answers`` answers. It prints the ratios and how often the two
+matchers agree on naming the label. Figures: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

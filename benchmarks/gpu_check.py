@@ -1,21 +1,13 @@
 """The first GPU measurements, on random-weight models of the real sizes built offline from their configs.
 
-``python -m benchmarks.gpu_check --size real`` (what ``benchmarks/gpu_check.sh`` runs on a GPU) needs
-only torch, transformers and peft, so it runs on a bare GPU machine without vLLM, TRL or datasets:
-
-- ``sft``: LoRA steps of Qwen2.5-VL-3B (the 3B SFT recipe's rank, targets, micro-batch and gradient
-  checkpointing) on a synthetic batch of one 512-token image and text up to ``--sequence`` tokens:
-  step time, tokens/s, peak memory, and MFU (model FLOPs 4 x parameters x tokens: forward and the
-  activation gradients of the frozen weights, against the GPU's dense bf16 peak);
-- ``grpo``: two GRPO steps as TRL's GRPOTrainer takes them without vLLM: ``generate`` samples
-  ``--generations`` completions for each prompt, a think-format reward (``parse_reasoning``) scores
-  them, group-normalised advantages weight a token-level policy-gradient loss (DAPO's normalisation,
-  ``beta`` 0), and the optimizer steps: generation and update time, completion tokens/s, peak memory;
-- ``metrics``: BERTScore (roberta-large sizes, layer 17, greedy matching of token embeddings) and
-  Sentence-BERT (all-MiniLM-L6-v2 sizes, mean pooling) pairs/s on 512- and 256-token texts.
-
-Weights are random (throughput does not depend on them) and token ids synthetic, so nothing is read
-from the Hub. ``--size tiny`` runs the same code on tiny models on the CPU (the test suite does).
+``python -m benchmarks.gpu_check --size real`` (what ``benchmarks/gpu_check.sh`` runs) needs only
+torch, transformers and peft. Parts: ``sft``, LoRA steps of Qwen2.5-VL-3B as the 3B SFT recipe sets
+them (step time, tokens/s, peak memory, MFU: 4 x parameters x tokens against the GPU's dense bf16
+peak); ``grpo``, two GRPO steps as TRL takes them without vLLM (sampled completions, a think-format
+reward, group-normalised advantages, token-level loss, ``beta`` 0); ``metrics``, BERTScore and
+Sentence-BERT pairs/s at their real sizes. Weights are random (throughput does not depend on them)
+and token ids synthetic, so nothing is read from the Hub; ``--size tiny`` runs the same code on the
+CPU (the test suite does). The table to fill is in ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations

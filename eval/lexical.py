@@ -1,20 +1,15 @@
 """The lexical and vector metrics of :mod:`eval.metrics`: one tokenization per text, sparse counts.
 
-How: the lexical metrics share one tokenization per text (sparse count matrices; ROUGE-L
-by rapidfuzz's LCS on token ids; pair-fitted TF-IDF in closed form, since with smooth IDF
-on two documents a shared term weighs 1 and a one-sided term 1 + ln 1.5).
-
-Scale: lexical pairs are scored ``chunk_size`` at a time (default ``DEFAULT_CHUNK_PAIRS``)
-over the chunk's own texts and columns, so that a call holds its inputs, its results and one
-chunk's matrices (about 90 MiB for 512 pairs of 1,500-word texts), whatever the number of
-pairs; the scores are the same for every chunk size. ``tfidf_cosine_corpus`` needs its
-corpus's document frequencies first: one streaming pass (:class:`DocumentFrequencies`, which a
-caller may also fill itself over data it reads in batches, as ``eval score`` does). Its row
-sums run over the terms in the order of their bytes, so that it is identical across chunk
-sizes and processes (before, they ran in the order a vocabulary met the terms, which moved
-with Python's hash seed: results differed between runs by one unit in the last place).
-Token ids are kept between calls (the token cache, ``DEFAULT_TOKEN_CACHE`` ids, least recently
-used out; :func:`set_token_cache`): asking for the metrics one at a time tokenizes each text once.
+The lexical metrics share one tokenization per text (sparse count matrices; ROUGE-L by
+rapidfuzz's LCS on token ids; pair-fitted TF-IDF in closed form, since with smooth IDF on two
+documents a shared term weighs 1 and a one-sided term 1 + ln 1.5). Pairs are scored
+``chunk_size`` at a time (default ``DEFAULT_CHUNK_PAIRS``), so that a call holds one chunk's
+matrices (about 90 MiB for 512 pairs of 1,500-word texts) whatever the number of pairs, with the
+same scores for every chunk size. ``tfidf_cosine_corpus`` needs its corpus's document frequencies
+first (:class:`DocumentFrequencies`, which a caller may fill over batches, as ``eval score`` does);
+its row sums run over the terms in byte order, so that it is identical across chunk sizes and
+processes. Token ids are kept between calls (an LRU of ``DEFAULT_TOKEN_CACHE`` ids,
+:func:`set_token_cache`): asking for the metrics one at a time tokenizes each text once.
 """
 
 from __future__ import annotations

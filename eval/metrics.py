@@ -1,37 +1,14 @@
 """The paper's text-similarity metrics (§5.3), fast, with the reference libraries' numbers.
 
 ``similarity(metric, candidates, references)`` gives one score in [0, 1] per pair;
-``similarities(metrics, ...)`` scores several metrics with shared work: every distinct
-text is tokenized once for all lexical metrics and embedded once per neural backbone.
+``similarities(metrics, ...)`` scores several metrics with shared work: every distinct text is
+tokenized once for all lexical metrics and embedded once per neural backbone.
 
-The registry (``METRICS``, ``FAMILIES``) is the one definition of the metrics: each entry names
-its family, its display name in the paper's tables, its backbone, and whether it is a column
-of its family's table (Tables 3-6, :func:`paper_tables`) and a bar of its family's chart
-(:func:`family_charts`); every metric scored is a row of Table 7 (``SEGMENT_TABLE``).
-``eval.report`` builds its tables and charts from it and names no metric itself.
-
-=========================  ==============================================================
-metric                     equals (reference library)
-=========================  ==============================================================
-rouge1, rougeL             ``rouge_score.RougeScorer([...], use_stemmer=False)`` F-measure
-jaccard, overlap           |A∩B|/|A∪B| and |A∩B|/min(|A|,|B|), sets of rouge-score tokens
-tf_cosine                  cosine of sklearn ``CountVectorizer()`` fitted on the pair
-tfidf_cosine               cosine of sklearn ``TfidfVectorizer()`` fitted on the pair
-tfidf_cosine_corpus        the same fitted once on a corpus (``idf_corpus``, by default
-                           the call's distinct texts)
-sbert_cosine               cosine of sentence-transformers embeddings
-bertscore_f1, _precision,  ``bert_score.score(...)`` called per pair, without IDF
-_recall                    weighting or baseline rescaling
-*_full                     the semantic metrics over the whole text instead of its first
-                           256 (Sentence-BERT) or 512 (BERTScore) tokens (:mod:`eval.neural`)
-=========================  ==============================================================
-
-Lexical and vector metrics agree with the libraries to 1e-9, neural ones to 1e-4. A pair
-where either side is empty or blank, has no token (lexical) or no term (vector) scores 0.0;
-no string raises or gives NaN. Cosines of neural embeddings below 0 are clipped to 0.
-
-The scoring itself: the lexical and vector metrics in :mod:`eval.lexical`, the neural ones and
-their backbones in :mod:`eval.neural`.
+The registry (``METRICS``, ``FAMILIES``) is the one definition in code of the metrics: each entry
+names its family, its display name in the paper's tables, its backbone, and whether it is a column
+of its family's table (:func:`paper_tables`) and a bar of its chart (:func:`family_charts`);
+``eval.report`` names no metric itself. What each metric equals, and the empty-text rules:
+docs/eval.md, "Metrics". The scoring itself is in :mod:`eval.lexical` and :mod:`eval.neural`.
 """
 
 from __future__ import annotations

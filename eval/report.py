@@ -1,31 +1,11 @@
 """Tables in the layout of the paper's Tables 3–7 (Markdown, LaTeX, CSV) and bar charts (PNG).
 
-Input: one or more ``summary.json`` written by ``eval score`` (one per model). Which metric
-goes in which table and chart is the metric registry's (:mod:`eval.metrics`: ``FAMILIES``,
-``METRICS``, :func:`~eval.metrics.paper_tables`, :func:`~eval.metrics.family_charts`). Tables 3–6
-put the models in rows and, per metric, Avg of Avg / Avg of Max on the full output;
-Table 7 puts segments (full output, thinking tokens, answer tokens) in columns for each
-model, with its two vector-space rows labelled as Table 6 labels them ("TF-IDF Cosine
-Similarity" for TF-IDF, "Cosine Similarity" for raw term frequencies; the paper's Table 7
-swaps them). What the paper does not measure comes after: label-grounded accuracy (the answer
-names the image's class or a more specific one: verdict ``exact`` or ``hyponym`` of
-:mod:`generation.verdicts.labels`; its table also gives the share of predictions whose think is
-closed) and the label verdicts (the share of each kind and the mean label score with bootstrap
-intervals, for each model and each reference annotator; ``chart_labels.png``).
-
-The annotator agreement (``summary["agreement"]``, :func:`eval.agreement.annotator_agreement`: the
-two references scored against each other over the split) is an extra row "annotator agreement"
-in Tables 3–6, a Table 7 of its own (Table 7 has one table per model) and a hatched bar in the
-charts: the ceiling a model can reach against two different annotators. Summaries of several
-release splits give one such row each, named by the release and split.
-
-Coverage (predicted / expected images) is a column of every table with a row per model,
-in Table 7's title and in the charts' legends; a model below full coverage is marked
-with a dagger (†) and a footnote saying how many images it was scored on.
-
-``imagenet-think eval report REPORT [REPORT ...] --out DIR`` combines several models. Two
-summaries of the same model name are labelled ``model (folder)`` by the folder that holds
-each summary.json, so that their rows can be told apart; the same file given twice is an error.
+``imagenet-think eval report REPORT [REPORT ...] --out DIR`` reads the ``summary.json`` of each
+model that ``eval score`` wrote. Which metric goes in which table and chart is the metric
+registry's (:mod:`eval.metrics`: :func:`~eval.metrics.paper_tables`,
+:func:`~eval.metrics.family_charts`); what each table, row and column holds (the agreement
+ceiling, label accuracy and verdicts, coverage and its dagger, how two summaries of one model are
+named): docs/eval.md, "Tables and charts".
 """
 
 from __future__ import annotations

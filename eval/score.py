@@ -1,44 +1,13 @@
 """``imagenet-think eval score``: score a model's predictions against the release's two references.
 
-The predictions must have been made on the release split they are scored against: the
-fingerprint ``eval generate`` recorded in ``eval.json`` (:func:`eval.predict.split_fingerprint`)
-must equal the one of the rows scored against, computed the same way, else scoring is
-refused unless ``allow_other_release`` (recorded in the summary).
-
-Each image of the split is predicted (a record), rejected (a generation reject, scored as
-an empty output, i.e. 0) or not generated yet (an unfinished run, or a chunk whose files fail
-their commit: left out of the scores). Only committed chunks are read
-(:func:`generation.runs.check_run`).
-Coverage is predicted / expected images; it is in the summary, the tables and the charts.
-
-The split streams: the references are read from the release's Arrow table and the predictions
-from their record files ``--batch-size`` images at a time, each batch is scored and appended to
-``per_example.parquet``, and the summary is computed from the per-example scores (a few hundred
-bytes an image). ``tfidf_cosine_corpus``, whose IDF needs every text of a segment, takes a
-first pass over the split for it. The scores do not depend on the batch size (semantic metrics
-up to the last digits of float arithmetic, as batches of other shapes give).
-Writes into ``--out``:
-
-- ``per_example.parquet``: per scored image, whether its think is closed, every
-  ``{segment}/{metric}/{s1,s2,avg,max}``
-  score and, for the model's and each reference's answer (``WHO`` = model, glm, kimi), its label
-  verdict against the image's class (:func:`generation.verdicts.labels.label_verdicts`):
-  ``label_hit/WHO`` (``exact`` or ``hyponym``), ``label_verdict/WHO``, ``label_score/WHO`` and
-  ``label_named/WHO`` (the synset that decided);
-- ``summary.json``: Avg of Avg and Avg of Max with bootstrap 95% intervals per segment
-  and metric, the backbones used, label accuracy (the share ``exact`` or ``hyponym``: naming a
-  more specific class counts) and ``label_verdicts`` (per answerer, the share of each verdict
-  kind, the share correct and the mean label score, each with its bootstrap interval, from the
-  same resamples of the images), coverage and the image counts, ``think_closed`` (the share of
-  the predictions whose think is closed, as ``generation.reasoning.parse_reasoning`` parsed
-  them when they were made), what the predictions were made
-  on and the fingerprint of what they were scored against, and ``agreement``: the annotator
-  agreement of the release split (:func:`eval.agreement.annotator_agreement`), the ceiling row of the tables;
-- the tables and charts of :mod:`eval.report`.
-
-The annotator agreement is cached once per release split and settings in ``--agreement-cache``
-(default: ``.annotator_agreement`` in the folder that holds ``--out``, so that the reports of
-several models side by side share it; a hidden folder, which ``reports/*`` globs skip).
+Refuses predictions made on another release split than the one scored against (the fingerprint
+``eval generate`` recorded, :func:`eval.predict.split_fingerprint`), unless ``allow_other_release``.
+Reads only committed chunks (:func:`generation.runs.check_run`) and streams: the references from
+the release's Arrow table and the predictions from their record files ``--batch-size`` images at a
+time, each batch scored and appended to ``per_example.parquet``; the summary is computed from the
+per-example scores (``tfidf_cosine_corpus`` takes a first pass for its IDF). The agreement ceiling
+is cached per release split and settings (:mod:`eval.agreement`). What is scored and how, and every
+file written (``per_example.parquet``, ``summary.json``, tables and charts): docs/eval.md.
 """
 
 from __future__ import annotations

@@ -1,30 +1,14 @@
 """The :class:`Annotator`: a thinking VLM in vLLM's offline engine, with prompt building and parsing.
 
-One :class:`Annotator` per process (or per Ray actor / GPU): it builds ``vllm.LLM``
-from a :class:`~generation.config.VLMConfig`, sends a chunk's
-:class:`~generation.runs.ImageTask` images to ``LLM.chat`` at once (vLLM batches and
-schedules them), and turns every output into a
-:class:`~generation.records.GenerationRecord` with ``parse_reasoning``.
-A request that fails alone (an unreadable image, a prompt over ``max_model_len``)
-becomes a :class:`~generation.records.Reject`; the others go on. Each image is read
-once and checked against the manifest's ``sha256`` first: a file replaced or damaged
-since sampling is rejected (``image_changed``) rather than annotated, so a record's
-``image_sha256`` is the picture its text was generated for. An engine that
-cannot go on (dead, out of memory, or failing every request of a chunk) stops the
-run instead, before the chunk is committed, so that a resume redoes it.
-
-Answer forcing (``on_truncation: force_answer``): after a chunk's generations, every request that
-ended with ``finish_reason=length`` and its think still open is continued in one batched second
-pass: its prompt tokens, the tokens it generated and the tokens of the parse style's closing
-delimiter (:attr:`generation.reasoning.ThinkFormat.force`, GLM: ``</think><answer>``) become the
-prompt of a new request with the same image and the same sampling, for at most
-``force_answer_max_tokens``. This is the continuation of GLM-4.1V's authors' benchmark script
-(``inference/trans_infer_bench.py`` in zai-org/GLM-V, which appends the ``</think>`` and
-``<answer>`` token ids to the input and output ids and generates again with the same pixel
-values), done at the token level so that no chat template rewrites the turn (GLM-4.1V's drops the
-think of an assistant turn). The record's ``output`` is the first text, the delimiter and the
-second text; ``annotate`` returns only when both passes are done, so a chunk is committed with
-both or not at all.
+One :class:`Annotator` per process (or per Ray actor / GPU): it builds ``vllm.LLM`` from a
+:class:`~generation.config.VLMConfig`, sends a chunk's :class:`~generation.runs.ImageTask` images to
+``LLM.chat`` at once, and turns every output into a :class:`~generation.records.GenerationRecord`
+with ``parse_reasoning``. Each image is read once and checked against the manifest's ``sha256``
+first (``image_changed``); a request that fails alone becomes a
+:class:`~generation.records.Reject` and the others go on, while an engine that cannot go on stops
+the run before the chunk is committed, so that a resume redoes it. Answer forcing (the batched
+second pass on token ids, ``annotate`` returning only when both passes are done) is here too; what
+it does and why: docs/generate.md, "Answer forcing".
 """
 
 from __future__ import annotations

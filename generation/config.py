@@ -1,20 +1,12 @@
 """Model configs: one YAML per model, read into a :class:`VLMConfig`, shared by generation
 (annotators) and eval (evaluated models).
 
-Every key maps to something users know: ``sampling`` is passed to vLLM's
-``SamplingParams``, ``engine`` to ``vllm.LLM`` (its engine arguments), ``prompt``
-names a question of ``configs/prompts/imagenet_think.yaml``. ``model`` is a hub
-id, a local path, or ``tiny:<arch>`` (:func:`common.model_refs.resolve_model`). Remote code is
-trusted only where a config says ``trust_remote_code: true``. ``on_truncation`` says what
-becomes of a generation that hits ``sampling.max_tokens`` with its think still open: ``keep`` it
-as it is (the release rejects it as ``truncated``), or ``force_answer``: close the think with the
-parse style's delimiter and continue for at most ``force_answer_max_tokens`` (:mod:`generation.annotator`).
-
-:func:`validate_model_config` checks a whole config before anything is written or an engine
-starts: unknown or misspelled keys at every level (``sampling`` against ``SamplingParams``'
-fields, ``engine`` against ``EngineArgs``' fields; ``chat_template_kwargs`` is free-form), the
-types of all values and their ranges. :func:`load_model_config` runs it, naming the file and
-the ``--set`` override a wrong key or value came from.
+``sampling`` is passed to vLLM's ``SamplingParams``, ``engine`` to ``vllm.LLM``, ``prompt`` names a
+question of ``configs/prompts/imagenet_think.yaml``, ``model`` is a hub id, a local path or
+``tiny:<arch>`` (:func:`common.model_refs.resolve_model`); ``on_truncation`` and the other keys are
+documented in docs/generate.md. :func:`validate_model_config` checks a whole config (unknown keys at
+every level against vLLM's own fields, types, ranges) before anything is written or an engine
+starts; :func:`load_model_config` runs it, naming the file or ``--set`` item a mistake came from.
 """
 
 from __future__ import annotations

@@ -1,24 +1,13 @@
-"""Annotate a manifest's images with a thinking VLM through vLLM, resumably, on one node or many.
+"""``imagenet-think generate``: annotate a manifest's images with a thinking VLM through vLLM, on one
+node or many: the command and the local loop.
 
-The manifest is cut into fixed chunks of ``chunk_size`` images (chunk ``c`` is
-rows ``[c*K, (c+1)*K)``). A worker takes the chunks with ``c % num_shards ==
-shard_index``, runs each through an :class:`~generation.annotator.Annotator`, and commits it
-(:func:`generation.runs.commit_chunk`: rejects, records, then a commit file naming
-both with their size and sha256). Before anything is written the whole config is
-checked (:func:`generation.config.validate_model_config`); then ``run.json`` pins
-the config, the manifest and the image list, so a run folder never mixes two. A
-rerun verifies every committed chunk (:func:`generation.runs.check_run`), redoes
-the chunks that are not committed or whose files no longer match their commit,
-and removes torn temporary files, so however often a run is killed it ends with
-exactly one record or reject per (image, annotator).
-
-Sharding defaults to SLURM array variables (``SLURM_ARRAY_TASK_ID`` /
-``SLURM_ARRAY_TASK_COUNT``), else ``RANK`` / ``WORLD_SIZE``, else one worker.
-Workers that share a run folder without sharding (two ``generate`` processes on one ``--out``) split
-its chunks by claiming each before annotating it (:mod:`generation.claims`).
-``--engine ray`` runs the chunks on a Ray cluster instead, one vLLM engine per GPU
-(:mod:`generation.ray_pool`). This module is the command and the local loop; the run
-protocol both loops share (chunk plan, run folder, commits, summary) is :mod:`generation.runs`.
+A worker takes its chunks (sharded by SLURM array variables, else ``RANK`` / ``WORLD_SIZE``, else
+one worker; unsharded workers sharing a folder claim chunks, :mod:`generation.claims`), runs each
+through an :class:`~generation.annotator.Annotator` and commits it. The config is checked before
+anything is written (:func:`generation.config.validate_model_config`). ``--engine ray`` runs the
+chunks on a Ray cluster instead (:mod:`generation.ray_pool`). The run protocol both loops share
+(chunk plan, run folder, commits, resume) is :mod:`generation.runs`; the rules a user relies on
+are in docs/generate.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,13 @@
 """Perceptual hashes of images and the search for near-duplicate pairs among them.
 
-An image's hash is ``imagehash.phash`` of its upright RGB picture (:func:`generation.images.normalize`):
-64 bits, written as 16 hex characters (the manifest's ``phash`` column, "" where none was computed).
-Two images are near-duplicates when their hashes differ in at most ``threshold`` bits
-(:data:`DEFAULT_THRESHOLD`; how it was chosen is in ``docs/release.md``).
-
-The search compares every pair without a Python loop over pairs: the hashes are ``uint64``
-numbers, and blocks of them are XORed against each other and their set bits counted with
-``numpy.bitwise_count``, blocks of queries in threads (a quarter of a million hashes, 3.1e10
-pairs, in a couple of CPU minutes; ``benchmarks/bench_audit.py``). Memory: the hashes, one block's
-distances per thread, and the pairs found.
-Groups are the connected components of the pairs (``scipy.sparse.csgraph``).
+:func:`phash` is the hash of the manifest's ``phash`` column (docs/sample.md); what near-duplicates
+are, :data:`DEFAULT_THRESHOLD` and how it was chosen: docs/release.md, "Near-duplicate images" and
+"The near-duplicate audit and threshold". The search compares every pair without a Python loop over
+pairs: the hashes are ``uint64`` numbers, and blocks of them are XORed against each other and their
+set bits counted with ``numpy.bitwise_count``, blocks of queries in threads (3.1e10 pairs in a couple
+of CPU minutes; ``benchmarks/bench_audit.py``). Memory: the hashes, one block's distances per
+thread, and the pairs found. Groups are the connected components of the pairs
+(``scipy.sparse.csgraph``).
 """
 
 from __future__ import annotations

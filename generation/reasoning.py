@@ -1,36 +1,11 @@
 """Split a thinking model's raw output into its reasoning trace and its answer.
 
-One parser for the whole project: generation, training and eval all call
-:func:`parse_reasoning`. Styles:
-
-- ``glm``: ``<think>…</think>``; the answer may sit in ``<answer>…</answer>``;
-  GLM-4.1V's box markers ``<|begin_of_box|>``/``<|end_of_box|>`` are removed,
-  their content kept.
-- ``kimi``: ``◁think▷…◁/think▷``, the answer is the text after.
-- ``think_tags``: ``<think>…</think>`` with an optional ``<answer>…</answer>``
-  (DeepSeek-R1-style models).
-- ``plain``: no reasoning; the whole text is the answer.
-
-:func:`detect_style` picks the style of an output whose model is not known (a harness's).
-
-Rules for the thinking styles:
-
-1. If a closing delimiter occurs, the first one splits the text: think is what
-   precedes it, minus everything up to and including an opening delimiter if
-   one precedes it (the chat template may have put the opening one in the
-   prompt); answer is what follows; ``closed`` is true.
-2. Else, if an opening delimiter occurs: think is everything after it, the
-   answer is empty, ``closed`` is false (truncated or malformed output).
-3. Else: think is empty, the answer is the whole text, ``closed`` is false.
-4. The answer is taken from inside the first ``<answer>…</answer>`` when
-   ``<answer>`` occurs (to the end if it is not closed). Both parts are
-   stripped of surrounding whitespace. Nothing raises on any string.
-
-Each thinking style also names the text that *forces* an answer (:attr:`ThinkFormat.force`):
-what a generation cut at its token budget with the think still open gets appended before it
-is continued (``on_truncation: force_answer``, :mod:`generation.annotator`). GLM-4.1V's
-authors append ``</think><answer>`` in their benchmark script (``inference/trans_infer_bench.py``
-in zai-org/GLM-V); Kimi-VL closes its think with ``◁/think▷``; R1-style models with ``</think>``.
+One parser for the whole project: generation, training and eval all call :func:`parse_reasoning`,
+by the styles and rules of docs/generate.md, "Think and answer". :func:`detect_style` picks the
+style of an output whose model is not known (a harness's). Each thinking style also names the text
+that forces an answer (:attr:`ThinkFormat.force`), appended to a generation cut at its token budget
+with the think still open before it is continued (``on_truncation: force_answer``,
+:mod:`generation.annotator`).
 """
 
 from __future__ import annotations

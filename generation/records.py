@@ -1,18 +1,12 @@
 """The record schema: the contract between generation, the dataset builder, training and eval.
 
-Three kinds of row, each a pyarrow schema and a dataclass:
-
-- :class:`ManifestEntry`: one sampled image (``imagenet-think sample`` writes them).
-- :class:`GenerationRecord`: one image × annotator model (``imagenet-think generate``).
-- :class:`Reject`: an image or a generation that was kept out, with its reason.
-
-A generation run folder holds ``run.json`` and, per committed chunk, ``records-cNNNNNNN.parquet``,
-``rejects-cNNNNNNN.parquet`` and ``commit-cNNNNNNN.json`` (the protocol is :mod:`generation.runs`).
-Every file is written atomically (:func:`write_parquet_atomic`, :func:`write_bytes_atomic`) with the
-usual permissions (``0o666 & ~umask``).
-
-A record names the picture its text was generated for: ``image_sha256`` is the manifest's ``sha256``
-of the image file and ``manifest_sha256`` the :func:`manifest_fingerprint` of the whole manifest.
+Three kinds of row, each a pyarrow schema and a dataclass: :class:`ManifestEntry` (one sampled
+image), :class:`GenerationRecord` (one image × annotator model) and :class:`Reject` (an image or a
+generation kept out, with its reason). A record names the picture its text was generated for:
+``image_sha256`` is the manifest's ``sha256`` of the image file and ``manifest_sha256`` the
+:func:`manifest_fingerprint` of the whole manifest. Every file is written atomically
+(:func:`write_parquet_atomic`, :func:`write_bytes_atomic`) with the usual permissions
+(``0o666 & ~umask``); what a run folder holds is :mod:`generation.runs`'.
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
 """Checks of the row fields that become file paths or classes: ``image_id``, ``wnid``, ``image_path``.
 
-A manifest is the user's data (concatenated, edited by hand) and a release is often someone
-else's (a Hub dataset): every reader that turns these fields into a path, or starts work on a
-manifest, checks them here first and refuses a bad row in one line that names where it is
-(``source``) and the row. The rules (docs/generate.md, "What a manifest must hold"):
-
-- ``image_id`` is a plain file stem: not empty, not ``.`` or ``..``, no ``/``, ``\\`` or NUL (so it
-  names one file in its folder, whatever else it holds);
-- ``wnid`` is one of the 10,450 ImageNet-21K-P classes (:mod:`common.classes`);
-- ``image_path`` is relative and ``/``-separated, without empty, ``.`` or ``..`` parts, ``\\`` or
-  NUL: it names a file under its image root (a link inside the root is the user's to make);
-- each ``image_id`` is in one row only (:func:`check_manifest`);
-- an ``annotator`` (a model config's, a run's) is an identifier: it names a release config folder;
-- a file written from such fields resolves inside its folder (:func:`path_inside`), links
-  followed.
+A manifest is the user's data and a release is often someone else's: every reader that turns
+these fields into a path, or starts work on a manifest, checks them here first
+(:func:`check_manifest`; :func:`path_inside` for a file written from them) and refuses a bad row
+in one line naming where it is (``source``) and the row. The rules are docs/generate.md's, "What
+a manifest must hold".
 """
 
 from __future__ import annotations

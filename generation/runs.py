@@ -1,29 +1,14 @@
 """The generation run protocol: what a run folder holds, how a chunk is committed, how a run is checked.
 
-A chunk that cannot be written for want of room (a full disk, a file-size limit) is a one-line
-:class:`~imagenet_think_errors.WriteError` naming the file; the committed chunks stay as they are.
-
 Both loops import it, the local one (:mod:`generation.generate`) and the Ray pool driver
 (:mod:`generation.ray_pool`), and so does the release build, which reads only what
-:func:`check_run` verifies. It imports neither loop nor the annotator: a chunk's
-:class:`ImageTask` list goes to :class:`generation.annotator.Annotator`, which returns the
-chunk's :class:`ChunkResult` for :func:`commit_result`.
-
-A run folder holds:
-
-- ``run.json``: the config, the manifest (path and :func:`~generation.records.manifest_fingerprint`),
-  the image list (``images``, ``images_sha256``; after ``--limit``), ``chunk_size``, package
-  versions and host. One folder holds one config over one image list.
-- per chunk ``c`` (manifest rows ``[c*K, (c+1)*K)``, ``K = chunk_size``), written in this order,
-  each atomically: ``rejects-cNNNNNNN.parquet``, ``records-cNNNNNNN.parquet``, then
-  ``commit-cNNNNNNN.json``, which names both files with their rows, size and sha256, and the
-  chunk's images (``images``, ``image_ids_sha256`` by :func:`image_ids_sha256`).
-
-A chunk is done exactly when its commit file exists and both its files match it. A chunk killed
-before its commit file is not done; a file replaced, truncated or damaged after its commit makes
-its chunk not done; a resume (:func:`prepare_resume`) redoes such chunks after saying which file
-failed and why. A folder that holds no committed chunk is never locked: a run with another config
-takes it over (:func:`claim_run_dir`); one with committed chunks is refused.
+:func:`check_run` verifies. It imports neither loop nor the annotator: a chunk's :class:`ImageTask`
+list goes to :class:`generation.annotator.Annotator`, which returns the chunk's
+:class:`ChunkResult` for :func:`commit_result`. The protocol (``run.json``; per chunk, written in
+order, ``rejects-``, ``records-`` and ``commit-cNNNNNNN``; when a chunk is done; resume and
+takeover, :func:`prepare_resume`, :func:`claim_run_dir`) is stated in docs/generate.md, "The run
+protocol". A chunk that cannot be written for want of room is a one-line
+:class:`~imagenet_think_errors.WriteError` naming the file.
 """
 
 from __future__ import annotations

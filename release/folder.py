@@ -1,26 +1,14 @@
 """A release folder on disk: its marker, the check every reader runs, the folders the build may
 write, and the atomic swap.
 
-``release.json`` marks a folder as a release this toolkit wrote and lists every file
-in it (path, size and sha256, hashed by :class:`ReleaseFiles` as the build writes the
-bytes), the configs and what the release was built from. It is the last file written,
-so a folder is a finished release exactly when it holds one. Every reader of a release
-folder (``stats``, ``push``, the training recipes) first runs :func:`verify_release`:
-a listed file missing, truncated or changed, or a file the release does not list (a
-stray copy that ``load_dataset`` would also read), is refused in one line naming it.
-Hidden files and folders (``.cache/`` of a Hub download, ``.gitattributes``) are not
-part of a release and are ignored, as ``datasets`` ignores them. A card edited by hand
-since the build (:func:`edited_card`) is not the build's to replace without ``--force``.
-The rules are documented in ``docs/release.md``.
-
-The build writes the new release into a staging folder beside ``--out``
-(``.<name>.imagenet-think-staging``) and swaps it in only when it is complete:
-on Linux with ``renameat2(RENAME_EXCHANGE)`` (one atomic step), elsewhere with two
-renames. A build killed at any moment leaves the previous release as it was, and a
-staging folder that the next build removes; a build that fails (a full disk, a refused input)
-removes its staging folder itself. Nothing the toolkit did not write is
-deleted: ``--out`` must be absent, empty, or a release whose files are all listed in
-its ``release.json``.
+``release.json`` marks a folder as a release this toolkit wrote and lists every file in it (path,
+size and sha256, hashed by :class:`ReleaseFiles` as the build writes the bytes); it is written last.
+:func:`verify_release` is the check every reader (``stats``, ``push``, the training recipes, eval)
+runs first; :func:`edited_card` finds a card edited by hand since the build. The build writes into a
+staging folder beside ``--out`` and swaps it in when complete: on Linux with
+``renameat2(RENAME_EXCHANGE)`` (one atomic step), elsewhere with two renames. What a user can rely on
+(what is refused, what survives a kill or a full disk, what is never deleted): docs/release.md, "A
+release is read as it was built" and the sections after it.
 """
 
 from __future__ import annotations

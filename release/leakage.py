@@ -2,19 +2,11 @@
 
 Hashes come from the manifest's ``phash`` column; an image without one (a manifest written before
 it) is hashed from its file here, the way ``sample`` hashes it (``generation.images.file_phash``).
-The search and its threshold are :mod:`generation.near_duplicates`'.
-
-The build's rules (``imagenet-think build``, ``docs/release.md``):
-
-- a group (the connected components of the pairs within the threshold, across classes) takes the
-  split of its member that ranks first by ``sha256(f"{seed}:{image_id}")`` (the key the split rule
-  ranks images by), so no validation or test image has a near-duplicate in another split;
-- with a reference collection, every image within the threshold of one of its images is kept out of
-  the configs: its records go to ``rejected`` (reason ``reference_overlap``).
-
-A reference collection is a manifest (``.parquet``: its ``phash`` column, or its files) or a folder
-whose files (recursively, hidden ones aside) are hashed; a file that is not an image is counted
-and skipped.
+The search and its threshold are :mod:`generation.near_duplicates`'. The build's rules (each group
+in one split; reference overlaps rejected) are docs/release.md's, "Near-duplicate images". A
+reference collection is a manifest (``.parquet``: its ``phash`` column, or its files) or a folder
+whose files (recursively, hidden ones aside) are hashed; a file that is not an image is counted and
+skipped.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """What a release holds: its configs (names and kinds, and which a release has), their columns and
 ``datasets`` features, and the builder config that names a release's inputs.
 
-Configs, by kind:
-
-- ``single``: ``glm``, ``kimi`` (or any annotator name): one row per image with that annotator's
-  think and answer and the record's provenance;
-- ``joint``: ``both``, one row per image with every annotator's think and answer, the references
-  the paper's evaluation compares against (an image is here only if all its records are good);
-- ``verified``: one row per trace (image, annotator) whose answer names the image's class or a
-  more specific kind of it (label verdict ``exact`` or ``hyponym``): the subset for SFT;
-- ``rejected``: every record kept out of the others, with its reason.
-
-The record columns a release carries take their types from the one record schema,
+Config kinds: ``single`` (one per annotator, named after it), ``joint`` (``both``), ``verified`` and
+``rejected``; what each holds is documented in docs/release.md, "Configs and columns". The record
+columns a release carries take their types from the one record schema,
 :data:`generation.records.RECORD_SCHEMA` (itself the :class:`~generation.records.GenerationRecord`
 dataclass).
 """

@@ -1,11 +1,5 @@
-"""Train / validation / test: which split each image of a manifest belongs to (:func:`assign_splits`).
-
-The assignment is deterministic and class-stratified. The rule, applied to the image manifest
-(never to the records, so an image sits in the same split in every config whatever its
-annotations): within each class the images are ordered by ``sha256(f"{seed}:{image_id}")``; the
-first ``floor(n * test + 0.5)`` go to ``test``, the next ``floor(n * validation + 0.5)`` to
-``validation`` and the rest to ``train``. The split of an image depends only on its own class's
-images and the seed.
+"""Train / validation / test: which split each image of a manifest belongs to (:func:`assign_splits`),
+by the rule of docs/release.md, "Splits".
 """
 
 from __future__ import annotations

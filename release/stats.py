@@ -1,15 +1,10 @@
-"""The paper's Table 1 and Table 2 for any release, and the vocabulary figure of its section 4.3.
+"""The paper's Table 1 and Table 2 for any release, and the vocabulary figure of its section 4.3
+(``imagenet-think stats``; the build writes them into ``stats.json`` and the card).
 
-A *sample* is one think/answer pair (one row of a per-annotator config). Its
-token count is, by default, ``num_output_tokens``: the annotator model's own
-tokenizer over the whole raw output, delimiters included; ``--tokenizer``
-counts ``think`` + ``answer`` with another tokenizer instead (so that releases
-made with different models compare). Words, for the vocabulary figure, are
-lowercase ``[a-z]+`` runs of the think text; unique words are counted per
-block of 1,000 consecutive samples of one annotator (in release order: splits
-train, validation, test) and averaged over the full blocks (over all samples,
-if no annotator has 1,000); past 50 blocks, every k-th block is counted, evenly
-over the release, so that the cost stays bounded.
+What each figure counts (samples, token counts, words, vocabulary blocks) is stated in
+docs/release.md, "What the statistics count". Unique words are counted in threads (Arrow splits
+and hashes the words without the GIL), at most :data:`MAX_VOCABULARY_BLOCKS` blocks, so that the
+cost stays bounded.
 """
 
 from __future__ import annotations

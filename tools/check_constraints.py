@@ -1,21 +1,16 @@
 """Resolve the GPU environments of ``constraints/`` with pip's dry run and compare them with their pins.
 
-Each ``constraints/gpu-*.txt`` names the extras it is installed with (``# extras: vllm,train,eval``)
-and pins, as ``name==version``, the versions the toolkit was tested with. This script asks pip what
-``pip install -e ".[EXTRAS]" -c FILE`` would install on a fresh machine (``--dry-run --report``,
-``--ignore-installed``), against the package index only: the local pip configuration and
-``PIP_FIND_LINKS`` are left out, so that a wheel on this disk (the CPU build of torch) does not stand in
-for the registry's. pip reads the wheels' metadata (from the index, or with range requests) and
-downloads none. A pin that does not resolve, or resolves to another version, is one line of the
-output and exit status 1.
-
     python tools/check_constraints.py                     # every constraints/gpu-*.txt, in parallel
     python tools/check_constraints.py constraints/gpu-train.txt
 
-It resolves for the running Python (3.11 and 3.12 resolve alike here), with the running interpreter's
-setuptools for the metadata of the toolkit and of packages published as source only (DeepSpeed),
-and takes one to three minutes per file on a 2-core machine (the index serves about 240 projects'
-pages and metadata one request at a time).
+Each ``constraints/gpu-*.txt`` names the extras it is installed with (``# extras: vllm,train,eval``)
+and pins the tested versions as ``name==version``. This asks pip what ``pip install -e ".[EXTRAS]"
+-c FILE`` would install on a fresh machine (``--dry-run --report --ignore-installed``), against the
+package index only (the local pip configuration and ``PIP_FIND_LINKS`` are left out, so that a wheel
+on this disk, the CPU build of torch, does not stand in for the registry's), for the running Python
+and with its setuptools. pip reads the wheels' metadata and downloads none. A pin that does not
+resolve, or resolves to another version, is one line of the output and exit status 1; each file
+takes minutes (docs/setup.md).
 """
 
 from __future__ import annotations

@@ -1,51 +1,14 @@
 """Reinforcement learning of a VLM on ImageNet-Think with GRPO (TRL GRPOTrainer, PEFT, DeepSpeed, vLLM),
-rewarded by the dataset's own verifiers: the image's class graded through WordNet, the think format,
-and the release's repetition check (``training/rewards.py``).
+rewarded by the dataset's own verifiers (:mod:`training.rewards`).
 
-Arguments come from a recipe (``--config configs/grpo/*.yaml``) and command-line overrides:
-:class:`DataArguments`, :class:`RewardArguments`, TRL's ``GRPOConfig`` and ``ModelConfig``.
-
-    # Qwen2.5-VL-3B, LoRA, one GPU, vLLM colocated (generation shares the GPU with training)
-    accelerate launch --config_file configs/accelerate/single_gpu.yaml \\
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml \
         training/grpo.py --config configs/grpo/qwen2_5_vl_3b_lora.yaml --dataset_name org/imagenet-think
-    # Qwen2.5-VL-7B, full parameters, one node of 8 GPUs, DeepSpeed ZeRO-3, vLLM colocated
-    accelerate launch --config_file configs/accelerate/zero3.yaml \\
-        training/grpo.py --config configs/grpo/qwen2_5_vl_7b_zero3.yaml
-    # several nodes under SLURM
-    mkdir -p logs && sbatch --nodes=2 configs/slurm/grpo_multinode.sbatch \\
-        configs/grpo/qwen2_5_vl_7b_zero3.yaml configs/accelerate/zero3.yaml
-    # from an SFT student: merge its adapter first, start from the merged model, keep its bare prompt
-    python training/merge.py --adapter runs/qwen2_5_vl_7b_lora --out runs/qwen2_5_vl_7b_lora-merged
-    accelerate launch --config_file configs/accelerate/zero3.yaml training/grpo.py \\
-        --config configs/grpo/qwen2_5_vl_7b_zero3.yaml \\
-        --model_name_or_path runs/qwen2_5_vl_7b_lora-merged --system_prompt ""
-    # a tiny random model on the CPU (transformers generation), one process or two (gloo)
-    accelerate launch --num_processes 1 training/grpo.py --config configs/grpo/tiny.yaml \\
-        --dataset_name path/to/release
-    OMP_NUM_THREADS=1 accelerate launch --config_file configs/accelerate/multi_gpu.yaml --cpu \\
-        --num_processes 2 --mixed_precision no training/grpo.py --config configs/grpo/tiny.yaml \\
-        --dataset_name path/to/release --ddp_backend gloo
-    # then merge a LoRA adapter for vLLM, as after SFT
-    python training/merge.py --adapter runs/grpo-qwen2_5_vl_3b_lora --out runs/grpo-qwen2_5_vl_3b_lora-merged
 
-Data: one prompt per image of a release split (``dataset_config`` ``both``, or one annotator's
-config): the user turn holds the image (resized to the recipe's ``max_pixels`` budget, as the
-model's processor would) and the question, after the recipe's ``system_prompt`` if it has one
-(the base-model recipes ask for the think format there; an SFT student was trained on the bare
-question). The reward functions receive the image's ``wnid`` and ``references`` (the traces of
-``annotator``: one of them, or ``each``, in the recipe's ``think_format``). TRL samples
-``num_generations`` completions per prompt, scores them with ``reward_funcs`` weighted by
-``reward_weights``, and logs each reward every ``logging_steps`` (``rewards/<name>/mean``); the
-log history is saved to ``output_dir/trainer_state.json`` with the adapter (or model) and the
-processor. LoRA adapts the language model's projections only; the vision tower is frozen unless
-``train_vision_tower: true``.
-
-Errors: a wrong input (a recipe that does not exist or has an unknown key, an unknown reward, as
-many weights as rewards, a ``dataset_name`` that is no folder or Hub dataset, a missing config or
-split, rows without ImageNet-Think's columns, an unknown annotator, a template that drops the
-question) is printed as one ``training/grpo.py: error: ...`` line naming the input and the fix, and
-the script exits 1 without a traceback; ``IMAGENET_THINK_DEBUG=1`` adds the traceback. Under
-``accelerate launch`` the launcher then reports the failed child as for ``training/sft.py``.
+Arguments: a recipe (``--config configs/grpo/*.yaml``) and command-line overrides of
+:class:`DataArguments`, :class:`RewardArguments`, TRL's ``GRPOConfig`` and ``ModelConfig``. The
+rules (prompts, references, rewards, logging) and more launch commands (ZeRO-3, SLURM, from an SFT
+student, the tiny CPU recipe) are in docs/training.md. Errors are one ``training/grpo.py: error:
+...`` line (docs/setup.md).
 """
 
 from __future__ import annotations
@@ -78,8 +41,8 @@ PROG = "training/grpo.py"
 RECIPES = "configs/grpo/*.yaml"
 PROMPT_COLUMNS = ("image", "question", "wnid", "references")
 HELP = (
-    "GRPO on ImageNet-Think, rewarded by its verifiers (training/rewards.py: label, think_format, repetition; "
-    f"optional length, reference_similarity). Recipes: {RECIPES}; every option below is also a recipe key. "
+    "GRPO on ImageNet-Think, rewarded by its verifiers (label, think_format, repetition; optional length, "
+    f"reference_similarity). Recipes: {RECIPES}; every option below is also a recipe key. Rules: docs/training.md. "
     "Launch: accelerate launch [--config_file configs/accelerate/...] training/grpo.py --config RECIPE [overrides]"
 )
 

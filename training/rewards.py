@@ -2,37 +2,10 @@
 
 A reward function takes the batch's ``completions`` (conversational: one assistant message each, or
 plain strings), their ``completion_ids`` and the dataset's other columns as lists (``wnid``,
-``references``), and returns one float per completion. TRL logs each under its name
-(``rewards/<name>/mean`` and ``/std``) and sums them with the recipe's ``reward_weights``.
-
-=========================  ========================================================================
-name                       score of one completion
-=========================  ========================================================================
-``label``                  the graded label verdict of its answer against the image's ``wnid``
-                           (``generation.verdicts.labels.label_verdicts``): 1 for ``exact`` and
-                           ``hyponym``, ``(|ancestors(a)| + 1) / (|ancestors(label)| + 1)`` for a
-                           named ancestor ``a``, 0 for ``other_class`` and ``none``. Only a
-                           completed answer counts: a truncated completion, or one whose think is
-                           not closed, scores 0 (else the think could name classes for credit).
-``think_format``           1 when the completion is in the recipe's format (``think_format``
-                           ``r1``: ``<think>…</think>`` then the answer, in ``<answer>`` tags or not;
-                           ``glm``: the answer inside ``<answer>…</answer>``), read with ``generation.reasoning.parse_reasoning``:
-                           one ``<think>`` opening the text (or the generation prompt, when the chat
-                           template opens it), one ``</think>``, a non-empty think and a non-empty
-                           answer; 0 otherwise, and 0 for a truncated completion.
-``repetition``             -1 when the think or the answer ends caught in a repetition loop
-                           (``generation.verdicts.quality.is_repetition_loop``, the check that keeps looping
-                           traces out of a release), 0 otherwise.
-``length`` (optional)      DAPO's soft overlong penalty (Yu et al. 2025, arXiv:2503.14476, eq. 13):
-                           0 up to ``max_completion_length - overlong_buffer`` tokens, then falling
-                           linearly to -1 at ``max_completion_length``.
-``reference_similarity``   the largest lexical similarity (``eval.metrics``, default ``rougeL``)
-(optional)                 of the completion's text to the annotators' traces of the image (the
-                           ``references`` column: each trace in the recipe's think format).
-=========================  ========================================================================
-
-A completion is truncated when its last token is not an end token (an EOS of the tokenizer or
-the generation config, or the pad token), as TRL counts ``completions/clipped_ratio``.
+``references``), and returns one float per completion; TRL logs each under its name and sums them
+with the recipe's ``reward_weights``. What each reward scores (``label``, ``think_format``,
+``repetition``, ``length``, ``reference_similarity``) and when a completion counts as truncated:
+docs/training.md, "GRPO". :func:`build_rewards` makes them from their names (:data:`REWARDS`).
 """
 
 from __future__ import annotations

@@ -1,52 +1,13 @@
 """Supervised fine-tuning of a VLM on ImageNet-Think's think traces (TRL SFTTrainer, PEFT, DeepSpeed).
 
-Arguments come from a recipe (``--config configs/sft/*.yaml``) and command-line
-overrides: :class:`DataArguments`, TRL's ``SFTConfig`` and ``ModelConfig``.
+    accelerate launch --config_file configs/accelerate/zero2.yaml \
+        training/sft.py --config configs/sft/qwen2_5_vl_7b_lora.yaml --dataset_name org/imagenet-think
 
-    # Qwen2.5-VL-7B, LoRA, one node of 8 GPUs, DeepSpeed ZeRO-2
-    accelerate launch --config_file configs/accelerate/zero2.yaml \\
-        training/sft.py --config configs/sft/qwen2_5_vl_7b_lora.yaml
-    # full fine-tuning, ZeRO-3 (multi-node: configs/slurm/sft_multinode.sbatch)
-    accelerate launch --config_file configs/accelerate/zero3.yaml \\
-        training/sft.py --config configs/sft/qwen2_5_vl_7b_full.yaml
-    # one GPU, with overrides
-    accelerate launch --config_file configs/accelerate/single_gpu.yaml \\
-        training/sft.py --config configs/sft/qwen2_5_vl_3b_lora.yaml --dataset_name org/imagenet-think
-    # a tiny random model on the CPU
-    accelerate launch --num_processes 1 training/sft.py --config configs/sft/tiny.yaml \\
-        --dataset_name path/to/release
-    # then merge a LoRA adapter for vLLM
-    python training/merge.py --adapter runs/qwen2_5_vl_7b_lora --out runs/qwen2_5_vl_7b_lora-merged
-
-Each row becomes the user turn (the image, then the question) and the assistant
-turn (``<think>\\n{think}\\n</think>\\n\\n{answer}``, or the GLM format with
-``think_format: glm``); the loss covers the assistant turn only. Before
-training, one example is rendered through the chat template and the run stops
-if the think content would not reach the trained tokens. Examples longer than
-``max_length`` tokens (image tokens included) are dropped, or with
-``overlong: shorten_think`` their think is cut at a sentence boundary; image
-tokens are never cut. LoRA adapts the language model's projections only; the
-vision tower is frozen unless ``train_vision_tower: true``.
-
-What SFT shares with the GRPO recipe (``training/grpo.py``): loading the release,
-the user turn, the processor with its image budget and chat template, the model
-(``tiny:`` references included), the LoRA targets and the recipe parsing and error
-reporting are written once: ``training/data.py`` (release, user turn), ``training/model.py``
-(processor, model, LoRA targets), ``training/recipes.py`` (recipes, reporting).
-
-Errors: a wrong input (a recipe that does not exist or has an unknown key, a
-``dataset_name`` that is no folder or Hub dataset, a missing config or split,
-rows without ImageNet-Think's columns, an unknown annotator, a template that
-drops the think) is printed as one ``training/sft.py: error: ...`` line naming
-the input and the fix, and the script exits 1 without a traceback;
-``IMAGENET_THINK_DEBUG=1`` adds the traceback (``--debug`` is TrainingArguments'
-own option here). Under ``accelerate launch`` the launcher then reports the failed
-child itself: with one process (no DeepSpeed) ``accelerate launch -q`` (``--quiet``)
-makes it exit 1 silently instead of raising ``CalledProcessError``; with several
-processes (multi-GPU or DeepSpeed on one node: ``torch.distributed.run``) ``-q``
-does nothing and a ``ChildFailedError`` traceback follows, whose "Root Cause"
-block shows the same message (the script writes it to torchelastic's error file):
-read the ``error:`` line above it.
+Arguments: a recipe (``--config configs/sft/*.yaml``) and command-line overrides of
+:class:`DataArguments`, TRL's ``SFTConfig`` and ``ModelConfig``. The rules (which traces, the
+assistant turn, the template check, overlong examples, LoRA) and more launch commands are in
+docs/training.md; what SFT shares with GRPO is in ``training/data.py``, ``training/model.py`` and
+``training/recipes.py``. Errors are one ``training/sft.py: error: ...`` line (docs/setup.md).
 """
 
 from __future__ import annotations
@@ -76,6 +37,11 @@ from training.recipes import parse_recipe_args, run_script
 
 PROG = "training/sft.py"
 RECIPES = "configs/sft/*.yaml"
+HELP = (
+    f"SFT on ImageNet-Think's think traces. Recipes: {RECIPES}; every option below is also a recipe key. "
+    "Rules: docs/training.md. Launch: accelerate launch [--config_file configs/accelerate/...] training/sft.py "
+    "--config RECIPE [overrides]"
+)
 
 
 @dataclass
@@ -198,7 +164,7 @@ def build_trainer(data_args: DataArguments, training_args: SFTConfig, model_args
 def parse_args(argv: list[str] | None = None) -> tuple[DataArguments, SFTConfig, ModelConfig]:
     """The recipe (``--config FILE.yaml``) with command-line overrides. A missing recipe, an unknown
     key or argument, or a value that TRL or transformers reject raises an :class:`InputError`."""
-    return parse_recipe_args(argv, (DataArguments, SFTConfig, ModelConfig), PROG, RECIPES)
+    return parse_recipe_args(argv, (DataArguments, SFTConfig, ModelConfig), PROG, RECIPES, HELP)
 
 
 def train(data_args: DataArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:

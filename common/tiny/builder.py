@@ -1,22 +1,16 @@
 """Tiny random-weight VLMs built locally, so tests and the demo run real engines with no hub.
 
-``build_tiny_model("glm4v", out)`` writes a complete checkpoint folder (float32
-safetensors, tokenizer, processor, chat template, generation config) for one of
-:data:`ARCHS`: GLM-4.1V-Thinking (``glm4v``), Qwen2-VL (``qwen2_vl``) or Qwen2.5-VL
-(``qwen2_5_vl``). A model has about 1.4 M parameters (5.5 MB), builds in seconds and is
-bit-identical for one seed; transformers and vLLM load it like the real one:
+``build_tiny_model("glm4v", out)`` writes a complete checkpoint folder (float32 safetensors,
+tokenizer, processor, chat template, generation config) for one of :data:`ARCHS`: GLM-4.1V-Thinking
+(``glm4v``), Qwen2-VL (``qwen2_vl``) or Qwen2.5-VL (``qwen2_5_vl``). A model has about 1.4 M
+parameters, builds in seconds, is bit-identical for one seed, and transformers and vLLM load it like
+the real one: a byte-level BPE tokenizer trained on the ImageNet-21K class lemmas and definitions
+(with the family's special tokens and :data:`REASONING_TOKENS` as single tokens), the family's chat
+template, and 4 to 16 image tokens an image.
 
-- the tokenizer is a byte-level BPE trained on the ImageNet-21K class lemmas and
-  definitions, plus the family's special tokens and the reasoning delimiters
-  :data:`REASONING_TOKENS` as single (non-special) tokens;
-- the chat template renders prompts as the family's own does (role markers,
-  image placeholders, generation prompt);
-- the image processor turns an image into 4 to 16 image tokens.
-
-Configs name these models ``tiny:<arch>`` or ``tiny:<arch>@seed=<n>``:
-:func:`common.model_refs.resolve_model` turns such a reference into
-:func:`cached_tiny_model`'s folder, built once into the cache
-(``$IMAGENET_THINK_CACHE/tiny-models``, default ``~/.cache/imagenet_think``).
+Configs name these models ``tiny:<arch>`` or ``tiny:<arch>@seed=<n>``;
+:func:`common.model_refs.resolve_model` turns such a reference into :func:`cached_tiny_model`'s
+folder (``$IMAGENET_THINK_CACHE/tiny-models``, default ``~/.cache/imagenet_think``).
 ``imagenet-think tiny-model ARCH`` builds one into a folder of your choice.
 """
 

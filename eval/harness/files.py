@@ -1,18 +1,11 @@
 """Read a harness's prediction file into :class:`~eval.harness.outputs.HarnessPredictions`.
 
-- lmms-eval's ``--log_samples`` file (``<date>_samples_imagenet_think.jsonl``, one JSON object
-  per document; lmms-eval leaves the document out): the image id from the task's metric fields
-  (:data:`~eval.harness.outputs.LOGGED_ID_KEY`), the raw output from ``filtered_resps`` (the task
-  keeps think tags in it). The release and split default to the task's ``dataset_path`` and
-  ``test_split`` in the ``<date>_results.json`` beside it, the model name to its ``model_name``.
-- VLMEvalKit's prediction file (``.xlsx``, ``.tsv`` or ``.csv``): one row per image with an
-  ``image_id`` column (a column of the dataset file it was run on, which VLMEvalKit copies),
-  the output in ``prediction`` and, when VLMEvalKit ran with ``SPLIT_THINK``, the think in
-  ``thinking``. It records no release: ``--dataset`` and ``--split`` name it.
-
-Neither file records the split's fingerprint: each image id must be one of the split's (with
-its ``wnid``, if the file has that column), else the file is refused (``--allow-other-release``
-leaves those images out).
+lmms-eval's ``--log_samples`` file (the image id from the task's metric fields,
+:data:`~eval.harness.outputs.LOGGED_ID_KEY`; the raw output from ``filtered_resps``; the release,
+split and model name from the ``<date>_results.json`` beside it) and VLMEvalKit's prediction file
+(``.xlsx``, ``.tsv`` or ``.csv``: ``image_id``, ``prediction``, ``thinking``). What each file must
+hold, and how its images are checked against the split: docs/eval.md, "Through lmms-eval or
+VLMEvalKit".
 """
 
 from __future__ import annotations

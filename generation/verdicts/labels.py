@@ -2,77 +2,15 @@
 
 The one definition of the label check: generation judges every answer with it when a chunk commits
 (:mod:`generation.verdicts.policy`), and the release, GRPO's ``label`` reward and ``eval score``
-(label accuracy) use ``label_verdicts`` too.
-
-**What an answer names.** An answer names a noun synset of the WordNet table (``generation.verdicts.wordnet``: the
-10,450 classes, their ancestors and their descendants) when it contains one of the synset's lemmas
-(for a class, the lemmas of ``common.classes.imagenet21k_classes()``: the same strings) as
-whole words, ignoring case:
-
-- the words of a multiword lemma may be joined by spaces or hyphens ("man-eater" matches
-  "man eater" and "great white-shark" matches "great white shark");
-- the last word may take a plural "s" or "es", or "ies" for a consonant + "y" ending
-  ("brambling" matches "bramblings", "butterfly" matches "butterflies"); irregular
-  plurals ("mice", "geese", "oxen") are not recognised;
-- lemmas written in capitals (abbreviations: "OR", "ER", "PC", "CD") match only in
-  capitals, otherwise every "or" would name an operating room (a plural ending stays lower-case:
-  "PCs");
-- curly apostrophes count as straight ones ("jack-o’-lantern").
-
-Three rules are new with the hierarchy, whose 68,000 lemmas include many everyday words:
-
-- a mention inside a longer one does not count: "sea lion" names the sea lion, not the lion, and
-  "hot dog" names no dog (mentions that merely overlap both count);
-- the names of WordNet instances (``@i``: people, places, ships) that start with a capital match
-  only as written ("Nice" the city, never "a nice view"; "Bell" the inventor, never "a bell");
-- single-character lemmas are not matched ("A" is vitamin A, and every sentence's first word).
-
-All these rules live in ``lemma_forms`` and ``_normalize``. Every form of every lemma is one
-pattern of a single Aho-Corasick automaton (``ahocorasick_rs``, Rust's ``aho-corasick`` crate),
-matched against the lower-cased answer in which each run of spaces and hyphens is one space and
-each word boundary carries a mark, as the patterns do: one pass finds every whole-word mention of
-any lemma, however many lemmas there are, where the former matcher ran one regular expression per
-class. ``pyahocorasick`` gives the same matches; on these answers it searched about half as fast
-and took longer to build. The automaton is built on first use (1.5 s or so) and kept for the process.
-
-**The verdict.** ``label_verdicts(answers, wnids)`` gives one ``LabelVerdict`` per answer: ``kind``
-is the first of these that applies to the synsets the answer names,
-
-1. ``exact``: the label class itself;
-2. ``hyponym``: a descendant of the label ("beagle" for dog): more specific, counted correct;
-3. ``hypernym``: an ancestor of the label ("finch", "bird", "animal" for brambling);
-4. ``other_class``: another ImageNet-21K-P class, neither ancestor nor descendant of the label;
-5. ``none``: none of these (also for an answer that is not a string),
-
-ancestors and descendants over the ``@`` and ``@i`` hypernym edges, along every path. The top of the
-hierarchy is left out of 3. and 4. (the stop-list): a synset with fewer than ``MIN_ANCESTORS`` (6)
-ancestors is too generic to say anything about an image, and its lemmas are everyday words ("entity",
-"thing", "object", "whole" and "unit", "matter", "part", "form" and "shape", "set", "group", "being"
-and "organism", "living thing", "artifact", "structure", "food"): an answer that names only such
-synsets is ``none``. "animal" and "plant" (6 ancestors each) are the shallowest synsets kept; "bird"
-has 9. ``score`` is 1
-for ``exact`` and ``hyponym``, 0 for ``other_class`` and ``none``, and for ``hypernym``
-``(|ancestors(a)| + 1) / (|ancestors(label)| + 1)`` for the deepest ancestor ``a`` named (the one
-with most ancestors): strictly between 0 and 1, larger for more specific ancestors (brambling has 13
-ancestors: finch scores 13/14, bird 10/14, animal 7/14). ``named`` is the wnid that decided: the
-label for ``exact``, the ancestor scored for ``hypernym``, the first one mentioned for ``hyponym``
-and ``other_class`` (and between equally deep ancestors; between synsets that share a mention, the
-first by wnid), None for ``none``. ``label_hits`` (``exact`` or ``hyponym``) and
-``label_accuracy`` (their share) are views of the verdicts; ``names_class`` says whether an answer
-names one class by its own lemmas.
-
-**Fingerprint.** ``verifier_fingerprint()`` hashes everything a verdict depends on: this module,
-``generation.verdicts.wordnet`` and its table, the class lemmas, and the versions of ``ahocorasick_rs`` and Unicode. Generation stores it with the verdict of every
-record it commits; the release reuses a stored verdict only under the same fingerprint.
-
-**Known limits.** Matching is lexical. Negation counts as naming ("not a sparrow" names the
-sparrow). An answer naming several candidates gets the best kind among them, whatever it concludes:
-precedence decides ("a sparrow or a brambling" is ``exact``; "a sparrow, a small bird" is
-``hypernym``). A lemma shared by several synsets names them all ("crane" names the bird and the
-machine). Deeper synsets whose lemmas are everyday words ("point", "side", "line", "head", "top" are
-ImageNet-21K-P classes) still count: "the point of its beak" names another class. The stop-list
-also drops a few generic but meaningful hypernyms ("food" for a pizza, "artifact", "structure"):
-such answers are ``none``. Irregular plurals are missed.
+(label accuracy) use :func:`label_verdicts` too. The rules (what an answer names, the verdict kinds
+and the label score, the known limits) are stated in docs/release.md, "Label verdicts and
+`verified`"; :func:`lemma_forms` and :func:`_normalize` implement the matching rules. Every form of
+every lemma is one pattern of a single Aho-Corasick automaton (``ahocorasick_rs``), matched against
+the normalized answer: one pass finds every whole-word mention of any lemma, hundreds of times
+faster than one regex per class (``benchmarks/bench_label_verdicts.py``); it is built on first use
+(1.5 s or so) and kept for the process. :func:`verifier_fingerprint` hashes everything a verdict depends
+on (this module, the WordNet module and table, the class lemmas, the versions of
+``ahocorasick_rs`` and Unicode), so that a stored verdict is reused only under the same rules.
 """
 
 from __future__ import annotations
@@ -117,7 +55,10 @@ MIN_ANCESTORS = 6
 class LabelVerdict:
     kind: str  # one of KINDS
     score: float  # in [0, 1]
-    named: str | None  # the wnid that decided the verdict
+    # The wnid that decided: the label for exact, the ancestor scored for hypernym, the first one
+    # mentioned for hyponym and other_class (and between equally deep ancestors; between synsets that
+    # share a mention, the first by wnid); None for none.
+    named: str | None
 
 
 NONE = LabelVerdict("none", 0.0, None)

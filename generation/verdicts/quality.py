@@ -1,12 +1,10 @@
-"""Why a generation record is kept out of a release's default configs.
+"""Why a generation record is kept out of a release's default configs: the quality verdict.
 
-A record is rejected when its think was never closed, the generation hit its
-token limit, the answer is empty, the text is caught in a repetition loop
-(the paper's 196,388-token maximum is surely one), or its think or answer is not
-English (:mod:`generation.verdicts.language`). A record whose answer was forced
-(``on_truncation: force_answer``) is judged by its second pass: it is ``truncated``
-only when that pass hit ``force_answer_max_tokens`` too. Releases keep rejected
-records reachable, with their reason, in the ``rejected`` config.
+:func:`rejection_reason` (the record's form: truncated, think not closed, empty answer, repetition
+loop) and :func:`record_verdict` (then a forced answer the build rejects, then the language check of
+:mod:`generation.verdicts.language`) implement the rules of docs/release.md, "Quality filtering and
+language". :data:`REJECT_REASONS` is the one spelling of every reject reason of every stage, with
+what it means.
 """
 
 from __future__ import annotations

@@ -1,19 +1,14 @@
 """WordNet 3.0's noun hierarchy around the ImageNet-21K-P classes, read from a table shipped with the package.
 
 ImageNet wnids are WordNet 3.0 noun offsets (``n01530575`` is synset 01530575 of ``data.noun``).
-``generation/verdicts/data/wordnet30_nouns.tsv.gz`` holds every noun synset that is an ancestor or a descendant
-of one of the 10,450 ImageNet-21K-P classes (the classes included): its lemmas and its hypernym
-edges, ``@`` (hypernym) and ``@i`` (instance hypernym). Edges to synsets outside the table (a
-descendant's other parents) are left out; they never lie on a path between two synsets of the
-table's use (a class and its ancestors, a class and its descendants). Nothing downloads at run time;
-``tools/build_wordnet_table.py`` regenerates the table from WordNet 3.0's dict files. WordNet 3.0
-is Princeton University's, under the licence in ``generation/verdicts/data/WORDNET_LICENSE.txt``.
-
-Table format (UTF-8, gzip-compressed): lines starting with ``#`` are comments (provenance); every
-other line is one synset, sorted by wnid, with four tab-separated columns: the wnid, its lemmas in
-WordNet's order separated by ``|`` (underscores written as spaces, as ``timm``'s class list
-writes them), its ``@`` hypernyms and its ``@i`` instance hypernyms (wnids separated by spaces,
-possibly none).
+``data/wordnet30_nouns.tsv.gz`` holds every noun synset that is an ancestor or a descendant of a
+class (the classes included); edges to synsets outside the table never lie on a path the label
+verdicts follow. Format (UTF-8, gzip): ``#`` lines are provenance comments; every other line is a
+synset, sorted by wnid, with four tab-separated columns: the wnid, its lemmas in WordNet's order
+separated by ``|`` (underscores as spaces, as timm's class list writes them), its ``@`` hypernyms
+and its ``@i`` instance hypernyms (wnids separated by spaces). Nothing downloads;
+``tools/build_wordnet_table.py`` regenerates the table. WordNet 3.0 is Princeton University's,
+under ``data/WORDNET_LICENSE.txt``.
 """
 
 from __future__ import annotations
