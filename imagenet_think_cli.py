@@ -1,7 +1,8 @@
 """``imagenet-think``: the toolkit's command line.
 
-Each subcommand is a module exposing ``add_arguments(parser)``, ``run(args)`` and
-an ``EXAMPLE`` string; it is imported only when called, so ``--help`` is instant.
+Each subcommand is a module exposing ``add_arguments(parser)``, ``run(args)``, an ``EXAMPLE``
+string and, where a docs page holds its rules, a ``RULES`` line pointing there; it is imported only
+when called, so ``--help`` is instant.
 
 Errors: an expected failure (an :mod:`imagenet_think_errors` error, or an
 ``OSError`` that names its file, such as a missing or unreadable file) is printed
@@ -41,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("imagenet_think_demo", "run the whole pipeline on bundled photos with tiny models, on a CPU"),
     "preflight": (
         "preflight.cli",
-        "check a model config or training recipe on a login node before booking GPUs (docs/generate.md)",
+        "check a model config or training recipe on a login node before booking GPUs",
     ),
     "tiny-model": ("common.tiny.builder", "build a tiny random-weight VLM locally (tests, demo)"),
 }
@@ -79,7 +80,16 @@ def _run_command(name: str, rest: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog=f"imagenet-think {name}",
         description=COMMANDS[name][1],
-        epilog=f"example:\n  {module.EXAMPLE}\n\n{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.",
+        epilog="\n\n".join(
+            filter(
+                None,
+                [
+                    getattr(module, "RULES", ""),
+                    f"example:\n  {module.EXAMPLE}",
+                    f"{DEBUG_FLAG} (or {DEBUG_ENV}=1) shows the traceback of an error.",
+                ],
+            )
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)

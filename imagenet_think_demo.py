@@ -29,6 +29,7 @@ from release.schema import ANNOTATORS, JOINT_CONFIG
 
 REPO = Path(__file__).resolve().parent
 EXAMPLE = "imagenet-think demo --out demo"
+RULES = "what the demo runs and shows: docs/setup.md"
 DEMO_NOTE = (
     "Demo release: the think and answer texts come from tiny random-weight stand-in models, "
     "constrained to the think/answer format; they are not meaningful."

@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 EXAMPLE = "imagenet-think eval generate --model configs/models/r1_onevision_7b.yaml --dataset imagenet_think --out pred"
+RULES = "rules (what is scored, metrics, label verdicts, the agreement ceiling, tables): docs/eval.md"
 SUBCOMMANDS = {
     "generate": ("eval.predict", "run a model over a release split (resumable, through vLLM)"),
     "score": (

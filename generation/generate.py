@@ -45,6 +45,10 @@ EXAMPLE = (
     "imagenet-think generate --config configs/generation/glm41v_thinking.yaml "
     "--manifest manifest.parquet --out runs/glm"
 )
+RULES = (
+    "rules (the config check, the run protocol and resume, workers sharing a folder, answer forcing, "
+    "what a manifest must hold): docs/generate.md"
+)
 ENGINES = ("vllm", "ray")
 
 

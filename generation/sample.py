@@ -59,11 +59,10 @@ from imagenet_think_errors import InputError, UsageError
 
 logger = logging.getLogger(__name__)
 
-HELP_RULES = "rules: the sampling rule, the sources and every reject reason are in docs/sample.md"
+RULES = "rules (the sampling rule, the sources and every reject reason): docs/sample.md"
 
 EXAMPLE = (
     "imagenet-think sample --source /data/imagenet21k_resized/imagenet21k_train --out runs/manifest.parquet"
-    f"\n\n{HELP_RULES}"
 )
 
 PAPER_MIN_PER_CLASS = 22

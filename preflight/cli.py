@@ -18,6 +18,7 @@ from preflight import memory
 from preflight.checks import Report, check_markers, default_image, first_line, load_parts, render_prompt
 
 EXAMPLE = "imagenet-think preflight --config configs/generation/kimi_vl_thinking.yaml --gpu-memory 80"
+RULES = "what is checked: docs/generate.md (model configs) and docs/training.md (recipes)"
 DEFAULT_GPU_GIB = 80.0
 RECIPE_KEY = "model_name_or_path"  # a training recipe has it; a model config has `model:`
 

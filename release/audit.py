@@ -27,6 +27,9 @@ from release.folder import read_marker
 from release.leakage import Hashes, manifest_hashes, reference_hashes
 
 EXAMPLE = "imagenet-think audit --manifest manifest.parquet --out audit/ --reference /data/imagenet1k/val"
+RULES = (
+    "rules (near-duplicates, the default threshold, what the files hold, what build does): docs/release.md"
+)
 DUPLICATES_SCHEMA = pa.schema(
     [
         pa.field("image_id_a", pa.string(), nullable=False),

@@ -19,7 +19,7 @@ from release.schema import CITATION, JOINT_CONFIG
 from release.stats import stats_markdown
 
 TEMPLATE = "dataset_card.md"  # a file of the checkout (common.checkout)
-RULES = "docs/release.md"  # the page whose sections the template includes (docs_section)
+RULES_PAGE = "docs/release.md"  # the page whose sections the template includes (docs_section)
 IMAGENET_TERMS = "https://image-net.org/download.php"  # ImageNet's terms of access
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")]
 
@@ -31,7 +31,7 @@ def size_category(images: int) -> str:
 def card_template() -> Path:
     """The checkout's dataset card template (:func:`common.checkout.checkout_file`), after checking
     that the rules page it includes is there too (the build calls this before any work)."""
-    checkout_file(RULES)
+    checkout_file(RULES_PAGE)
     return checkout_file(TEMPLATE)
 
 
@@ -51,12 +51,12 @@ def doc_sections(page: str) -> dict[str, str]:
 
 
 def docs_section(sections: dict[str, str], heading: str) -> str:
-    """The section ``heading`` of :data:`RULES`, its headings one level down (the card puts it under
+    """The section ``heading`` of :data:`RULES_PAGE`, its headings one level down (the card puts it under
     its own ``## `` heading); :class:`MissingInputError` where the page has no such section."""
     if heading not in sections:
         raise MissingInputError(
-            f"{RULES} has no section '## {heading}', which {TEMPLATE} includes; restore the heading "
-            f"(`git checkout -- {RULES}`) or name one of its sections in {TEMPLATE}: {', '.join(sections)}"
+            f"{RULES_PAGE} has no section '## {heading}', which {TEMPLATE} includes; restore the heading "
+            f"(`git checkout -- {RULES_PAGE}`) or name one of its sections in {TEMPLATE}: {', '.join(sections)}"
         )
     fenced, lines = False, []
     for line in sections[heading].splitlines():
@@ -99,6 +99,6 @@ def render_card(summary, stats: dict, annotators: tuple[str, ...], demo_note: st
         imagenet_terms=IMAGENET_TERMS,
         model_ids=sorted({model["model_id"] for models in summary.models.values() for model in models}),
         docs_section=functools.partial(
-            docs_section, doc_sections(checkout_file(RULES).read_text(encoding="utf-8"))
+            docs_section, doc_sections(checkout_file(RULES_PAGE).read_text(encoding="utf-8"))
         ),
     )

@@ -27,6 +27,7 @@ from release.folder import CARD, listed_files
 logger = logging.getLogger(__name__)
 
 EXAMPLE = "imagenet-think push imagenet_think --repo-id my-org/ImageNet-Think --dry-run"
+RULES = "rules (what is checked, uploaded and removed, the licence and gating): docs/release.md"
 
 
 def release_files(folder: str | Path) -> list[tuple[str, int]]:

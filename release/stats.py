@@ -30,6 +30,7 @@ from release.splits import SPLITS
 from release.trace_quality import TraceQuality, trace_quality_lines
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
+RULES = "what each figure counts, and the trace-quality measures: docs/release.md"
 VOCABULARY_BLOCK = 1000
 MAX_VOCABULARY_BLOCKS = 50  # past 50,000 samples, every k-th block is counted, evenly over the release
 MAX_VOCABULARY_THREADS = 4  # a block in counting holds ~30 MB

@@ -20,7 +20,7 @@ from imagenet_think import ImageNetThink
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError
 from release.build import BuildOptions, build_release
-from release.card import RULES, TEMPLATE, doc_sections, docs_section
+from release.card import RULES_PAGE, TEMPLATE, doc_sections, docs_section
 from release.splits import assign_splits
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
@@ -161,7 +161,7 @@ def test_the_card_includes_the_rules_of_docs_release_whole_and_states_this_relea
     """The rules are written once, in docs/release.md; the card (read on the Hub, where the docs are
     not) includes its rule sections word for word and adds only this release's facts."""
     card = (release["out"] / "README.md").read_text(encoding="utf-8")
-    sections = doc_sections(checkout_file(RULES).read_text(encoding="utf-8"))
+    sections = doc_sections(checkout_file(RULES_PAGE).read_text(encoding="utf-8"))
     included = re.findall(r'docs_section\("([^"]+)"\)', checkout_file(TEMPLATE).read_text(encoding="utf-8"))
     headings = list(sections)  # every section from the first included to the last, in the page's order
     assert included[0] == "Configs and columns" and included[-1] == "What the statistics count"
@@ -177,7 +177,7 @@ def test_the_card_includes_the_rules_of_docs_release_whole_and_states_this_relea
 
 
 def test_a_rule_section_missing_from_docs_release_is_refused_naming_it():
-    page = checkout_file(RULES).read_text(encoding="utf-8")
+    page = checkout_file(RULES_PAGE).read_text(encoding="utf-8")
     renamed = doc_sections(page.replace("\n## Splits\n", "\n## How images are split\n"))
     with pytest.raises(
         MissingInputError, match=r"docs/release.md has no section '## Splits', which dataset_card"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 BUILD_VERSION = 2  # bump when a build changes, so caches rebuild
 EXAMPLE = "imagenet-think tiny-model glm4v --out tiny-glm"
+RULES = "the tiny models and where they are used: docs/development.md"
 
 VOCAB_SIZE = 3000  # BPE merges and bytes, before the special and reasoning tokens
 MAX_POSITIONS = 4096

@@ -48,6 +48,7 @@ METRIC_KEYS: dict[str, bool] = {
     "think_absent": False,
 }
 EXAMPLE = "imagenet-think eval lmms-task --dataset imagenet_think --out lmms_tasks"
+RULES = "rules (the task, what lmms-eval reports, how outputs are split): docs/eval.md"
 log = logging.getLogger(__name__)
 
 _splits: dict[str, object] = {}  # split fingerprint -> the split's documents, as process_docs saw them
