@@ -2,15 +2,10 @@
 
 Each subcommand is a module exposing ``add_arguments(parser)``, ``run(args)``, an ``EXAMPLE``
 string and, where a docs page holds its rules, a ``RULES`` line pointing there; it is imported only
-when called, so ``--help`` is instant.
-
-Errors: an expected failure (an :mod:`imagenet_think_errors` error, or an
-``OSError`` that names its file, such as a missing or unreadable file) is printed
-as ``imagenet-think COMMAND: error: MESSAGE`` on stderr, without a traceback, and
-exits with status 2 (usage) or 1 (failed); Ctrl-C prints one line and exits 130.
-``--debug`` (before or after the command name) or ``IMAGENET_THINK_DEBUG=1`` adds
-the traceback. Anything else is a bug and keeps its traceback. Called from Python
-with an ``argv`` list (tests, the demo), :func:`main` lets every exception through.
+when called, so ``--help`` is instant. From the command line, expected failures are reported by
+:func:`imagenet_think_errors.run_reporting` (one line, exit status; docs/setup.md, "Commands and
+errors"); called from Python with an ``argv`` list (tests, the demo), :func:`main` lets every
+exception through.
 """
 
 from __future__ import annotations

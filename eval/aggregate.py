@@ -1,14 +1,9 @@
 """Score candidates against several references and aggregate as the paper does (§5.3, eqs. 1–3).
 
-Per example and metric the candidate is scored against each reference (s1, s2, …);
-``m_avg`` is their mean and ``m_max`` their maximum. Over the M examples,
-Avg of Avg = mean of ``m_avg`` and Avg of Max = mean of ``m_max``. Each segment (full
-output, thinking tokens, answer tokens) is scored against the same segment of the
-references. :func:`summarize` adds percentile bootstrap confidence intervals: examples are
-resampled with replacement, the same resamples for every segment and metric.
-
-A segment that is empty on either side scores 0 for that pair (see :mod:`eval.metrics`),
-so an answer-only model scores 0 on thinking tokens.
+Per example, metric and segment: the scores against each reference, their mean and maximum; over
+the examples, Avg of Avg and Avg of Max (the definitions are docs/eval.md's, "What is scored").
+:func:`summarize` adds percentile bootstrap confidence intervals, with the same resamples of the
+examples for every segment and metric.
 """
 
 from __future__ import annotations

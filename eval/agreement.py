@@ -1,9 +1,9 @@
 """The annotator agreement: the ceiling row of ``eval score``'s tables, cached per release split.
 
-The references of every image of the split are scored against each other (glm as the candidate
-against kimi, and kimi against glm), summarized as a model is. The result is kept in a cache
-folder (``.annotator_agreement`` beside the report folder by default), one file per release split
-and settings, so that the reports of several models side by side compute it once.
+What it is and where its cache lives: docs/eval.md, "Annotator agreement (the ceiling)". Here: the
+references scored against each other in both directions and summarized as a model is
+(:func:`annotator_agreement`), and the cache file per release split and settings, read when its key
+matches and written atomically otherwise.
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """``imagenet-think eval generate``: run a model over a release split with the generation engine.
 
 The split's images are written once into ``PRED/images`` with a manifest, then
-``generation.generate`` annotates them, so predictions resume, shard and reject
-exactly like dataset generation. ``PRED`` ends up a run folder (records with
-raw output, think and answer) that ``eval score`` reads.
-
-``PRED/eval.json`` records what the predictions are made on: the dataset, split and
-limit as given, and ``split_sha256``, the fingerprint of the split's rows
-(:func:`split_fingerprint`). ``eval score`` computes the same fingerprint from the rows it
-scores against and refuses predictions made on another release or split.
+``generation.generate`` annotates them, so predictions resume, shard and reject exactly like
+dataset generation. ``PRED`` ends up a run folder (records with raw output, think and answer) that
+``eval score`` reads, and ``PRED/eval.json`` records what the predictions were made on, with the
+split's fingerprint (:func:`split_fingerprint`); how ``eval score`` uses it: docs/eval.md, "What is
+scored".
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The report's tables in the layout of the paper's Tables 3–7 and the label tables, as rows, and
-written as Markdown, LaTeX and CSV (the layout is described in :mod:`eval.report`)."""
+written as Markdown, LaTeX and CSV (the layout: docs/eval.md, "Tables and charts").
+"""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Chunk claims: which worker is annotating which chunk of a run folder, so that workers sharing
 one ``--out`` (two ``generate`` processes, SLURM tasks without ``--num-shards``) split its chunks.
 
-A worker takes chunk ``c`` by creating ``claim-cNNNNNNN.json`` exclusively (``O_EXCL``), holding its
-host, pid and a token; it refreshes the file's time every :data:`CLAIM_REFRESH_SECONDS` while it
-works and removes it once the chunk is committed. A claim is stale, and taken over, when its worker
-is gone (a dead pid on this host) or it was not refreshed for :data:`CLAIM_STALE_SECONDS` (a worker
-on another host that stopped). Claims only save work: where two workers both do a chunk (a takeover
-race), the commit protocol (:mod:`generation.runs`) still leaves one correct commit.
+The claim rule (who takes a chunk, how long a claim lives, when it is taken over) is stated in
+docs/generate.md, "The run protocol". Here: a claim file is created exclusively (``O_EXCL``) and
+holds its worker's host, pid and a token; :data:`CLAIM_REFRESH_SECONDS` and
+:data:`CLAIM_STALE_SECONDS` set its refresh and staleness. Claims only save work: where two workers
+both do a chunk (a takeover race), the commit protocol (:mod:`generation.runs`) still leaves one
+correct commit.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """What a sampling source holds: the candidate files of each class of a tree or a list file, and a
-reject row for each odd entry (the layouts and the rule for odd entries are in
-:mod:`generation.sample`'s docstring).
+reject row for each odd entry (the layouts and the rule for odd entries: docs/sample.md).
 
-A folder is read with one ``os.scandir`` and the entries are classified without opening
-them: a FIFO, socket or device is never opened, a symlink loop or a dangling link is a reject,
-a name that is not valid UTF-8 is a reject. :func:`reject_row` makes a sample-stage reject
-row (its texts valid UTF-8).
+A folder is read with one ``os.scandir`` and the entries are classified without opening them, so
+that a FIFO, socket or device is never opened. :func:`reject_row` makes a sample-stage reject row
+(its texts valid UTF-8).
 """
 
 from __future__ import annotations

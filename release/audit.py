@@ -1,12 +1,11 @@
 """``imagenet-think audit``: near-duplicate images of a manifest, within it and against a reference.
 
-Writes ``OUT/duplicates.parquet`` (one row per pair: ``image_id_a``, ``image_id_b``, ``distance``
-in bits, ``kind`` ``near`` for two images of the manifest, ``reference`` for an image of the
-manifest (a) and one of ``--reference`` (b: its image id, or its path in the folder)),
-``OUT/audit.json`` (the counts), ``OUT/audit.md`` (a short report) and ``OUT/distances.png`` (the
-pairs' distances). With ``--release``, the counts say which pairs sit within one split and which
-cross two. The hashes and the threshold are :mod:`generation.near_duplicates`'; images without a
-hash in the manifest are hashed from their files (:mod:`release.leakage`). Rules: ``docs/release.md``.
+Writes ``duplicates.parquet`` (:data:`DUPLICATES_SCHEMA`), ``audit.json`` (the counts), ``audit.md``
+and ``distances.png`` into ``--out``; with ``--release``, the counts say which pairs sit within one
+split and which cross two. What each file holds, and the rules the build applies: docs/release.md,
+"The near-duplicate audit and threshold". The hashes and the threshold are
+:mod:`generation.near_duplicates`'; images without a hash in the manifest are hashed from their
+files (:mod:`release.leakage`).
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
-"""Upload a release folder to the Hugging Face Hub as a dataset repository.
+"""``imagenet-think push``: upload a release folder to the Hugging Face Hub as a dataset repository.
 
-Exactly the files the release lists in its ``release.json`` go up (Parquet shards,
-README.md card, stats.json, release.json), each verified against its recorded size and sha256
-(:func:`release.folder.verify_release`);
-Parquet files on the Hub that the release does not list (configs of an earlier,
-larger release) are deleted by the upload, so the repository holds this
-release and nothing else. ``huggingface_hub``'s ``upload_folder`` (from 1.20, with ``hf_xet``)
-is its resumable large-folder upload: it commits in batches and, re-run after an interruption,
-skips what is already up (the older ``upload_large_folder`` is gone from huggingface_hub 2). A card
-that declares ImageNet's terms (``license_name: imagenet``, ``extra_gated_fields``) has the
-repository's access requests turned on. The repo id is
-validated and a token looked for before anything is uploaded, also with ``--dry-run``.
+What goes up, what is removed from the Hub, when access requests are turned on and what is checked
+first (also with ``--dry-run``) is stated in docs/release.md, "What a push publishes". Here: the
+listed files (:func:`release_files`, verified by :func:`release.folder.verify_release`), the
+arguments of ``huggingface_hub``'s ``upload_folder`` (:func:`upload_arguments`; resumable in
+batches where ``hf_xet`` is installed, :func:`resumable`) and the gating (:func:`gated`).
 """
 
 from __future__ import annotations

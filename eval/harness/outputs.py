@@ -1,16 +1,12 @@
 """A harness's raw outputs as the predictions ``eval score`` scores.
 
-A harness hands over one raw text per image and does not say how its model writes its reasoning,
-so each output is split by :func:`generation.reasoning.parse_reasoning` in the style that
-:func:`generation.reasoning.detect_style` finds in it. Its think status is ``closed`` (a think
-delimiter that was closed), ``open`` (a think opened and never closed: cut at the token budget,
-so no answer) or ``none`` (no think delimiter: the whole output is the answer); the summary
-reports the share of each (``outputs``).
-
-:class:`HarnessPredictions` answers the questions ``eval score`` asks of a predictions folder
-(:class:`eval.score.PredictionRecords`): which images are predicted or rejected, and their
-think and answer. A harness rejects nothing; every output is held in memory (the harness's
-files hold them all too).
+Each output is split by :func:`generation.reasoning.parse_reasoning` in the style that
+:func:`generation.reasoning.detect_style` finds in it, and gets a think status (``closed``,
+``open``, ``none``) whose shares the summary reports (``outputs``; docs/eval.md, "How outputs are
+split"). :class:`HarnessPredictions` answers the questions ``eval score`` asks of a predictions
+folder (:class:`eval.score.PredictionRecords`): which images are predicted or rejected, and their
+think and answer. A harness rejects nothing; every output is held in memory (the harness's files
+hold them all too).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ REJECT_REASONS = {
     "reference_overlap": "the image is a near-duplicate of an image of the build's --reference collection",
     "not_english": "the think or answer is not English (generation.verdicts.language: fastText lid.176 over windows)",
     "forced_answer": "the answer was forced after the think hit max_tokens (on_truncation: force_answer); "
-    "the release was built with --forced-answers reject",
+    "the release was built with --forced-answer-records reject",
 }
 
 LOOP_WINDOW_CHARS = 4000
@@ -64,14 +64,9 @@ LOOP_ZLIB_LEVEL = 1
 
 
 def is_repetition_loop(text: str) -> bool:
-    """True when ``text`` ends caught in a repetition loop.
-
-    The last 4,000 characters (the whole text if shorter, from 1,000 up) are
-    compressed with zlib: a loop shrinks below 10% of its size, while English
-    prose, reasoning included, stays around 40–60%. Level 1 is twice as fast as
-    the default and moves the boundary little (a 700-character period repeated
-    compresses to 9.7% instead of 9.1%).
-    """
+    """True when ``text`` ends caught in a repetition loop, by the rule of docs/release.md ("Quality
+    filtering and language"). zlib's level 1 is twice as fast as the default and moves the boundary
+    little (a 700-character period repeated compresses to 9.7% instead of 9.1%)."""
     window = text[-LOOP_WINDOW_CHARS:].encode("utf-8")
     return len(window) >= LOOP_MIN_CHARS and len(
         zlib.compress(window, LOOP_ZLIB_LEVEL)
