@@ -2,7 +2,7 @@
 
 Refuses predictions made on another release split than the one scored against (the fingerprint
 ``eval generate`` recorded, :func:`eval.predict.split_fingerprint`), unless ``allow_other_release``.
-Reads only committed chunks (:func:`generation.runs.check_run`) and streams: the references from
+Reads only committed chunks (:func:`generation.run_check.check_run`) and streams: the references from
 the release's Arrow table and the predictions from their record files ``--batch-size`` images at a
 time, each batch scored and appended to ``per_example.parquet``; the summary is computed from the
 per-example scores (``tfidf_cosine_corpus`` takes a first pass for its IDF). The agreement ceiling
@@ -42,7 +42,8 @@ from eval.harness.outputs import HarnessPredictions
 from eval.metrics import METRICS, PAPER_METRICS
 from eval.predict import EVAL_FILE, load_references, read_eval_file, split_fingerprint
 from eval.report import write_report
-from generation.runs import RUN_FILE, check_run
+from generation.run_check import check_run
+from generation.runs import RUN_FILE
 from generation.verdicts.labels import CORRECT_KINDS, KINDS, label_verdicts
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError
 from release.schema import joint_annotators, joint_column
@@ -114,7 +115,7 @@ def _image_ids(path: Path) -> list[str]:
 
 
 def load_predictions(predictions: Path) -> tuple[PredictionRecords, dict]:
-    """The records of the chunks the run committed (:func:`generation.runs.check_run`: files that
+    """The records of the chunks the run committed (:func:`generation.run_check.check_run`: files that
     fail their commit are left out) and the run's config."""
     records_dir = predictions / "records"
     if not (records_dir / RUN_FILE).is_file():

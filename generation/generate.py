@@ -6,8 +6,8 @@ one worker; unsharded workers sharing a folder claim chunks, :mod:`generation.cl
 through an :class:`~generation.annotator.Annotator` and commits it. The config is checked before
 anything is written (:func:`generation.config.validate_model_config`). ``--engine ray`` runs the
 chunks on a Ray cluster instead (:mod:`generation.ray_pool`). The run protocol both loops share
-(chunk plan, run folder, commits, resume) is :mod:`generation.runs`; the rules a user relies on
-are in docs/generate.md.
+is :mod:`generation.runs` (chunk plan, run folder, commits) and :mod:`generation.run_check` (what is
+done, resume); the rules a user relies on are in docs/generate.md.
 """
 
 from __future__ import annotations
@@ -26,17 +26,8 @@ from tqdm.auto import tqdm
 
 from generation.claims import ChunkClaims
 from generation.config import VLMConfig, load_model_config, validate_model_config
-from generation.runs import (
-    Chunk,
-    RunSummary,
-    check_run,
-    claim_run_dir,
-    commit_result,
-    plan_run,
-    prepare_commits,
-    prepare_resume,
-    summarize,
-)
+from generation.run_check import RunSummary, check_run, prepare_resume, summarize
+from generation.runs import Chunk, claim_run_dir, commit_result, plan_run, prepare_commits
 from imagenet_think_errors import MissingInputError, UsageError
 
 logger = logging.getLogger(__name__)

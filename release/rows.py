@@ -39,7 +39,8 @@ from generation.records import (
     manifest_fingerprint,
 )
 from generation.row_checks import annotator_problem, read_checked_manifest
-from generation.runs import RUN_FILE, RunCheck, check_run
+from generation.run_check import RunCheck, check_run
+from generation.runs import RUN_FILE
 from generation.verdicts.labels import CORRECT_KINDS, KINDS
 from generation.verdicts.policy import LabelVerdicts, current_quality_verdicts
 from generation.verdicts.quality import REJECT_REASONS

@@ -8,7 +8,7 @@ import pytest
 from datasets import load_dataset
 
 from generation.records import iter_rows
-from generation.runs import check_run
+from generation.run_check import check_run
 from generation.verdicts.labels import KINDS
 from imagenet_think_demo import LEXICAL, PHOTOS, closing_note, run_demo
 from imagenet_think_errors import RefusedError

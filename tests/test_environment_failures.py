@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from generation.records import ManifestEntry, read_manifest
-from generation.runs import check_run, completed_chunks
+from generation.run_check import check_run, completed_chunks
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError
 from tests.fixtures.small_release import two_annotator_release

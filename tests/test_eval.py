@@ -19,7 +19,8 @@ from generation.records import (
     read_manifest,
     to_table,
 )
-from generation.runs import check_run, chunk_files, commit_chunk
+from generation.run_check import check_run
+from generation.runs import chunk_files, commit_chunk
 from generation.verdicts.labels import KINDS, label_verdicts
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, MissingInputError, RefusedError, UsageError

@@ -22,15 +22,8 @@ from generation.generate import generate
 from generation.images import load_rgb
 from generation.reasoning import STYLES
 from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, Reject, iter_rows, read_manifest, to_table
-from generation.runs import (
-    RUN_FILE,
-    check_run,
-    chunk_files,
-    claim_run_dir,
-    commit_chunk,
-    completed_chunks,
-    plan_run,
-)
+from generation.run_check import check_run, completed_chunks
+from generation.runs import RUN_FILE, chunk_files, claim_run_dir, commit_chunk, plan_run
 from imagenet_think_errors import InputError, RefusedError
 from tests.fixtures.synthetic import write_manifest_tree
 

@@ -30,17 +30,15 @@ from generation.records import (
     read_manifest,
     to_table,
 )
+from generation.run_check import check_run, completed_chunks, summarize
 from generation.runs import (
     RUN_FILE,
     ChunkResult,
-    check_run,
     chunk_files,
     claim_run_dir,
     commit_chunk,
     commit_result,
-    completed_chunks,
     plan_run,
-    summarize,
 )
 from generation.verdicts.labels import label_verdicts, verifier_fingerprint
 from generation.verdicts.quality import quality_fingerprint, record_verdict

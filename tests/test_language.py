@@ -12,7 +12,8 @@ import pytest
 from datasets import load_dataset
 
 from generation.records import RECORD_COLUMN_DEFAULTS, RECORD_SCHEMA, file_sha256
-from generation.runs import check_run, chunk_files
+from generation.run_check import check_run
+from generation.runs import chunk_files
 from generation.verdicts.language import WINDOW_CHARS, language_verdict, plainly_english, windows
 from generation.verdicts.quality import record_verdict
 from imagenet_think_cli import main as cli

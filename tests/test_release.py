@@ -14,7 +14,8 @@ from datasets import load_dataset
 from common.checkout import checkout_file
 from common.classes import NUM_CLASSES, imagenet21k_classes
 from generation.records import RECORD_SCHEMA, Reject, file_sha256, iter_rows, to_table, write_parquet_atomic
-from generation.runs import check_run, chunk_files
+from generation.run_check import check_run
+from generation.runs import chunk_files
 from generation.verdicts.quality import is_repetition_loop, rejection_reason
 from imagenet_think import ImageNetThink
 from imagenet_think_cli import main as cli

@@ -17,7 +17,8 @@ import pytest
 
 from generation.claims import CLAIM_STALE_SECONDS, ChunkClaims, claim_file
 from generation.config import VLMConfig, unpinned_remote_code
-from generation.runs import check_run, chunk_files
+from generation.run_check import check_run
+from generation.runs import chunk_files
 from release.build import BuildOptions, build_release
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
 
