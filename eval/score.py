@@ -240,25 +240,19 @@ def score(options: ScoreOptions, references=None) -> dict:
     ``references``: the ``both`` split already loaded (as lmms-eval's task has it), instead of
     loading ``dataset``/``split``, which then only name it.
     """
-    predictions, out, dataset, split = options.predictions, options.out, options.dataset, options.split
-    metrics, full_length, n_boot, batch_size = (
-        options.metrics,
-        options.full_length,
-        options.n_boot,
-        options.batch_size,
+    _check_options(options.metrics, options.batch_size)
+    out = Path(options.out)
+    made_on, records, config, predictions = open_predictions(
+        options.predictions, options.dataset, options.split, options.allow_other_release
     )
-    allow_other_release, model_name = options.allow_other_release, options.model_name
-    _check_options(metrics, batch_size)
-    out = Path(out)
-    made_on, records, config, predictions = open_predictions(predictions, dataset, split, allow_other_release)
-    dataset, split = dataset or made_on["dataset"], split or made_on["split"]
+    dataset, split = options.dataset or made_on["dataset"], options.split or made_on["split"]
     if references is None:
         references = load_references(dataset, split, made_on.get("limit"))
     references = references.remove_columns([name for name in ("image",) if name in references.column_names])
     annotators = joint_annotators(references.column_names)
     all_ids = references["image_id"]
     fingerprint = split_fingerprint(all_ids, references["wnid"])
-    _check_made_on(predictions, made_on, dataset, split, fingerprint, allow_other_release)
+    _check_made_on(predictions, made_on, dataset, split, fingerprint, options.allow_other_release)
     keep, counts = _coverage(predictions, records, all_ids, dataset, split)
     del all_ids
     columns = ["image_id", "wnid"] + [
@@ -269,50 +263,74 @@ def score(options: ScoreOptions, references=None) -> dict:
         split_rows.select(keep),
         records,
         annotators,
-        metrics,
-        full_length,
-        batch_size,
+        options.metrics,
+        options.full_length,
+        options.batch_size,
         out / "per_example.parquet",
     )
-    summary = summarize(ReferenceScores.concatenate(scored.parts), n_boot=n_boot)
+    summary = summarize(ReferenceScores.concatenate(scored.parts), n_boot=options.n_boot)
     summary.update(
-        model=model_name or config["annotator"],
-        model_id=config["model"],
-        dataset=dataset,
-        split=split,
-        split_sha256=fingerprint,
-        predictions=predictions,
-        made_on={key: made_on.get(key) for key in ("dataset", "split", "limit", "split_sha256")},
-        allow_other_release=allow_other_release,
+        **_provenance(options, config, predictions, made_on, dataset, split, fingerprint),
         references=annotators,
         coverage=counts["predicted"] / counts["expected"],
         images=counts,
         think_closed=scored.closed_thinks / counts["predicted"] if counts["predicted"] else 0.0,
-        **_label_summaries(scored, annotators, n_boot),
+        **_label_summaries(scored, annotators, options.n_boot),
     )
     if isinstance(records, HarnessPredictions):
         summary["outputs"] = records.think_shares(split_rows.select(keep)["image_id"])
     if options.agreement and len(annotators) >= 2:
-        cache = (
-            Path(options.agreement_cache)
-            if options.agreement_cache
-            else out.resolve().parent / AGREEMENT_FOLDER
-        )
-        summary["agreement"] = annotator_agreement(
-            split_rows,
-            annotators,
-            dataset=dataset,
-            split=split,
-            fingerprint=fingerprint,
-            metrics=metrics,
-            full_length=full_length,
-            n_boot=n_boot,
-            batch_size=batch_size,
-            cache=cache,
-        )
+        summary["agreement"] = _agreement(options, split_rows, annotators, dataset, split, fingerprint)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     write_report([summary], out)
     return summary
+
+
+def _provenance(
+    options: ScoreOptions,
+    config: dict,
+    predictions: str,
+    made_on: dict,
+    dataset: str,
+    split: str,
+    fingerprint: str,
+) -> dict:
+    """The summary's account of what was scored: the model, its predictions, the split scored against
+    and the one they were made on."""
+    return {
+        "model": options.model_name or config["annotator"],
+        "model_id": config["model"],
+        "dataset": dataset,
+        "split": split,
+        "split_sha256": fingerprint,
+        "predictions": predictions,
+        "made_on": {key: made_on.get(key) for key in ("dataset", "split", "limit", "split_sha256")},
+        "allow_other_release": options.allow_other_release,
+    }
+
+
+def _agreement(
+    options: ScoreOptions, split_rows, annotators: list[str], dataset: str, split: str, fingerprint: str
+) -> dict:
+    """The annotator agreement (ceiling) row of the split, from ``agreement_cache`` (default: beside
+    ``out``) or computed there once."""
+    cache = (
+        Path(options.agreement_cache)
+        if options.agreement_cache
+        else Path(options.out).resolve().parent / AGREEMENT_FOLDER
+    )
+    return annotator_agreement(
+        split_rows,
+        annotators,
+        dataset=dataset,
+        split=split,
+        fingerprint=fingerprint,
+        metrics=options.metrics,
+        full_length=options.full_length,
+        n_boot=options.n_boot,
+        batch_size=options.batch_size,
+        cache=cache,
+    )
 
 
 def _check_options(metrics: tuple[str, ...], batch_size: int) -> None:
