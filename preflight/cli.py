@@ -98,24 +98,10 @@ def check_model_config(report: Report, config, image, gpu_gib: float) -> None:
     )
     if processor is None:
         return
-    engine, sampling = config.engine, config.sampling
-    system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
-    messages = [
-        *system,
-        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": config.question}]},
-    ]
-    try:
-        _, prompt, image_tokens = render_prompt(processor, messages, image, engine.get("mm_processor_kwargs"))
-    except (
-        Exception
-    ) as error:  # a template or processor that cannot take the prompt: the run's first request fails
-        report.add(
-            "prompt",
-            "error",
-            f"the prompt does not render ({first_line(error)})",
-            "fix the chat template or mm_processor_kwargs",
-        )
+    rendered = _render_generation_prompt(report, config, processor, image)
+    if rendered is None:
         return
+    prompt, image_tokens = rendered
     if image_tokens is None:
         report.add(
             "image",
@@ -124,10 +110,53 @@ def check_model_config(report: Report, config, image, gpu_gib: float) -> None:
             "are not in the count below",
             "leave room for them in engine.max_model_len (the config's comment says how many)",
         )
-    output = sampling.get("max_tokens") or 16
+    max_model_len = _generation_length(report, config, image, prompt, image_tokens)
+    style = STYLES[config.parse_style]
+    if style.open:
+        markers = [style.open, style.close] + (
+            [ANSWER_OPEN, ANSWER_CLOSE] if config.parse_style == "glm" else []
+        )
+        skip = config.sampling.get("skip_special_tokens", True)
+        check_markers(
+            report,
+            getattr(processor, "tokenizer", processor),
+            markers,
+            skip,
+            "set sampling.skip_special_tokens: false",
+        )
+    _generation_memory(report, model_config, config, gpu_gib, max_model_len)
+
+
+def _render_generation_prompt(report: Report, config, processor, image) -> tuple[int, int | None] | None:
+    """The prompt's tokens and, of them, the image's (None when the processor has no image
+    processor); None, reported, when the prompt does not render."""
+    system = [{"role": "system", "content": config.system_prompt}] if config.system_prompt else []
+    messages = [
+        *system,
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": config.question}]},
+    ]
+    try:
+        _, prompt, image_tokens = render_prompt(
+            processor, messages, image, config.engine.get("mm_processor_kwargs")
+        )
+    except Exception as error:  # a template or processor that cannot take it: the run's first request fails
+        report.add(
+            "prompt",
+            "error",
+            f"the prompt does not render ({first_line(error)})",
+            "fix the chat template or mm_processor_kwargs",
+        )
+        return None
+    return prompt, image_tokens
+
+
+def _generation_length(report: Report, config, image, prompt: int, image_tokens: int | None) -> int:
+    """Check that the prompt and the longest output fit engine.max_model_len; returns the sequence
+    length the memory plan is for (max_model_len, else what the run needs)."""
+    output = config.sampling.get("max_tokens") or 16
     if config.on_truncation == "force_answer":
         output += config.force_answer_max_tokens
-    needed, limit = prompt + output, engine.get("max_model_len")
+    needed, limit = prompt + output, config.engine.get("max_model_len")
     counted = (
         "text only"
         if image_tokens is None
@@ -145,20 +174,7 @@ def check_model_config(report: Report, config, image, gpu_gib: float) -> None:
         report.add(
             "length", "ok", f"{detail} = {needed} <= engine.max_model_len {limit or 'the model default'}"
         )
-    style = STYLES[config.parse_style]
-    if style.open:
-        markers = [style.open, style.close] + (
-            [ANSWER_OPEN, ANSWER_CLOSE] if config.parse_style == "glm" else []
-        )
-        skip = sampling.get("skip_special_tokens", True)
-        check_markers(
-            report,
-            getattr(processor, "tokenizer", processor),
-            markers,
-            skip,
-            "set sampling.skip_special_tokens: false",
-        )
-    _generation_memory(report, model_config, config, gpu_gib, limit or needed)
+    return limit or needed
 
 
 def _generation_memory(report: Report, model_config, config, gpu_gib: float, max_model_len: int) -> None:
