@@ -71,7 +71,6 @@ def audit(
     splits = release_splits(Path(release)) if release else None
     near = near_pairs(hashes.values, threshold, hashes.known)
     rows = _pair_rows(hashes.ids, hashes.ids, near, "near")
-    wnids = table["wnid"].to_pylist()
     found = groups(len(hashes.ids), near)
     report = {
         "manifest": str(manifest),
@@ -79,16 +78,7 @@ def audit(
         "images": len(hashes.ids),
         "hashed_from_files": hashes.from_files,
         "images_not_hashed": hashes.unreadable,
-        "near": {
-            "pairs": len(near),
-            "groups": len(found),
-            "images_in_groups": int(sum(len(members) for members in found)),
-            "largest_group": int(max((len(members) for members in found), default=0)),
-            "pairs_across_classes": int(
-                sum(wnids[a] != wnids[b] for a, b in zip(near.a, near.b, strict=True))
-            ),
-            "distances": _histogram(near.distance),
-        },
+        "near": _near_counts(near, found, table["wnid"].to_pylist()),
     }
     if splits is not None:
         report["near"]["splits"] = _split_counts(hashes, near, found, splits)
@@ -96,28 +86,46 @@ def audit(
         others = reference_hashes(reference, workers)
         overlaps = cross_pairs(hashes.values, others.values, threshold, hashes.known, others.known)
         rows += _pair_rows(hashes.ids, others.ids, overlaps, "reference")
-        report["reference"] = {
-            "path": str(reference),
-            "images": len(others.ids),
-            "not_images": others.unreadable,
-            "pairs": len(overlaps),
-            "images_overlapping": len(set(overlaps.a.tolist())),
-            "distances": _histogram(overlaps.distance),
-        }
-        if splits is not None:
-            report["reference"]["by_split"] = dict(
-                sorted(
-                    Counter(
-                        splits.get(hashes.ids[a], "not released") for a in set(overlaps.a.tolist())
-                    ).items()
-                )
-            )
+        report["reference"] = _reference_counts(reference, hashes, others, overlaps, splits)
     out.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(pa.Table.from_pylist(rows, schema=DUPLICATES_SCHEMA), out / "duplicates.parquet")
     write_bytes_atomic((json.dumps(report, indent=2) + "\n").encode(), out / "audit.json")
     write_bytes_atomic(_chart(report), out / "distances.png")
     write_bytes_atomic(audit_markdown(report).encode(), out / "audit.md")
     return report
+
+
+def _near_counts(near, found: list[np.ndarray], wnids: list[str]) -> dict:
+    """audit.json's ``near``: the pairs within the manifest, their groups, and pairs across classes."""
+    return {
+        "pairs": len(near),
+        "groups": len(found),
+        "images_in_groups": int(sum(len(members) for members in found)),
+        "largest_group": int(max((len(members) for members in found), default=0)),
+        "pairs_across_classes": int(sum(wnids[a] != wnids[b] for a, b in zip(near.a, near.b, strict=True))),
+        "distances": _histogram(near.distance),
+    }
+
+
+def _reference_counts(
+    reference: str | Path, hashes: Hashes, others: Hashes, overlaps, splits: dict[str, str] | None
+) -> dict:
+    """audit.json's ``reference``: the manifest's overlaps with the reference (by split, with a release)."""
+    counts = {
+        "path": str(reference),
+        "images": len(others.ids),
+        "not_images": others.unreadable,
+        "pairs": len(overlaps),
+        "images_overlapping": len(set(overlaps.a.tolist())),
+        "distances": _histogram(overlaps.distance),
+    }
+    if splits is not None:
+        counts["by_split"] = dict(
+            sorted(
+                Counter(splits.get(hashes.ids[a], "not released") for a in set(overlaps.a.tolist())).items()
+            )
+        )
+    return counts
 
 
 def _pair_rows(ids_a: list[str], ids_b: list[str], pairs, kind: str) -> list[dict]:
