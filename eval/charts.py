@@ -30,29 +30,7 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
         if not metrics:
             continue
         figure, axis = plt.subplots(figsize=(1.6 + 1.4 * len(metrics) * max(1, len(series)) / 2, 3.6))
-        width = 0.8 / len(series)
-        for k, summary in enumerate(series):
-            entries = [summary["scores"]["full"].get(m) for m in metrics]
-            means = [e["avg_of_avg"] if e else 0.0 for e in entries]
-            errors = np.array(
-                [
-                    [e["avg_of_avg"] - e["avg_of_avg_ci"][0], e["avg_of_avg_ci"][1] - e["avg_of_avg"]]
-                    if e
-                    else [0, 0]
-                    for e in entries
-                ]
-            ).T
-            positions = np.arange(len(metrics)) + (k - (len(series) - 1) / 2) * width
-            ceiling = k >= len(summaries)
-            axis.bar(
-                positions,
-                means,
-                width,
-                yerr=errors,
-                capsize=3,
-                label=summary["label"] if ceiling else legend_label(summary),
-                **({"color": "lightgrey", "hatch": "//", "edgecolor": "grey"} if ceiling else {}),
-            )
+        _family_bars(axis, series, len(summaries), metrics)
         axis.set_xticks(
             np.arange(len(metrics)),
             [METRICS[m].display.replace(" Similarity", "") for m in metrics],
@@ -74,6 +52,36 @@ def bar_charts(summaries: list[dict], out: Path) -> list[Path]:
         written.append(path)
     verdicts = label_verdict_chart(summaries, out)
     return written + ([verdicts] if verdicts else [])
+
+
+def _family_bars(axis, series: list[dict], models: int, metrics: list[str]) -> None:
+    """One group of bars per metric, a bar per series (the first ``models`` the models, then the
+    agreement ceilings, greyed): Avg of Avg with its bootstrap interval."""
+    import numpy as np
+
+    width = 0.8 / len(series)
+    for k, summary in enumerate(series):
+        entries = [summary["scores"]["full"].get(m) for m in metrics]
+        means = [e["avg_of_avg"] if e else 0.0 for e in entries]
+        errors = np.array(
+            [
+                [e["avg_of_avg"] - e["avg_of_avg_ci"][0], e["avg_of_avg_ci"][1] - e["avg_of_avg"]]
+                if e
+                else [0, 0]
+                for e in entries
+            ]
+        ).T
+        positions = np.arange(len(metrics)) + (k - (len(series) - 1) / 2) * width
+        ceiling = k >= models
+        axis.bar(
+            positions,
+            means,
+            width,
+            yerr=errors,
+            capsize=3,
+            label=summary["label"] if ceiling else legend_label(summary),
+            **({"color": "lightgrey", "hatch": "//", "edgecolor": "grey"} if ceiling else {}),
+        )
 
 
 def label_verdict_chart(summaries: list[dict], out: Path) -> Path | None:
