@@ -136,13 +136,13 @@ def hash_cost(repeats: int = 3) -> None:
     )
 
 
-def trace_cost(traces: int, n_words: int) -> None:
+def _synthetic_traces(traces: int, n_words: int) -> list:
+    """``traces`` release rows of about ``n_words`` words of synthetic think text (an occasional
+    "Wait, let me check."), a class each in turn, in tables of 100."""
     import pyarrow as pa
 
     from benchmarks.bench_metrics import sentence, vocabulary
     from common.classes import imagenet21k_classes
-    from generation.verdicts.labels import label_hits
-    from release.trace_quality import TraceQuality
 
     words, cdf = vocabulary()
     rng = np.random.default_rng(0)
@@ -167,10 +167,18 @@ def trace_cost(traces: int, n_words: int) -> None:
                 "label_verdict": "exact",
             }
         )
-    tables = [pa.Table.from_pylist(rows[i : i + 100]) for i in range(0, traces, 100)]
+    return [pa.Table.from_pylist(rows[i : i + 100]) for i in range(0, traces, 100)]
+
+
+def trace_cost(traces: int, n_words: int) -> None:
+    from common.classes import imagenet21k_classes
+    from generation.verdicts.labels import label_hits
+    from release.trace_quality import TraceQuality
+
+    tables = _synthetic_traces(traces, n_words)
     # The class check's automaton, built once per process (TraceQuality starts it in a thread: a build
     # writes meanwhile), is left out of both figures (about 2 CPU s).
-    label_hits(["warm-up"], [wnids[0]])
+    label_hits(["warm-up"], [imagenet21k_classes().wnids[0]])
     quality = TraceQuality(["glm"])
     start, start_cpu = time.perf_counter(), time.process_time()
     for table in tables:
