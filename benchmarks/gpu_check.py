@@ -273,18 +273,7 @@ def grpo_steps(sizes: Sizes, steps: int = 2) -> dict:
         images = _image_inputs(sizes, config, group, device, dtype)
         _sync(device)
         start = time.perf_counter()
-        model.eval()
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=prompts,
-                attention_mask=torch.ones_like(prompts),
-                **images,
-                do_sample=True,
-                temperature=1.0,
-                max_new_tokens=sizes.completion,
-                min_new_tokens=sizes.completion,  # random weights: every completion runs to its budget
-                pad_token_id=0,
-            )
+        out = _sample(model, prompts, images, sizes.completion)
         _sync(device)
         generate_s.append(time.perf_counter() - start)
         completions = out[:, prompts.shape[1] :]
@@ -294,15 +283,7 @@ def grpo_steps(sizes: Sizes, steps: int = 2) -> dict:
         rewards.append(float(reward.mean()))
         advantages = ((reward - reward.mean(1, keepdim=True)) / (reward.std(1, keepdim=True) + 1e-4)).view(-1)
         start = time.perf_counter()
-        model.train()
-        logits = model(input_ids=out, attention_mask=torch.ones_like(out), **images).logits
-        logits = logits[:, prompts.shape[1] - 1 : -1].float()
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
-        ratio = torch.exp(logps - logps.detach())  # one update per generation batch: the ratio is 1
-        loss = -(ratio * advantages.unsqueeze(1)).sum() / completions.numel()  # token-level (DAPO)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        _policy_update(model, optimizer, out, images, prompts.shape[1], advantages)
         _sync(device)
         update_s.append(time.perf_counter() - start)
     total = sum(generate_s) + sum(update_s)
@@ -319,6 +300,38 @@ def grpo_steps(sizes: Sizes, steps: int = 2) -> dict:
     }
     del model, optimizer
     return result
+
+
+def _sample(model, prompts: torch.Tensor, images: dict, completion: int) -> torch.Tensor:
+    """The prompts with ``completion`` sampled tokens each, as GRPO's generation step makes them."""
+    model.eval()
+    with torch.no_grad():
+        return model.generate(
+            input_ids=prompts,
+            attention_mask=torch.ones_like(prompts),
+            **images,
+            do_sample=True,
+            temperature=1.0,
+            max_new_tokens=completion,
+            min_new_tokens=completion,  # random weights: every completion runs to its budget
+            pad_token_id=0,
+        )
+
+
+def _policy_update(
+    model, optimizer, out: torch.Tensor, images: dict, prompt_length: int, advantages: torch.Tensor
+) -> None:
+    """One GRPO optimizer step on the sampled sequences ``out``: token-level loss, ``beta`` 0."""
+    completions = out[:, prompt_length:]
+    model.train()
+    logits = model(input_ids=out, attention_mask=torch.ones_like(out), **images).logits
+    logits = logits[:, prompt_length - 1 : -1].float()
+    logps = torch.log_softmax(logits, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+    ratio = torch.exp(logps - logps.detach())  # one update per generation batch: the ratio is 1
+    loss = -(ratio * advantages.unsqueeze(1)).sum() / completions.numel()  # token-level (DAPO)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _encoder(kind: str, config: dict, device: str, dtype: torch.dtype):
