@@ -1,21 +1,14 @@
 """The user's environment, not the data: `eval score` run from another directory than its `eval
-generate`, a Hub that cannot be reached, and SIGTERM (SLURM pre-emption) during `generate`."""
+generate`, and a Hub that cannot be reached (SIGTERM during `generate` is in the kill-and-resume test of
+tests/test_force_answer.py)."""
 
 import json
-import os
 import random
-import re
-import shlex
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from generation.records import ManifestEntry, read_manifest
-from generation.run_check import check_run, completed_chunks
 from imagenet_think_cli import main as cli
 from imagenet_think_errors import MissingInputError
 from tests.fixtures.small_release import two_annotator_release
@@ -78,51 +71,3 @@ def test_an_unreachable_hub_is_one_line(built, tmp_path):
     (predictions / "eval.json").write_text(json.dumps({"dataset": HUB_ID, "split": "test", "limit": None}))
     with pytest.raises(MissingInputError, match=rf"^release {HUB_ID}: .*pass --dataset the release folder"):
         cli(["eval", "score", "--predictions", str(predictions), "--out", str(tmp_path / "report")])
-
-
-def test_sigterm_during_generate_says_how_to_resume_and_exits_143(built, tmp_path):
-    out = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "imagenet_think_cli", "generate", "--config", str(TINY_GLM),
-        "--manifest", str(built / "manifest.parquet"), "--out", str(out), "--limit", "5", "--set", "chunk_size=1",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 300
-    while (
-        time.monotonic() < deadline
-        and process.poll() is None
-        and not (out.exists() and completed_chunks(out))
-    ):
-        time.sleep(0.05)
-    assert process.poll() is None, "generate ended before a chunk was committed"
-    process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 143, stderr[-2000:]
-    assert "Traceback" not in stderr
-    (line,) = [line for line in stderr.splitlines() if "SIGTERM" in line]
-    # (after the progress bar's last state, which ends in a carriage return)
-    resume = re.search(
-        r"stopped by SIGTERM \(a pre-emption\?\): the committed chunks are kept; resume with `(.*)`$", line
-    )
-    assert resume, line
-    words = shlex.split(resume.group(1))
-    assert words[:2] == ["imagenet-think", "generate"]
-    done = completed_chunks(out)
-    # The command it names finishes the run, redoing none of the chunks committed before SIGTERM.
-    committed = {index: os.stat(out / f"commit-c{index:07d}.json").st_mtime_ns for index in done}
-    finished = subprocess.run(
-        [sys.executable, "-m", "imagenet_think_cli", *words[1:]],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert finished.returncode == 0, finished.stderr[-2000:]
-    state = check_run(out)
-    assert state.images_done == state.images_expected == 5 and not state.not_counted
-    assert all(
-        os.stat(out / f"commit-c{index:07d}.json").st_mtime_ns == when for index, when in committed.items()
-    )

@@ -7,6 +7,8 @@ checked like every other."""
 import json
 import os
 import random
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from generation.reasoning import STYLES
 from generation.records import RECORD_SCHEMA, REJECT_SCHEMA, Reject, iter_rows, read_manifest, to_table
 from generation.run_check import check_run, completed_chunks
 from generation.runs import RUN_FILE, chunk_files, claim_run_dir, commit_chunk, plan_run
+from imagenet_think_cli import main as cli
 from imagenet_think_errors import InputError, RefusedError
 from tests.fixtures.synthetic import write_manifest_tree
 
@@ -142,63 +145,76 @@ def _kill_between_passes(command: list[str], passes_before_kill: int) -> tuple[i
     return process.returncode, "".join(lines)
 
 
-def _kill_after_a_commit(command: list[str], run: Path, rng: random.Random) -> None:
-    """Run ``command`` and SIGKILL it at a random moment after it commits a chunk: inside the next
-    chunk's first or second pass, or while it writes it."""
+def _stop_after_a_commit(command: list[str], run: Path, delay: float, signum: int, log: Path) -> int:
+    """Run ``command`` and send it ``signum`` ``delay`` seconds after it commits a chunk: inside the
+    next chunk's first or second pass, or while it writes it. Its stderr goes to ``log`` (a pipe
+    would fill with the progress bar); returns its exit status."""
     before = len(completed_chunks(run))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None and len(completed_chunks(run)) <= before:
+            time.sleep(0.05)
+        time.sleep(delay)
+        assert process.poll() is None, f"generate ended before it was stopped: {log.read_text()[-2000:]}"
+        process.send_signal(signum)
+        return process.wait(timeout=120)
+
+
+def _resume_words(log: Path) -> list[str]:
+    """The resume command of the one line SIGTERM makes `generate` log (after the progress bar's last
+    state, which ends in a carriage return), without a traceback."""
+    stderr = log.read_text()
+    assert "Traceback" not in stderr, stderr[-2000:]
+    (line,) = [line for line in stderr.splitlines() if "SIGTERM" in line]
+    resume = re.search(
+        r"stopped by SIGTERM \(a pre-emption\?\): the committed chunks are kept; resume with `(.*)`$", line
     )
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None and len(completed_chunks(run)) <= before:
-        time.sleep(0.05)
-    time.sleep(rng.uniform(0.0, 1.5))
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert resume, line
+    words = shlex.split(resume.group(1))
+    assert words[:2] == ["imagenet-think", "generate"]
+    return words
 
 
 def test_a_run_killed_between_the_passes_and_at_random_moments_resumes_exactly(tmp_path, engines):
     """The kill-and-resume test: `imagenet-think generate` with answer forcing is SIGKILLed as a
-    chunk's second pass starts, then twice more at random moments; the resume writes exactly what an
-    uninterrupted run writes, each image once, no temporary file or torn shard left."""
+    chunk's second pass starts, then stopped at random moments by SIGKILL and by SIGTERM (SLURM's
+    pre-emption: one line naming the resume command, exit 143); that command resumes it, redoing no
+    committed chunk, and writes exactly what an uninterrupted run writes, each image once, no
+    temporary file or torn shard left."""
     manifest, _ = write_manifest_tree(tmp_path, classes=3, per_class=4)  # 12 images, 6 chunks
     run = tmp_path / "run"
     overrides = [*FORCING, "chunk_size=2"]
-    command = [
-        sys.executable,
-        "-m",
-        "imagenet_think_cli",
-        "generate",
-        "--config",
-        str(CONFIGS / "tiny_glm.yaml"),
-        "--manifest",
-        str(manifest),
-        "--out",
-        str(run),
-        "--set",
-        *overrides,
-    ]
+    arguments = ["--config", str(CONFIGS / "tiny_glm.yaml"), "--manifest", str(manifest), "--out", str(run)]
+    arguments += ["--set", *overrides]
+    command = [sys.executable, "-m", "imagenet_think_cli", "generate", *arguments]
     status, printed = _kill_between_passes(command, passes_before_kill=2)
     assert status == -signal.SIGKILL, printed[-2000:]
     # Chunk 0 is committed; chunk 1 had its first pass done, its second running: nothing of it is written.
     assert completed_chunks(run) == {0}
     assert not any(path.exists() for path in chunk_files(run, 1))
-    rng = random.Random(1234)
-    for _ in range(2):
-        _kill_after_a_commit(command, run, rng)
-    config = load_model_config(CONFIGS / "tiny_glm.yaml", overrides)  # the command's config
-    annotator = _annotator(engines, "tiny_glm")
-    generate(config, manifest, run, annotator=annotator)  # the resume
+    assert _stop_after_a_commit(command, run, 0.0, signal.SIGTERM, tmp_path / "term.log") == 143
+    words = _resume_words(tmp_path / "term.log")
+    delay = random.Random(1234).uniform(0.0, 0.5)  # a chunk takes about half a second here
+    assert _stop_after_a_commit(command, run, delay, signal.SIGKILL, tmp_path / "kill.log") == -signal.SIGKILL
+    assert shlex.join(arguments) in shlex.join(words)  # the command that was stopped (and its defaults)
+    committed = {
+        index: os.stat(run / f"commit-c{index:07d}.json").st_mtime_ns for index in completed_chunks(run)
+    }
+    assert committed and len(committed) < 6
+    assert cli(words[1:]) == 0  # the resume, by the command it named (in this process)
     state = check_run(run)
     assert sorted(state.done) == list(range(6)) and not state.not_counted and state.images_done == 12
+    assert all(os.stat(run / f"commit-c{i:07d}.json").st_mtime_ns == when for i, when in committed.items())
     ids = [r["image_id"] for r in _records(run)] + [r["image_id"] for r in iter_rows(state.reject_files)]
     assert sorted(ids) == sorted(read_manifest(manifest)[0]["image_id"].to_pylist())  # each image once
     assert not list(run.glob(".tmp-*"))
     for shard in run.glob("*.parquet"):
         pq.read_table(shard)  # no torn shard
     # Exactly what an uninterrupted run writes (greedy decoding: the same texts and counts).
-    generate(config, manifest, tmp_path / "reference", annotator=annotator)
+    config = load_model_config(CONFIGS / "tiny_glm.yaml", overrides)  # the command's config
+    generate(config, manifest, tmp_path / "reference", annotator=_annotator(engines, "tiny_glm"))
     rows = lambda run: sorted(tuple(r[f] for f in RECORD_FIELDS) for r in _records(run))  # noqa: E731
     assert rows(run) == rows(tmp_path / "reference")
     assert all(record["forced_answer"] for record in _records(run))

@@ -182,21 +182,6 @@ def test_an_engine_that_cannot_go_on_stops_the_run_uncommitted(sampled, tmp_path
         assert not completed_chunks(run) and not _rejects(run)  # nothing committed: a resume redoes it
 
 
-def test_ray_pool_matches_the_local_loop(sampled, tmp_path):
-    ray = pytest.importorskip("ray")
-    config = load_model_config(TINY_GLM, ["chunk_size=3"])
-    generate(config, sampled["manifest"], tmp_path / "local", limit=5)
-    try:
-        generate(config, sampled["manifest"], tmp_path / "ray", limit=5, engine="ray")
-    finally:
-        ray.shutdown()
-    fields = ("image_id", "output", "think", "answer", "finish_reason", "num_output_tokens")
-    local = sorted(tuple(r[f] for f in fields) for r in _records(tmp_path / "local"))
-    remote = sorted(tuple(r[f] for f in fields) for r in _records(tmp_path / "ray"))
-    assert local == remote and len(local) == 5
-    assert completed_chunks(tmp_path / "ray") == {0, 1}
-
-
 def test_slurm_arrays_with_a_step_shard_by_position(monkeypatch):
     from generation.generate import default_sharding
 
