@@ -126,10 +126,9 @@ def test_rows_without_imagenet_think_columns_are_named():
         select_traces(rows, EACH)
 
 
-def _sft(*args: str, debug: bool = False) -> subprocess.CompletedProcess:
-    """``python training/sft.py ARGS`` (no accelerate); IMAGENET_THINK_DEBUG only when ``debug``."""
+def _sft(*args: str) -> subprocess.CompletedProcess:
+    """``python training/sft.py ARGS`` (no accelerate), without IMAGENET_THINK_DEBUG."""
     env = {key: value for key, value in os.environ.items() if key != "IMAGENET_THINK_DEBUG"}
-    env.update({"IMAGENET_THINK_DEBUG": "1"} if debug else {})
     command = [sys.executable, str(REPO / "training" / "sft.py"), *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -154,9 +153,11 @@ def test_sft_names_a_recipe_typo_and_a_missing_dataset_without_a_traceback(tmp_p
     )
     result = subprocess.CompletedProcess([], status, "", capsys.readouterr().err)
     _one_error_line(result, "training/sft.py", f"dataset_name {missing}: no such folder")
-    debug = _sft("--config", str(recipe), debug=True)
-    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
-    assert "training/sft.py: error: " in debug.stderr.strip().splitlines()[-1]
+    monkeypatch.setenv("IMAGENET_THINK_DEBUG", "1")
+    assert sft_main(["--config", str(recipe)]) == 1
+    debug = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in debug
+    assert "training/sft.py: error: " in debug.strip().splitlines()[-1]
 
 
 def test_merge_names_a_folder_that_is_no_adapter(tmp_path, capsys):
