@@ -171,7 +171,7 @@ def test_stats_and_push_refuse_what_is_not_a_release(inputs, tmp_path, capsys):
         cli(["push", str(out), "--repo-id", "org/x", "--dry-run"])
 
 
-# SIGKILL the build when it enters a function for the n-th time (a profile hook in the child process).
+# SIGKILL the build when it enters a function for the n-th time (a profile hook in the build's process).
 KILL_POINTS = [
     ("write", 3),  # mid-way through the Parquet files
     ("_record_split", 4),  # some configs and splits finished
@@ -179,19 +179,30 @@ KILL_POINTS = [
     ("_write_marker", 1),  # the card written
     ("swap_in", 1),  # the new release complete in staging, not yet swapped
 ]
-CHILD = """
+# A fresh interpreter imports the build once, then forks one build per line "TARGET COUNT" it reads and
+# prints how that build ended (forked from a process that has started no thread: safe).
+FORKING_BUILDER = """
 import os, signal, sys
 from release.build import BuildOptions, build_release
-target, count = sys.argv[1], int(sys.argv[2])
-seen = 0
-def hook(frame, event, arg):
-    global seen
-    if event == "call" and frame.f_code.co_name == target:
-        seen += 1
-        if seen == count:
-            os.kill(os.getpid(), signal.SIGKILL)
-sys.setprofile(hook)
-build_release(BuildOptions(sys.argv[3:-2], sys.argv[-2], sys.argv[-1], max_shard_bytes=2000, rows_per_group=2))
+runs, manifest, out = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]
+for line in sys.stdin:
+    target, count = line.split()
+    pid = os.fork()
+    if pid == 0:
+        seen = 0
+        def hook(frame, event, arg):
+            global seen
+            if event == "call" and frame.f_code.co_name == target:
+                seen += 1
+                if seen == int(count):
+                    os.kill(os.getpid(), signal.SIGKILL)
+        sys.setprofile(hook)
+        try:
+            build_release(BuildOptions(runs, manifest, out, max_shard_bytes=2000, rows_per_group=2))
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    print(f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}", flush=True)
 """
 
 
@@ -199,28 +210,26 @@ def test_a_build_killed_at_any_moment_leaves_the_previous_release(inputs, tmp_pa
     out = tmp_path / "imagenet_think"
     build_release(BuildOptions(inputs["runs"][:1], inputs["manifest"], out))  # the good release: glm only
     before, marker = _ids(out), (out / MARKER).read_bytes()
-    for target, count in KILL_POINTS:
-        child = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                CHILD,
-                target,
-                str(count),
-                *map(str, inputs["runs"]),
-                str(inputs["manifest"]),
-                str(out),
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-        )
-        assert child.returncode == -signal.SIGKILL, (target, child.stderr[-2000:])
-        assert (out / MARKER).read_bytes() == marker, target
-        assert _ids(out) == before, target
-        assert (tmp_path / ".imagenet_think.imagenet-think-staging").is_dir(), (
-            target
-        )  # left for the next build
+    builder = subprocess.Popen(
+        [sys.executable, "-c", FORKING_BUILDER, *map(str, inputs["runs"]), str(inputs["manifest"]), str(out)],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for target, count in KILL_POINTS:
+            builder.stdin.write(f"{target} {count}\n")
+            builder.stdin.flush()
+            assert builder.stdout.readline() == f"signal {signal.SIGKILL.value}\n", target
+            assert (out / MARKER).read_bytes() == marker, target
+            assert _ids(out) == before, target
+            assert (tmp_path / ".imagenet_think.imagenet-think-staging").is_dir(), (
+                target
+            )  # for the next build
+    finally:
+        builder.stdin.close()
+        builder.wait(timeout=60)
     build_release(BuildOptions(inputs["runs"], inputs["manifest"], out))
     assert not (tmp_path / ".imagenet_think.imagenet-think-staging").exists()
     after = _ids(out)
