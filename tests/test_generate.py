@@ -64,6 +64,15 @@ def sampled(tmp_path_factory):
     return {"root": root, "tree": tree, "manifest": manifest}
 
 
+@pytest.fixture(scope="module")
+def glm_engine():
+    """One tiny-GLM engine for the tests whose configs differ from tiny_glm.yaml only in chunk_size,
+    which the engine does not see (generate's ``annotator``)."""
+    from generation.annotator import Annotator
+
+    return Annotator(load_model_config(TINY_GLM))
+
+
 def _records(run_dir):
     """The records of the run's verified chunks."""
     return list(iter_rows(check_run(run_dir).record_files))
@@ -80,7 +89,7 @@ def _user_mode() -> int:
     return 0o666 & ~umask
 
 
-def test_sample_generate_build_load(sampled, tmp_path):
+def test_sample_generate_build_load(sampled, tmp_path, glm_engine):
     tree, manifest = sampled["tree"], sampled["manifest"]
     good = {Path(f.path).stem for f in tree.files if not f.reason}
     table, _ = read_manifest(manifest)
@@ -88,7 +97,7 @@ def test_sample_generate_build_load(sampled, tmp_path):
         set(table["image_id"].to_pylist()) == good
     )  # every good (incl. odd-mode) image sampled, bad ones not
     config = load_model_config(TINY_GLM)
-    summary = generate(config, manifest, tmp_path / "run")
+    summary = generate(config, manifest, tmp_path / "run", annotator=glm_engine)
     records = _records(tmp_path / "run")
     assert {r["image_id"] for r in records} == good and len(records) == len(good)
     assert summary.records == len(good) and summary.rejects == 0
@@ -325,7 +334,7 @@ def test_config_mistakes_in_the_file_and_in_code_name_their_source(sampled, tmp_
     assert not (tmp_path / "run").exists()
 
 
-def test_a_folder_without_committed_chunks_is_taken_over(sampled, tmp_path, caplog):
+def test_a_folder_without_committed_chunks_is_taken_over(sampled, tmp_path, caplog, glm_engine):
     manifest, out = sampled["manifest"], tmp_path / "run"
     # A config that passes every check but that vLLM refuses when the engine starts: run.json is
     # written, nothing is committed.
@@ -337,7 +346,7 @@ def test_a_folder_without_committed_chunks_is_taken_over(sampled, tmp_path, capl
     torn.write_bytes(b"left over")
     fixed = load_model_config(TINY_GLM, ["chunk_size=2"])
     with caplog.at_level(logging.WARNING, logger="generation"):
-        summary = generate(fixed, manifest, out, limit=3)
+        summary = generate(fixed, manifest, out, limit=3, annotator=glm_engine)
     assert "takes the folder over" in caplog.text and "another config" in caplog.text
     assert json.loads((out / RUN_FILE).read_text())["config"] == dataclasses.asdict(fixed)
     assert summary.records + summary.rejects == 3 and summary.images_missing == 0
@@ -350,12 +359,10 @@ def test_a_folder_without_committed_chunks_is_taken_over(sampled, tmp_path, capl
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_resume_redoes_replaced_and_damaged_chunks_exactly(sampled, tmp_path, caplog):
-    from generation.annotator import Annotator
-
+def test_resume_redoes_replaced_and_damaged_chunks_exactly(sampled, tmp_path, caplog, glm_engine):
     manifest, out = sampled["manifest"], tmp_path / "run"
     config = load_model_config(TINY_GLM, ["chunk_size=2"])
-    annotator = Annotator(config)
+    annotator = glm_engine
     generate(config, manifest, out, limit=8, annotator=annotator)
     expected = read_manifest(manifest)[0]["image_id"].to_pylist()[:8]
     fields = ("image_id", "output", "think", "answer", "num_output_tokens")
@@ -385,9 +392,7 @@ def test_resume_redoes_replaced_and_damaged_chunks_exactly(sampled, tmp_path, ca
     assert summary.images_missing == 0 and not any(line.startswith("missing") for line in summary.lines())
 
 
-def test_a_limited_sharded_run_reports_its_images_and_writes_user_permissions(tmp_path):
-    from generation.annotator import Annotator
-
+def test_a_limited_sharded_run_reports_its_images_and_writes_user_permissions(tmp_path, glm_engine):
     old_umask = os.umask(0o027)  # the files must follow it: 0o640, not mkstemp's 0o600
     try:
         assert _user_mode() == 0o640
@@ -395,7 +400,7 @@ def test_a_limited_sharded_run_reports_its_images_and_writes_user_permissions(tm
         table, _ = read_manifest(manifest)
         assert table.num_rows == 3
         config = load_model_config(TINY_GLM, ["chunk_size=1"])
-        annotator = Annotator(config)
+        annotator = glm_engine
         out = tmp_path / "run"
         first = generate(config, manifest, out, limit=2, num_shards=2, shard_index=0, annotator=annotator)
         assert first.images == 2 and first.images_missing == 1
