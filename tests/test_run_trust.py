@@ -241,13 +241,19 @@ def test_unpinned_remote_code_of_a_hub_model_warns_when_its_engine_starts(tmp_pa
     assert "trust_remote_code is true for some-org/remote-code-model and no revision is pinned" in caplog.text
 
 
+def _records_by_image(run: Path) -> dict[str, tuple]:
+    from generation.records import iter_rows
+
+    fields = ("image_id", "output", "think", "answer", "finish_reason", "num_output_tokens")
+    return {r["image_id"]: tuple(r[f] for f in fields) for r in iter_rows(check_run(run).record_files)}
+
+
 def test_a_ray_pool_writes_what_the_local_loop_writes_and_leaves_a_chunk_another_worker_holds(tmp_path):
     """The Ray pool (one engine per actor) on a run folder where another worker holds chunk 0: it
     annotates chunk 1 only, and its records are the local loop's, field for field (greedy decoding)."""
     ray = pytest.importorskip("ray")
     from generation.config import load_model_config
     from generation.generate import generate
-    from generation.records import iter_rows
 
     manifest, _ = write_manifest_tree(tmp_path, classes=2, per_class=3)
     config = load_model_config(REPO / "configs" / "generation" / "tiny_glm.yaml", ["chunk_size=3"])
@@ -273,10 +279,6 @@ def test_a_ray_pool_writes_what_the_local_loop_writes_and_leaves_a_chunk_another
     finally:
         holder.kill()
         holder.wait()
-    fields = ("image_id", "output", "think", "answer", "finish_reason", "num_output_tokens")
-    rows = lambda run: {
-        r["image_id"]: tuple(r[f] for f in fields) for r in iter_rows(check_run(run).record_files)
-    }  # noqa: E731
-    remote, local = rows(out), rows(tmp_path / "local")
+    remote, local = _records_by_image(out), _records_by_image(tmp_path / "local")
     assert len(remote) == 3 and len(local) == 6
     assert remote == {image_id: local[image_id] for image_id in remote}
