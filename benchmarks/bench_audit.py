@@ -194,7 +194,7 @@ def trace_cost(traces: int, n_words: int) -> None:
     kept = tracemalloc.get_traced_memory()[0] / 2**20
     tracemalloc.stop()
     per_trace = added_cpu / traces
-    sample_mib = sum(len(think) for _, think, _, _ in held._by["glm"].sample) / 2**20  # noqa: SLF001
+    sample_mib = sum(len(think) for think, _, _ in held._by["glm"].sampled.values()) / 2**20  # noqa: SLF001
     per_trace_kib = (kept - sample_mib) / traces * 1024
     print(
         f"## trace quality: {traces:,} traces of about {n_words} words (median {result['think_words']['median']:.0f})"
@@ -208,7 +208,7 @@ def trace_cost(traces: int, n_words: int) -> None:
     print(
         f"projection to 500,000 traces (two annotators): {per_trace * 500_000 / 60:.0f} CPU min feeding + "
         f"{2 * result_cpu / 60:.1f} CPU min results; memory {per_trace_kib * 500_000 / 2**20:.2f} GiB "
-        "(mostly the MinHash LSH indexes)"
+        "(lengths and the MinHash LSH bands' keys)"
     )
 
 

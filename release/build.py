@@ -64,7 +64,9 @@ from release.schema import (
 )
 from release.splits import DEFAULT_FRACTIONS, DEFAULT_SEED, SPLITS
 from release.stats import ReleaseStats
-from release.trace_quality import TRACE_QUALITY_CHART, trace_quality_chart
+from release.think_words import early_think_words
+from release.trace_chart import trace_quality_chart
+from release.trace_quality import TRACE_QUALITY_CHART
 
 EXAMPLE = "imagenet-think build --shards runs/glm runs/kimi --manifest manifest.parquet --out imagenet_think"
 DEFAULT_MAX_SHARD_BYTES = 500 * 2**20
@@ -331,12 +333,13 @@ def _build(out: Path, options: BuildOptions, card_note: str | None) -> ReleaseSu
             "replaces it: copy your edits out first, or pass "
             "--force to rebuild and keep the edited card beside the release"
         )
+    words = early_think_words(options.shards)  # a large release's trace report starts while inputs check
     plan = _plan(out, options.config_fields(), options.annotators, options.license)
     staging = staging_folder(out)
     files = ReleaseFiles(staging)
-    counted = _write(
-        plan, staging, files, options.max_shard_bytes, options.rows_per_group, options.stats_tokenizer
-    )
+    samples = Counter(annotator for _, annotator in plan.sources.good)
+    counted = ReleaseStats({a: samples[a] for a in plan.annotators}, options.stats_tokenizer, words)
+    _write(plan, staging, files, options.max_shard_bytes, options.rows_per_group, counted)
     _finish(plan, staging, files, counted, card_note)
     if card:
         plan.summary.edited_card = keep_edited_card(card)
@@ -388,15 +391,13 @@ def _write(
     files: ReleaseFiles,
     max_shard_bytes: int,
     rows_per_group: int,
-    stats_tokenizer: str | None,
-) -> ReleaseStats:
+    counted: ReleaseStats,
+) -> None:
     """Write every config's Parquet shards into ``staging``, counting the statistics as they go."""
     sources, configs, summary = plan.sources, plan.configs, plan.summary
     for name in [*configs, REJECTED_CONFIG]:
         (staging / name).mkdir()
         summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name] = {}, {}, 0
-    samples = Counter(annotator for _, annotator in sources.good)
-    counted = ReleaseStats({a: samples[a] for a in plan.annotators}, tokenizer=stats_tokenizer)
     features = {
         name: config_features(config) for name, config in [*configs.items(), (REJECTED_CONFIG, plan.rejected)]
     }
@@ -435,7 +436,6 @@ def _write(
         if not summary.rows[name]:
             del summary.rows[name], summary.arrow_bytes[name], summary.parquet_bytes[name]
             (staging / name).rmdir()
-    return counted
 
 
 def _finish(

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +25,13 @@ from release.folder import read_marker, verify_release
 from release.leakage import leakage_lines
 from release.schema import REJECTED_CONFIG, VERDICT_COLUMNS
 from release.splits import SPLITS
-from release.trace_quality import TraceQuality, trace_quality_lines
+from release.think_words import think_words
+from release.trace_quality import trace_quality_lines
 
 EXAMPLE = "imagenet-think stats imagenet_think --json stats.json"
 RULES = "what each figure counts, and the trace-quality measures: docs/release.md"
 VOCABULARY_BLOCK = 1000
 MAX_VOCABULARY_BLOCKS = 50  # past 50,000 samples, every k-th block is counted, evenly over the release
-MAX_VOCABULARY_THREADS = 4  # a block in counting holds ~30 MB
-# Everything but a-z becomes a space, so that split() gives exactly re.findall("[a-z]+", text.lower()).
-_NOT_A_LETTER = bytes(c if ord("a") <= c <= ord("z") else ord(" ") for c in range(256))
-
-
-def unique_words(thinks: list[str]) -> int:
-    """How many distinct lowercase ``[a-z]+`` runs the texts hold together.
-
-    Python lowercases and keeps only letters; Arrow splits and hashes the words
-    (without the GIL, so that blocks are counted in parallel threads).
-    """
-    letters = " ".join(thinks).lower().encode("ascii", "replace").translate(_NOT_A_LETTER).strip()
-    if not letters:
-        return 0
-    words = pc.ascii_split_whitespace(pa.array([letters], pa.large_string()))
-    return len(pc.unique(pc.list_flatten(words)))
 
 
 # The columns of a per-annotator config the statistics read (release.trace_quality reads the last two).
@@ -105,7 +88,7 @@ class ReleaseStats:
     feeds the tables as it writes them; ``compute_stats`` reads a written release.
     """
 
-    def __init__(self, samples: dict[str, int], tokenizer: str | None = None):
+    def __init__(self, samples: dict[str, int], tokenizer: str | None = None, words=None):
         self.tokenizer_name, self._count_tokens = _token_counter(tokenizer)
         full_blocks = {a: n // VOCABULARY_BLOCK for a, n in samples.items()}
         self._stride = max(1, -(-sum(full_blocks.values()) // MAX_VOCABULARY_BLOCKS))  # every stride-th block
@@ -113,17 +96,16 @@ class ReleaseStats:
         firsts = np.cumsum([0, *full_blocks.values()])[:-1]
         self._first_block = {a: int(first) for a, first in zip(samples, firsts, strict=True)}
         self._block = dict.fromkeys(samples, 0)  # each annotator's block being filled
-        self._workers = min(MAX_VOCABULARY_THREADS, os.cpu_count() or 1)
-        self._pool = ThreadPoolExecutor(max_workers=self._workers)
+        self._filled = dict.fromkeys(samples, 0)  # and its rows so far
         self._images: dict[str, str] = {}
         self._tokens: dict[str, list[int]] = {a: [] for a in samples}
         self._verdicts: dict[str, Counter] = {a: Counter() for a in samples}
         self._label_score = dict.fromkeys(samples, 0.0)
-        self._pending: dict[str, list[str]] = {a: [] for a in samples}  # thinks of the block being filled
         self._forced = dict.fromkeys(samples, 0)  # released rows whose answer was forced
         self._rejected: dict[str, Counter] = {a: Counter() for a in samples}  # reject reasons
-        self._quality = TraceQuality(samples)  # release.trace_quality's measures
-        self._blocks: list[Future[int]] = []  # unique words of each counted block, counted in threads
+        # The trace report and the counted blocks' words: ``words`` if the caller started them
+        # (release.think_words), else a ThinkWords for this many samples.
+        self._words = words or think_words(samples, sum(samples.values()))
 
     def add(self, annotator: str, table: pa.Table) -> None:
         """Count the rows of ``table`` (columns ``COLUMNS``), the next rows of ``annotator``."""
@@ -135,25 +117,28 @@ class ReleaseStats:
             else table["num_output_tokens"].to_pylist()
         )
         self._tokens[annotator].extend(counts)
-        self._quality.add(annotator, table)
         self._verdicts[annotator].update(table["label_verdict"].to_pylist())
         if "forced_answer" in table.column_names:  # releases built before answer forcing lack it
             self._forced[annotator] += int(pc.sum(table["forced_answer"]).as_py() or 0)
         self._label_score[annotator] += float(pc.sum(table["label_score"]).as_py() or 0.0)
-        pending, position = self._pending[annotator], 0
-        while position < table.num_rows:
-            take = min(VOCABULARY_BLOCK - len(pending), table.num_rows - position)
-            counted = (self._first_block[annotator] + self._block[annotator]) % self._stride == 0
-            # A block not counted keeps only its size.
-            pending.extend(thinks.slice(position, take).to_pylist() if counted else [""] * take)
+        self._words.add(annotator, table, self._counted_blocks(annotator, table.num_rows))
+
+    def _counted_blocks(self, annotator: str, rows: int) -> list[tuple[tuple[str, int], int, int, bool]]:
+        """The next ``rows`` rows of ``annotator`` in counted vocabulary blocks: ((annotator, its block),
+        first row, end row, whether that fills the block)."""
+        blocks, position = [], 0
+        while position < rows:
+            take = min(VOCABULARY_BLOCK - self._filled[annotator], rows - position)
+            block = self._block[annotator]
+            self._filled[annotator] += take
+            full = self._filled[annotator] == VOCABULARY_BLOCK
+            if (self._first_block[annotator] + block) % self._stride == 0:  # the release's block index
+                blocks.append(((annotator, block), position, position + take, full))
             position += take
-            if len(pending) == VOCABULARY_BLOCK:
-                if counted:
-                    if len(self._blocks) >= self._workers:  # at most one block per thread in memory
-                        self._blocks[-self._workers].result()
-                    self._blocks.append(self._pool.submit(unique_words, pending))
-                pending = self._pending[annotator] = []
+            if full:
+                self._filled[annotator] = 0
                 self._block[annotator] += 1
+        return blocks
 
     def add_rejected(self, table: pa.Table) -> None:
         """Count the rows of a ``rejected`` table (columns ``REJECTED_COLUMNS``) of the annotators counted."""
@@ -164,12 +149,11 @@ class ReleaseStats:
                 self._rejected[annotator][reason] += 1
 
     def result(self) -> dict:
-        with self._pool:
-            block_words = [block.result() for block in self._blocks]
         tokens = self._tokens
+        words = self._words.result(tokens)
+        block_words, leftover = words["block_words"], sum(self._filled.values())
         all_tokens = [n for counts in tokens.values() for n in counts]
         per_class = list(Counter(self._images.values()).values())
-        leftover = [think for pending in self._pending.values() for think in pending]
         return {
             "images": len(self._images),
             "classes": len(per_class),
@@ -182,9 +166,9 @@ class ReleaseStats:
             },
             "unique_words_per_1000_samples": float(np.mean(block_words))
             if block_words
-            else float(unique_words(leftover)),
+            else float(words["leftover_words"]),
             "vocabulary_blocks": len(block_words) or (1 if leftover else 0),
-            "vocabulary_block_size": VOCABULARY_BLOCK if block_words else len(leftover),
+            "vocabulary_block_size": VOCABULARY_BLOCK if block_words else leftover,
             "label_verdicts_by_annotator": {
                 a: {
                     "samples": len(tokens[a]),
@@ -198,7 +182,7 @@ class ReleaseStats:
             # rejected, by reason (not_english among them), per annotator.
             "forced_answers_by_annotator": dict(self._forced),
             "rejected_by_annotator": {a: dict(sorted(c.items())) for a, c in self._rejected.items()},
-            "trace_quality": self._quality.result(tokens),
+            "trace_quality": words["trace_quality"],
         }
 
 

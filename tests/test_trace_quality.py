@@ -2,23 +2,36 @@
 and their place in a built release: stats.json, the card and the chart."""
 
 import json
+import math
 import random
 
 import pyarrow as pa
 import pytest
 
 from release.build import BuildOptions, build_release
-from release.trace_quality import (
-    TraceQuality,
-    answer_in_think,
-    distinct_n,
-    quantiles,
-    reflection_count,
-    repeated_share,
-    self_bleu,
-    words,
-)
+from release.trace_quality import REFLECTION_MARKERS, TraceQuality, distinct_n, quantiles, self_bleu
+from release.trace_words import Words, words
 from tests.fixtures.synthetic import make_record, write_manifest_tree, write_run
+
+MARKERS = [marker.split() for marker in REFLECTION_MARKERS]
+
+
+def reflections(think: str) -> int:
+    return int(Words.of([think]).occurrences(MARKERS)[0])
+
+
+def repeated(think: str) -> float:
+    return float(Words.of([think]).repeated_shares(4)[0])
+
+
+def overlap(think: str, answer: str) -> float:
+    thinks, answers = Words.of([think, answer]).split(1)
+    return float(thinks.shared_shares(answers)[0])
+
+
+def of(texts: list[list[str]]) -> Words:
+    return Words.of([" ".join(tokens) for tokens in texts])
+
 
 GOLDFINCH = "n01531178"
 
@@ -46,6 +59,10 @@ def measure(rows, tokens=None):
 
 def test_words_are_lowercase_letter_runs():
     assert words("Wait, the bird's WING-tip (2x)") == ["wait", "the", "bird", "s", "wing", "tip", "x"]
+    texts = ["Wait, the bird's WING-tip (2x)", "", "café au lait", "end", "İstanbul \u212aelvin", "ab", "cd"]
+    table = Words.of(texts)  # "end" and "ab" / "cd" touch in the column's bytes: separate texts still
+    assert [table.tokens(i) for i in range(len(texts))] == [words(text) for text in texts]
+    assert words("İstanbul \u212aelvin") == ["i", "stanbul", "kelvin"]  # lower case makes ASCII of both
 
 
 def test_lengths_are_quantiles_of_think_and_answer_words_and_tokens():
@@ -70,7 +87,9 @@ def test_truncated_forced_and_unclosed_shares():
 
 def test_reflection_markers_are_whole_word_sequences():
     think = "Hmm, wait. Let me check the beak: actually it is red. On second thought, awaiting checks"
-    assert reflection_count(words(think)) == 5  # hmm, wait, let me check, actually, on second thought
+    assert reflections(think) == 5  # hmm, wait, let me check, actually, on second thought
+    assert reflections("Wait, wait... let me check. Let me check again: double-check, double check") == 6
+    assert reflections("let me. Check") == 1  # punctuation separates no words: "let me check"
     result = measure([{"think": think, "answer": "x"}, {"think": "A plain look at a bird", "answer": "x"}])
     total_words = len(words(think)) + 6
     assert result["reflections_per_1000_words"] == pytest.approx(1000 * 5 / total_words)
@@ -78,8 +97,9 @@ def test_reflection_markers_are_whole_word_sequences():
 
 
 def test_repeated_4grams_and_template_collapse():
-    assert repeated_share(words("a b c d a b c d")) == pytest.approx(1 / 5)  # abcd bcda cdab dabc abcd
-    assert repeated_share(words("a b c")) is None
+    assert repeated("a b c d a b c d") == pytest.approx(1 / 5)  # abcd bcda cdab dabc abcd
+    assert repeated("a a a a a a") == pytest.approx(2 / 3)  # aaaa three times
+    assert math.isnan(repeated("a b c"))
     opening = "Let me look at the"
     rows = [
         {"think": f"{opening} bird closely", "answer": "x"},
@@ -94,13 +114,13 @@ def test_repeated_4grams_and_template_collapse():
 
 
 def test_diversity_distinct_n_and_self_bleu():
-    texts = [["a", "b", "a"], ["a", "c"]]
+    texts = of([["a", "b", "a"], ["a", "c"]])
     assert distinct_n(texts, 1) == pytest.approx(3 / 5)  # a b c of a b a a c
-    assert distinct_n(texts, 2) == 1.0  # ab ba ac
+    assert distinct_n(texts, 2) == 1.0  # ab ba ac: no 2-gram across the two texts
     same = words("the small bird has a red face and a yellow wing bar on each side")
-    assert self_bleu([same, same, same]) == pytest.approx(1.0)
+    assert self_bleu(of([same, same, same])) == pytest.approx(1.0)
     other = words("quantum chromodynamics describes strong interactions between quarks and gluons today")
-    assert self_bleu([same, other]) < 0.05
+    assert self_bleu(of([same, other])) < 0.05
     result = measure([{"think": " ".join(same), "answer": "x"}, {"think": " ".join(same), "answer": "y"}])
     assert result["self_bleu"] == pytest.approx(1.0) and result["distinct_1"] == len(set(same)) / (
         2 * len(same)
@@ -128,13 +148,13 @@ def test_self_bleu_is_nltks_sentence_bleu_of_each_text_against_the_others():
                 for i, text in enumerate(usable)
             ]
         )
-        assert self_bleu(texts) == pytest.approx(expected, abs=1e-12)
+        assert self_bleu(of(texts)) == pytest.approx(expected, abs=1e-12)
 
 
 def test_consistency_answer_words_in_the_think_and_the_class_named_there():
-    assert answer_in_think(words("the bird is a goldfinch"), words("A goldfinch.")) == 1.0
-    assert answer_in_think(words("the bird is a goldfinch"), words("a robin")) == 0.5
-    assert answer_in_think(words("anything"), words("...")) is None
+    assert overlap("the bird is a goldfinch", "A goldfinch.") == 1.0
+    assert overlap("the bird is a goldfinch", "a robin, a robin") == 0.5  # distinct answer words
+    assert math.isnan(overlap("anything", "..."))
     rows = [
         {"think": "Yellow wings: a goldfinch.", "answer": "A goldfinch", "label_verdict": "exact"},
         {"think": "Some small yellow bird.", "answer": "A goldfinch", "label_verdict": "exact"},
@@ -158,7 +178,7 @@ def test_the_sample_is_the_traces_whose_image_ids_hash_lowest_whatever_their_ord
         for i, word in enumerate("abcdefg")
     ]
     lowest = sorted(rows, key=lambda row: hashlib.sha256(row["image_id"].encode()).digest())[:3]
-    expected = distinct_n([words(row["think"]) for row in lowest], 1)
+    expected = distinct_n(Words.of([row["think"] for row in lowest]), 1)
     for order in (rows, rows[::-1]):
         quality = TraceQuality(["glm"])
         for start in range(0, len(order), 2):
