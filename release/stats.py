@@ -2,9 +2,9 @@
 (``imagenet-think stats``; the build writes them into ``stats.json`` and the card).
 
 What each figure counts (samples, token counts, words, vocabulary blocks) is stated in
-docs/release.md, "What the statistics count". Unique words are counted in threads (Arrow splits
-and hashes the words without the GIL), at most :data:`MAX_VOCABULARY_BLOCKS` blocks, so that the
-cost stays bounded.
+docs/release.md, "What the statistics count". The counted blocks' unique words come with the trace
+report's words (:mod:`release.think_words`, in a second process for a large release), at most
+:data:`MAX_VOCABULARY_BLOCKS` blocks, so that the cost stays bounded.
 """
 
 from __future__ import annotations
