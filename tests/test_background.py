@@ -58,3 +58,21 @@ def test_a_failure_in_the_second_process_is_raised_by_the_next_answer_and_the_pr
     process = background._process  # noqa: SLF001
     background.close()
     assert process.poll() is not None
+
+
+def test_a_build_that_starts_the_report_early_writes_the_same_statistics(tmp_path, monkeypatch):
+    import json
+
+    from release import background, think_words
+    from release.build import BuildOptions, build_release
+    from tests.fixtures.small_release import small_inputs
+
+    inputs = small_inputs(tmp_path)
+    build_release(BuildOptions(inputs["runs"], inputs["manifest"], tmp_path / "here"))
+    started = []
+    monkeypatch.setattr(think_words, "EARLY_RECORD_BYTES", 1)  # these runs count as large
+    monkeypatch.setattr(think_words, "Background", lambda *a: started.append(a) or background.Background(*a))
+    build_release(BuildOptions(inputs["runs"], inputs["manifest"], tmp_path / "there"))
+    assert len(started) == 1
+    here, there = (json.loads((tmp_path / name / "stats.json").read_text()) for name in ("here", "there"))
+    assert there == here and here["trace_quality"]["glm"]["samples"] == len(inputs["entries"])
