@@ -180,14 +180,23 @@ class Words:
             shared[first : first + rows] = (wanted & present).sum(axis=1)
         return np.divide(shared, distinct, out=np.full(texts, np.nan), where=distinct > 0)
 
+    def _codes(self, n: int) -> tuple[np.ndarray, int]:
+        """The code of the n words from each position up to ``len(ids) - n`` (equal codes for equal
+        words; the n words may cross texts) and a bound above the codes, below 2**63."""
+        size = max(len(self.vocabulary), 1)
+        codes, bound = self.ids[: max(len(self.ids) - n + 1, 0)].astype(np.int64), size
+        for k in range(1, n):  # (the code of the k words, the next word) as one code, in place
+            if bound * size >= _CODES:
+                codes, bound = np.unique(codes, return_inverse=True)[1], max(len(codes), 1)
+            codes *= size
+            codes += self.ids[k : k + len(codes)]
+            bound *= size
+        return codes, bound
+
     def grams(self, n: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Every word n-gram inside a text, in order: its code (equal codes for equal n-grams), its
         text, and a bound the codes stay under such that ``text * bound + code`` fits 63 bits."""
-        codes, bound = self.ids.astype(np.int64), max(len(self.vocabulary), 1)
-        for k in range(1, n):  # (the code of the k-gram, the next word) as one code
-            if bound * len(self.vocabulary) >= _CODES:
-                codes, bound = np.unique(codes, return_inverse=True)[1], max(len(codes), 1)
-            codes, bound = codes[:-1] * len(self.vocabulary) + self.ids[k:], bound * len(self.vocabulary)
+        codes, bound = self._codes(n)
         if bound * max(len(self), 1) >= _CODES:
             codes, bound = np.unique(codes, return_inverse=True)[1], max(len(codes), 1)
         within = self._within(n)
@@ -195,11 +204,10 @@ class Words:
 
     def repeated_shares(self, n: int) -> np.ndarray:
         """Per text, the share of its word n-grams that repeat an earlier one (NaN: under n words). Each
-        text's n-gram codes are sorted on their own (a row of a matrix of texts of similar lengths,
-        padded): cheaper than sorting a table's codes at once."""
+        text's n-gram codes are sorted on their own, as a row of a matrix of texts of similar lengths
+        (padded): cheaper than sorting a table's codes at once."""
         lengths = np.maximum(self.counts() - n + 1, 0)
-        codes, _, _ = self.grams(n)
-        starts = np.cumsum(lengths) - lengths
+        codes, _ = self._codes(n)
         distinct = np.zeros(len(self), np.int64)
         order = np.argsort(lengths, kind="stable")
         ordered = lengths[order]
@@ -207,13 +215,10 @@ class Words:
         while first < len(order):  # as many texts as fit _SORT_CELLS padded to the longest of them
             padded_sizes = np.arange(1, len(order) - first + 1) * ordered[first:]
             last = first + max(1, int(np.searchsorted(padded_sizes, _SORT_CELLS, side="right")))
-            texts = order[first:last]
-            width, rows = int(lengths[texts].max()), np.repeat(np.arange(len(texts)), lengths[texts])
-            columns = np.arange(len(rows)) - np.repeat(
-                np.cumsum(lengths[texts]) - lengths[texts], lengths[texts]
-            )
-            padded = np.full((len(texts), width), _PAD, np.int64)
-            padded[rows, columns] = codes[np.repeat(starts[texts], lengths[texts]) + columns]
+            texts, width = order[first:last], int(ordered[last - 1])
+            columns = np.arange(width)
+            at = self.bounds[texts][:, None] + np.minimum(columns, lengths[texts][:, None] - 1)
+            padded = np.where(columns < lengths[texts][:, None], codes[at], _PAD)  # a row per text
             padded.sort(axis=1)
             changes = (padded[:, 1:] != padded[:, :-1]) & (padded[:, 1:] != _PAD)
             distinct[texts] = changes.sum(axis=1) + (padded[:, 0] != _PAD)
