@@ -133,12 +133,15 @@ def serve(descriptor: int) -> None:
     """The second process: run the calls that come until the caller closes the socket; the first one
     builds the object."""
     connection = Connection(descriptor)
-    target, failure = None, None
+    target, failure, folders = None, None, set()
     while True:
         try:
             kind, name, args = connection.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # closed, or the caller ended: its folder goes too
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
             return
+        folders.update(str(Path(arg.path).parent) for arg in args if isinstance(arg, _Table))
         args = tuple(_read(arg.path) if isinstance(arg, _Table) else arg for arg in args)
         try:
             if failure is None:

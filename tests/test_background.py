@@ -76,3 +76,13 @@ def test_a_build_that_starts_the_report_early_writes_the_same_statistics(tmp_pat
     assert len(started) == 1
     here, there = (json.loads((tmp_path / name / "stats.json").read_text()) for name in ("here", "there"))
     assert there == here and here["trace_quality"]["glm"]["samples"] == len(inputs["entries"])
+
+
+def test_the_second_process_deletes_the_tables_left_when_the_caller_is_gone():
+    background = Background(ThinkWords)
+    folder = background._folder  # noqa: SLF001
+    for annotator, table, blocks in _tables():
+        background.call("add", annotator, table, blocks)
+    background._connection.close()  # noqa: SLF001 - as when the caller is killed
+    background._process.wait(timeout=60)  # noqa: SLF001
+    assert not folder.exists()
