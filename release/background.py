@@ -6,13 +6,15 @@ work of its own that would otherwise take turns with it. :class:`Background` sta
 builds the object there and forwards calls over a socket: :meth:`Background.call` returns at once,
 :meth:`Background.ask` waits for the answer. A table among the arguments travels as an Arrow IPC file
 in a folder of shared memory (``/dev/shm`` where there is one), written in one go and mapped by the
-second process, which deletes it once read. At most :data:`BACKLOG_BYTES` of tables wait there: past
+second process, which deletes it once read (and the folder when the caller is gone, even killed). At
+most :data:`BACKLOG_BYTES` of tables wait there: past
 that a call waits, so that memory stays bounded when the second process is the slower. A failure in
 the second process is raised, with its traceback, by the next :meth:`Background.ask`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -29,7 +31,7 @@ import pyarrow as pa
 
 BACKLOG_BYTES = 64 << 20
 _SHARED_MEMORY = Path("/dev/shm")
-_BOOT = "import sys; from release.background import serve; serve(int(sys.argv[1]))"
+_BOOT = "import sys; from release.background import serve; serve(int(sys.argv[1]), sys.argv[2])"
 _ROOT = Path(__file__).resolve().parent.parent  # the checkout the second process imports from
 _DONE = "done"  # the second process ran a call
 # glibc's malloc keeps what the second process frees instead of unmapping it: numpy's temporaries of
@@ -57,7 +59,7 @@ class Background:
         here, there = socket.socketpair()
         path = os.pathsep.join(filter(None, [str(_ROOT), os.environ.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
-            [sys.executable, "-c", _BOOT, str(there.fileno())],
+            [sys.executable, "-c", _BOOT, str(there.fileno()), str(self._folder)],
             pass_fds=[there.fileno()],
             env={**os.environ, "PYTHONPATH": path, **_KEEP_FREED_MEMORY},
             stdin=subprocess.DEVNULL,
@@ -129,19 +131,18 @@ def _stop(process: subprocess.Popen, connection: Connection, folder: Path) -> No
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def serve(descriptor: int) -> None:
-    """The second process: run the calls that come until the caller closes the socket; the first one
-    builds the object."""
-    connection = Connection(descriptor)
-    target, failure, folders = None, None, set()
+def serve(descriptor: int, folder: str) -> None:
+    """The second process: run the calls that come until the caller closes the socket (or ends); the
+    first one builds the object. The tables' ``folder`` goes with the caller."""
+    with contextlib.suppress(EOFError, OSError):  # the caller closed the socket, or ended
+        _serve(Connection(descriptor))
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _serve(connection: Connection) -> None:
+    target, failure = None, None
     while True:
-        try:
-            kind, name, args = connection.recv()
-        except (EOFError, OSError):  # closed, or the caller ended: its folder goes too
-            for folder in folders:
-                shutil.rmtree(folder, ignore_errors=True)
-            return
-        folders.update(str(Path(arg.path).parent) for arg in args if isinstance(arg, _Table))
+        kind, name, args = connection.recv()
         args = tuple(_read(arg.path) if isinstance(arg, _Table) else arg for arg in args)
         try:
             if failure is None:
