@@ -6,10 +6,10 @@ work of its own that would otherwise take turns with it. :class:`Background` sta
 builds the object there and forwards calls over a socket: :meth:`Background.call` returns at once,
 :meth:`Background.ask` waits for the answer. A table among the arguments travels as an Arrow IPC file
 in a folder of shared memory (``/dev/shm`` where there is one), written in one go and mapped by the
-second process, which deletes it once read (and the folder when the caller is gone, even killed). At
-most :data:`BACKLOG_BYTES` of tables wait there: past
-that a call waits, so that memory stays bounded when the second process is the slower. A failure in
-the second process is raised, with its traceback, by the next :meth:`Background.ask`.
+second process, which deletes it once read (and the folder when the caller is gone, even killed).
+At most :data:`BACKLOG_BYTES` of tables wait there: past that a call waits, so that memory stays
+bounded when the second process is the slower. A failure in the second process is raised, with its
+traceback, by the next :meth:`Background.ask`.
 """
 
 from __future__ import annotations
