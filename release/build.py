@@ -5,12 +5,9 @@ with ``datasets``' own Parquet writer (so ``Image`` and ``ClassLabel`` survive) 
 ``OUT/<config>/<split>-NNNNN-of-NNNNN.parquet``, in shards of bounded size and small
 row groups, then renders ``OUT/README.md`` from ``dataset_card.md`` with the
 release's statistics and ``OUT/release.json`` (the marker, see ``release.folder``).
-The build streams: records are memory-mapped, rows are written a batch at a time.
-
-Before writing anything the inputs are checked (``release.rows.Sources``): every
-``--shards`` folder holds a generation run whose committed chunks verify, every run
-was made from ``--manifest``, and every record's image hash is the manifest's. The
-release is written into a staging folder and swapped in whole (``release.folder``).
+The build streams: records are memory-mapped, rows are written a batch at a time. The inputs are
+checked before anything is written (``release.rows.Sources``) and the release is written into a
+staging folder and swapped in whole (``release.folder``); the rules are in docs/release.md.
 """
 
 from __future__ import annotations
@@ -74,6 +71,7 @@ DEFAULT_ROWS_PER_GROUP = 100
 IMAGENET_LICENSE = "imagenet"
 LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")  # a Hub licence identifier: cc-by-4.0, mit, ...
 
+RULES = "rules (input checks, configs, verdicts, filtering, splits, near-duplicates): docs/release.md"
 logger = logging.getLogger(__name__)
 
 
@@ -255,9 +253,8 @@ class BuildOptions:
         "keep",
         aliases=("--forced-answers",),
         choices=FORCED_ANSWERS,
-        help="records whose answer was forced (generate's on_truncation: force_answer): keep them in the "
-        "configs with forced_answer true (default, as GLM-4.1V's authors' benchmark does), or reject them "
-        "to `rejected` (reason forced_answer); --forced-answers is the former name",
+        help="records whose answer was forced (generate's on_truncation: force_answer): keep (default) or "
+        "reject; --forced-answers is the former name",
     )
     force: bool = option(
         False,
@@ -267,19 +264,17 @@ class BuildOptions:
     near_duplicate_threshold: int | None = option(
         DEFAULT_THRESHOLD,
         type=threshold_or_none,
-        help="images whose perceptual hashes differ by at most this many bits (0-24) are near-duplicates, "
-        "kept in one split (default %(default)s; `none`: off); see docs/release.md",
+        help="near-duplicate images: perceptual hashes at most this many bits apart, 0-24 (default "
+        "%(default)s; `none`: off)",
     )
     reference: str | Path | None = option(
         None,
-        help="a folder of images or a manifest (e.g. a benchmark's images): images of the release that "
-        "are near-duplicates of one of them go to `rejected` (reason reference_overlap)",
+        help="a folder of images or a manifest (e.g. a benchmark's images) the release must not overlap",
     )
     license: str = option(
         IMAGENET_LICENSE,
-        help="the images' licence the card declares: imagenet (default: ImageNet's terms of access, "
-        "non-commercial; the Hub repository is gated on them) or, for your own images, their Hub licence "
-        "id (e.g. cc-by-4.0); see docs/release.md",
+        help="the images' licence the card declares: imagenet (default) or, for your own images, their "
+        "Hub licence id (e.g. cc-by-4.0)",
     )
     image_root: str | Path | None = option(None, help="override the image root recorded in the manifest")
     validation_fraction: float = option(DEFAULT_FRACTIONS["validation"], type=float)
