@@ -183,7 +183,7 @@ def test_a_run_killed_between_the_passes_and_at_random_moments_resumes_exactly(t
     pre-emption: one line naming the resume command, exit 143); that command resumes it, redoing no
     committed chunk, and writes exactly what an uninterrupted run writes, each image once, no
     temporary file or torn shard left."""
-    # 12 images in 12 chunks: a run cannot finish the 8 or more left in the tenth of a second a kill waits.
+    # 12 images in 12 chunks: a run cannot finish the half dozen or more left in the tenth of a second a kill waits.
     manifest, _ = write_manifest_tree(tmp_path, classes=3, per_class=4)
     run = tmp_path / "run"
     overrides = [*FORCING, "chunk_size=1"]
