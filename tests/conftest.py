@@ -16,20 +16,23 @@ from common.vllm_cpu import set_cpu_env_defaults
 # The files whose tests take the most CPU time, most first (measured on the 2-core machine): a worker
 # that starts them early leaves the short files to fill in at the end. Others follow in their order.
 LONGEST_FIRST = (
-    "test_demo.py",  # the whole demo with GRPO: several minutes on one worker
+    "test_demo.py",  # the whole demo with GRPO: about two minutes on one worker
+    "test_force_answer.py",
     "test_training.py",
     "test_grpo.py",
-    "test_lmms.py",
-    "test_force_answer.py",
-    "test_remote_code.py",
-    "test_generate.py",
-    "test_environment_failures.py",
     "test_run_trust.py",
+    "test_lmms.py",
+    "test_remote_code.py",
+    "test_release_trust.py",
     "test_eval.py",
     "test_release_integrity.py",
-    "test_release_trust.py",
     "test_release.py",
+    "test_gpu_check.py",
+    "test_metrics.py",
     "test_tiny_models.py",
+    "test_preflight.py",
+    "test_cli.py",
+    "test_generate.py",
 )
 
 set_cpu_env_defaults()  # vLLM's CPU engine, tokenizers: for every test, whatever the machine
