@@ -182,7 +182,7 @@ KILL_POINTS = [
 # A fresh interpreter imports the build once, then forks one build per line "TARGET COUNT" it reads and
 # prints how that build ended (forked from a process that has started no thread: safe).
 FORKING_BUILDER = """
-import os, signal, sys
+import os, signal, sys, traceback
 from release.build import BuildOptions, build_release
 runs, manifest, out = sys.argv[1:-2], sys.argv[-2], sys.argv[-1]
 for line in sys.stdin:
@@ -199,8 +199,9 @@ for line in sys.stdin:
         sys.setprofile(hook)
         try:
             build_release(BuildOptions(runs, manifest, out, max_shard_bytes=2000, rows_per_group=2))
-        finally:
-            os._exit(1)
+        except BaseException:
+            traceback.print_exc()  # the build failed before its kill point: say why
+        os._exit(1)
     _, status = os.waitpid(pid, 0)
     print(f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.WEXITSTATUS(status)}", flush=True)
 """
